@@ -1,0 +1,12 @@
+//! slotway: a Redis-Cluster-compatible node, a smart-routing proxy and an
+//! admin CLI in one crate. A request's path reads in one direction:
+//! socket → `resp` → `node::cmd` → `store` (node), or → `proxy` (proxy).
+
+pub mod cli;
+pub mod cluster;
+pub mod glob;
+pub mod node;
+pub mod proxy;
+pub mod resp;
+pub mod runtime;
+pub mod store;

@@ -1,0 +1,71 @@
+//! The `slotway` binary: `node`, `proxy`, `cluster`, `up`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: slotway::runtime::alloc::CountingAlloc = slotway::runtime::alloc::CountingAlloc;
+
+#[derive(Parser)]
+#[command(
+    name = "slotway",
+    version,
+    about = "Redis-Cluster-compatible node, proxy and admin CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node: `slotway node node.conf --port 7001` (flags override
+    /// directives, exactly like redis-server).
+    Node {
+        /// `[CONF] [--directive value...]`: a redis.conf-style file (optional),
+        /// then overrides.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CONF | --DIRECTIVE VALUE"
+        )]
+        args: Vec<String>,
+    },
+    /// Run the smart-routing proxy.
+    Proxy {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Cluster administration (create, check, reshard).
+    Cluster {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a local 3-master/3-replica cluster and the proxy.
+    Up {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Node { mut args } => {
+            // `slotway node --port 7000` (no file) is allowed, as with redis-server.
+            let file = match args.first() {
+                Some(c) if !c.starts_with("--") => Some(PathBuf::from(args.remove(0))),
+                _ => None,
+            };
+            let overrides = args;
+            if let Err(e) = slotway::node::server::start(file.as_deref(), &overrides) {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Proxy { .. } => slotway::cli::not_yet("proxy"),
+        Cmd::Cluster { .. } => slotway::cli::not_yet("cluster"),
+        Cmd::Up { .. } => slotway::cli::not_yet("up"),
+    }
+}

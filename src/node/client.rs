@@ -1,0 +1,164 @@
+//! Per-connection client state (owned by its connection task) and the small
+//! shared handle other clients see through `CLIENT LIST` / `CLIENT KILL`.
+
+use crate::resp::{Proto, Reply};
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, Notify};
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What other tasks may know and do about a client.
+#[derive(Debug)]
+pub struct ClientHandle {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub created_ms: u64,
+    pub last_interaction_ms: AtomicU64,
+    pub name: Mutex<Option<String>>,
+    pub last_cmd: Mutex<&'static str>,
+    /// Set by CLIENT KILL; the connection task closes when notified.
+    pub killed: AtomicBool,
+    pub kill: Notify,
+    /// Extra info for CLIENT LIST: subscriptions and multi state.
+    pub sub_count: AtomicU64,
+    pub psub_count: AtomicU64,
+    pub in_multi: AtomicBool,
+    pub resp: AtomicU64,
+}
+
+impl ClientHandle {
+    pub fn name(&self) -> Option<String> {
+        self.name.lock().ok().and_then(|n| n.clone())
+    }
+
+    /// One line of CLIENT LIST / CLIENT INFO, in Redis's field order.
+    pub fn info_line(&self, now_ms: u64) -> String {
+        let age = now_ms.saturating_sub(self.created_ms) / 1000;
+        let idle = now_ms.saturating_sub(self.last_interaction_ms.load(Ordering::Relaxed)) / 1000;
+        let cmd = self.last_cmd.lock().map(|c| *c).unwrap_or("NULL");
+        let flags = if self.in_multi.load(Ordering::Relaxed) {
+            "x"
+        } else if self.sub_count.load(Ordering::Relaxed) + self.psub_count.load(Ordering::Relaxed)
+            > 0
+        {
+            "P"
+        } else {
+            "N"
+        };
+        format!(
+            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.name().unwrap_or_default(),
+            age,
+            idle,
+            flags,
+            self.sub_count.load(Ordering::Relaxed),
+            self.psub_count.load(Ordering::Relaxed),
+            if self.in_multi.load(Ordering::Relaxed) { 0 } else { -1 },
+            if cmd.is_empty() { "NULL" } else { cmd },
+            self.resp.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Capacity of a subscriber's message queue; a client that falls this far
+/// behind is disconnected, like Redis's pubsub output buffer limit.
+pub const PUSH_QUEUE: usize = 100_000;
+
+pub struct Client {
+    pub handle: Arc<ClientHandle>,
+    pub proto: Proto,
+    pub authenticated: bool,
+    /// Commands queued by MULTI; None when not in a transaction.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A queued command failed to queue: EXEC must abort.
+    pub multi_error: bool,
+    /// Set when a WATCHed key changes.
+    pub watch_dirty: Arc<AtomicBool>,
+    pub watched: Vec<Bytes>,
+    pub channels: HashSet<Bytes>,
+    pub patterns: HashSet<Bytes>,
+    pub shard_channels: HashSet<Bytes>,
+    /// Where publishers send this client's messages.
+    pub push_tx: mpsc::Sender<Reply>,
+    /// Cluster READONLY (reads from a replica).
+    pub readonly: bool,
+    /// Cluster ASKING (one command into an importing slot).
+    pub asking: bool,
+    /// `CLIENT REPLY OFF|SKIP`.
+    pub reply_off: bool,
+    pub skip_next_reply: bool,
+}
+
+impl Client {
+    pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> (Self, mpsc::Receiver<Reply>) {
+        let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
+        (
+            Client {
+                handle,
+                proto: Proto::Resp2,
+                authenticated,
+                multi: None,
+                multi_error: false,
+                watch_dirty: Arc::new(AtomicBool::new(false)),
+                watched: Vec::new(),
+                channels: HashSet::new(),
+                patterns: HashSet::new(),
+                shard_channels: HashSet::new(),
+                push_tx,
+                readonly: false,
+                asking: false,
+                reply_off: false,
+                skip_next_reply: false,
+            },
+            push_rx,
+        )
+    }
+
+    pub fn id(&self) -> u64 {
+        self.handle.id
+    }
+
+    pub fn in_multi(&self) -> bool {
+        self.multi.is_some()
+    }
+
+    /// Inside MULTI, a command that fails before queueing makes EXEC abort.
+    pub fn flag_multi_error(&mut self) {
+        if self.multi.is_some() {
+            self.multi_error = true;
+        }
+    }
+
+    pub fn queue(&mut self, args: Vec<Bytes>) {
+        if let Some(q) = self.multi.as_mut() {
+            q.push(args);
+        }
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
+    }
+
+    /// RESP2 clients with subscriptions may only run (un)subscribe/ping/quit.
+    pub fn in_pubsub_context(&self) -> bool {
+        self.proto == Proto::Resp2 && self.subscription_count() > 0
+    }
+
+    pub fn last_command(&self, name: &'static str) {
+        if let Ok(mut c) = self.handle.last_cmd.lock() {
+            *c = name;
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! lists commands.
+
+use super::CommandSpec;
+
+pub const COMMANDS: &[CommandSpec] = &[];

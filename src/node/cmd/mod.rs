@@ -1,0 +1,390 @@
+//! The command table and dispatch: lookup, arity, auth, MULTI queueing,
+//! pub/sub context, maxmemory, then the family handler.
+//!
+//! Each family file (`strings.rs`, `lists.rs`, ...) exports `COMMANDS`, a
+//! slice of [`CommandSpec`]. The table is their concatenation, so adding a
+//! command touches only its family file. Key positions in the specs are the
+//! Redis ones (`COMMAND INFO`); cluster routing and the proxy use them.
+
+pub mod hashes;
+pub mod keys;
+pub mod lists;
+pub mod multi;
+pub mod pubsub;
+pub mod scripting;
+pub mod server;
+pub mod sets;
+pub mod strings;
+pub mod zsets;
+
+use crate::node::client::Client;
+use crate::node::shared::Shared;
+use crate::resp::{parse_i64, Reply};
+use crate::store::{Db, Value};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Command flags, as `COMMAND INFO` names them.
+pub mod flags {
+    pub const WRITE: u32 = 1 << 0;
+    pub const READONLY: u32 = 1 << 1;
+    pub const DENYOOM: u32 = 1 << 2;
+    pub const ADMIN: u32 = 1 << 3;
+    pub const PUBSUB: u32 = 1 << 4;
+    pub const NOSCRIPT: u32 = 1 << 5;
+    pub const BLOCKING: u32 = 1 << 6;
+    pub const LOADING: u32 = 1 << 7;
+    pub const STALE: u32 = 1 << 8;
+    pub const FAST: u32 = 1 << 9;
+    pub const NO_AUTH: u32 = 1 << 10;
+    pub const NO_MULTI: u32 = 1 << 11;
+    pub const MOVABLE_KEYS: u32 = 1 << 12;
+    pub const ALLOW_BUSY: u32 = 1 << 13;
+
+    pub const NAMES: &[(u32, &str)] = &[
+        (WRITE, "write"),
+        (READONLY, "readonly"),
+        (DENYOOM, "denyoom"),
+        (ADMIN, "admin"),
+        (PUBSUB, "pubsub"),
+        (NOSCRIPT, "noscript"),
+        (BLOCKING, "blocking"),
+        (LOADING, "loading"),
+        (STALE, "stale"),
+        (FAST, "fast"),
+        (NO_AUTH, "no_auth"),
+        (NO_MULTI, "no_multi"),
+        (MOVABLE_KEYS, "movablekeys"),
+        (ALLOW_BUSY, "allow_busy"),
+    ];
+}
+
+/// What a handler returns: `Err` carries an error reply (so `?` works).
+pub type CmdResult = Result<Reply, Reply>;
+pub type Handler = fn(&mut Ctx, &[Bytes]) -> CmdResult;
+
+/// One command: name, arity (Redis convention: N exact, -N at least N, both
+/// counting the name), flags, key positions (first, last, step; last -1 means
+/// the last argument, 0 means no keys), handler.
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub arity: i32,
+    pub flags: u32,
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    pub handler: Handler,
+}
+
+impl CommandSpec {
+    pub fn has(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Positions (into argv) of the keys of a call, from the spec.
+    pub fn key_positions(&self, argc: usize) -> Vec<usize> {
+        if self.first_key <= 0 || self.step <= 0 {
+            return Vec::new();
+        }
+        let last = if self.last_key < 0 {
+            argc as i32 + self.last_key
+        } else {
+            self.last_key
+        };
+        let mut out = Vec::new();
+        let mut i = self.first_key;
+        while i <= last && (i as usize) < argc {
+            out.push(i as usize);
+            i += self.step;
+        }
+        out
+    }
+}
+
+/// Something the connection must do after a command, beyond sending its
+/// reply.
+#[derive(Debug)]
+pub enum Action {
+    /// Close after flushing replies (QUIT, CLIENT KILL of self).
+    Close,
+    /// Wait until one of `keys` changes or `deadline` (unix ms, None = forever)
+    /// passes, then run the command again.
+    Block {
+        keys: Vec<Bytes>,
+        deadline: Option<u64>,
+    },
+    /// Stop the server (SHUTDOWN).
+    Shutdown,
+}
+
+/// State that lives under the keyspace lock.
+pub struct State {
+    pub db: Db,
+    pub scripts: scripting::Scripts,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State {
+            db: Db::new(),
+            scripts: scripting::Scripts::default(),
+        }
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything a handler can touch while it runs.
+pub struct Ctx<'a> {
+    pub db: &'a mut Db,
+    pub scripts: &'a mut scripting::Scripts,
+    pub client: &'a mut Client,
+    pub shared: &'a Shared,
+    /// Unix time in ms, fixed for the whole batch (like Redis's cached time).
+    pub now: u64,
+    pub action: Option<Action>,
+    /// Inside EXEC or a script: blocking commands must not block.
+    pub nested: bool,
+    /// The command is re-run after its block deadline passed.
+    pub timed_out: bool,
+}
+
+impl Ctx<'_> {
+    /// May a blocking command block now?
+    pub fn can_block(&self) -> bool {
+        !self.nested && !self.timed_out
+    }
+}
+
+static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
+
+fn families() -> [&'static [CommandSpec]; 10] {
+    [
+        strings::COMMANDS,
+        keys::COMMANDS,
+        hashes::COMMANDS,
+        lists::COMMANDS,
+        sets::COMMANDS,
+        zsets::COMMANDS,
+        pubsub::COMMANDS,
+        multi::COMMANDS,
+        scripting::COMMANDS,
+        server::COMMANDS,
+    ]
+}
+
+pub fn table() -> &'static HashMap<&'static str, &'static CommandSpec> {
+    TABLE.get_or_init(|| {
+        let mut m = HashMap::new();
+        for fam in families() {
+            for spec in fam {
+                m.insert(spec.name, spec);
+            }
+        }
+        m
+    })
+}
+
+/// Finds a command by name, case-insensitively, without allocating for
+/// names of normal length.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    let s = std::str::from_utf8(lower).ok()?;
+    table().get(s).copied()
+}
+
+// ---- errors with Redis's exact texts -------------------------------------
+
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+pub fn err(msg: &str) -> Reply {
+    Reply::Error(msg.to_string())
+}
+pub fn wrongtype() -> Reply {
+    err(WRONGTYPE)
+}
+pub fn syntax_error() -> Reply {
+    err("ERR syntax error")
+}
+pub fn not_integer() -> Reply {
+    err("ERR value is not an integer or out of range")
+}
+pub fn not_float() -> Reply {
+    err("ERR value is not a valid float")
+}
+pub fn wrong_arity(name: &str) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Parses an integer argument (Redis `string2ll` rules).
+pub fn int_arg(b: &[u8]) -> Result<i64, Reply> {
+    parse_i64(b).ok_or_else(not_integer)
+}
+
+/// Parses a float argument like Redis `strtold`-based parsing (accepts
+/// `inf`, `-inf`, `+inf`; rejects NaN and trailing garbage).
+pub fn float_arg(b: &[u8]) -> Result<f64, Reply> {
+    parse_float(b).ok_or_else(not_float)
+}
+
+pub fn parse_float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let v = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        other => other.parse::<f64>().ok()?,
+    };
+    if v.is_nan() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+/// A positive timeout in seconds (float allowed) as used by blocking
+/// commands; returns the absolute deadline, None for 0 (block forever).
+pub fn timeout_arg(b: &[u8], now: u64) -> Result<Option<u64>, Reply> {
+    let secs = parse_float(b)
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| err("ERR timeout is not a float or out of range"))?;
+    if secs < 0.0 {
+        return Err(err("ERR timeout is negative"));
+    }
+    if secs == 0.0 {
+        return Ok(None);
+    }
+    Ok(Some(now + (secs * 1000.0) as u64))
+}
+
+/// Case-insensitive comparison of an argument with an option name.
+pub fn is(arg: &[u8], name: &str) -> bool {
+    arg.eq_ignore_ascii_case(name.as_bytes())
+}
+
+/// The string value of a key: Ok(None) if missing, Err(WRONGTYPE) if not a
+/// string.
+pub fn get_string<'d>(db: &'d mut Db, key: &[u8], now: u64) -> Result<Option<&'d [u8]>, Reply> {
+    match db.get(key, now) {
+        None => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s.as_slice())),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+// ---- dispatch --------------------------------------------------------------
+
+fn quote_args(args: &[Bytes]) -> String {
+    let mut s = String::new();
+    for a in args.iter().take(16) {
+        s.push('\'');
+        s.push_str(&String::from_utf8_lossy(
+            a.get(..a.len().min(128)).unwrap_or_default(),
+        ));
+        s.push_str("' ");
+    }
+    s
+}
+
+/// Commands allowed in RESP2 subscriber context.
+fn allowed_in_pubsub(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe"
+            | "psubscribe"
+            | "ssubscribe"
+            | "unsubscribe"
+            | "punsubscribe"
+            | "sunsubscribe"
+            | "ping"
+            | "quit"
+            | "reset"
+    )
+}
+
+/// Runs one command: every check Redis makes before calling the handler,
+/// then the handler. `args[0]` is the command name.
+pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
+    let Some(name_arg) = args.first() else {
+        return err("ERR empty command");
+    };
+    let Some(spec) = lookup(name_arg) else {
+        let reply = Reply::Error(format!(
+            "ERR unknown command '{}', with args beginning with: {}",
+            String::from_utf8_lossy(name_arg.get(..name_arg.len().min(128)).unwrap_or_default()),
+            quote_args(args.get(1..).unwrap_or_default())
+        ));
+        ctx.client.flag_multi_error();
+        return reply;
+    };
+    let argc = args.len() as i32;
+    if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
+        ctx.client.flag_multi_error();
+        return wrong_arity(spec.name);
+    }
+    if !ctx.client.authenticated && !spec.has(flags::NO_AUTH) {
+        ctx.client.flag_multi_error();
+        return err("NOAUTH Authentication required.");
+    }
+    ctx.client.last_command(spec.name);
+    if ctx.client.in_multi()
+        && !matches!(
+            spec.name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        )
+    {
+        if spec.has(flags::NO_MULTI) {
+            ctx.client.flag_multi_error();
+            return Reply::Error("ERR Command not allowed inside a transaction".to_string());
+        }
+        ctx.client.queue(args.to_vec());
+        return Reply::simple("QUEUED");
+    }
+    if ctx.client.in_pubsub_context() && !allowed_in_pubsub(spec.name) {
+        return Reply::Error(format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name
+        ));
+    }
+    if spec.has(flags::DENYOOM) {
+        if let Err(e) = enforce_maxmemory(ctx) {
+            return e;
+        }
+    }
+    ctx.shared.stats.count_command();
+    match (spec.handler)(ctx, args) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// Evicts per policy if over `maxmemory`; Err(-OOM) when it cannot.
+fn enforce_maxmemory(ctx: &mut Ctx) -> Result<(), Reply> {
+    let cfg = ctx.shared.config.load();
+    if cfg.maxmemory == 0 {
+        return Ok(());
+    }
+    let limit = usize::try_from(cfg.maxmemory).unwrap_or(usize::MAX);
+    crate::runtime::alloc::flush_local();
+    if crate::runtime::alloc::allocated() <= limit {
+        return Ok(());
+    }
+    ctx.db
+        .evict(cfg.maxmemory_samples, ctx.now, || {
+            crate::runtime::alloc::flush_local();
+            crate::runtime::alloc::allocated() > limit
+        })
+        .map_err(|oom| Reply::Error(oom.to_string()))
+}

@@ -1,0 +1,5 @@
+//! multi commands.
+
+use super::CommandSpec;
+
+pub const COMMANDS: &[CommandSpec] = &[];

@@ -1,0 +1,5 @@
+//! sets commands.
+
+use super::CommandSpec;
+
+pub const COMMANDS: &[CommandSpec] = &[];

@@ -1,0 +1,569 @@
+//! String commands: GET/SET and friends, counters, ranges, MGET/MSET.
+
+use super::flags::*;
+use super::{
+    err, float_arg, get_string, int_arg, is, not_integer, syntax_error, CmdResult, CommandSpec, Ctx,
+};
+use crate::resp::{parse_i64, Reply};
+use crate::store::{sds, Value};
+use bytes::Bytes;
+
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "get",
+        arity: 2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: get,
+    },
+    CommandSpec {
+        name: "set",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: set,
+    },
+    CommandSpec {
+        name: "setnx",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: setnx,
+    },
+    CommandSpec {
+        name: "setex",
+        arity: 4,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: setex,
+    },
+    CommandSpec {
+        name: "psetex",
+        arity: 4,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: psetex,
+    },
+    CommandSpec {
+        name: "getset",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getset,
+    },
+    CommandSpec {
+        name: "getdel",
+        arity: 2,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getdel,
+    },
+    CommandSpec {
+        name: "getex",
+        arity: -2,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getex,
+    },
+    CommandSpec {
+        name: "mget",
+        arity: -2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: mget,
+    },
+    CommandSpec {
+        name: "mset",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: -1,
+        step: 2,
+        handler: mset,
+    },
+    CommandSpec {
+        name: "msetnx",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: -1,
+        step: 2,
+        handler: msetnx,
+    },
+    CommandSpec {
+        name: "incr",
+        arity: 2,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: incr,
+    },
+    CommandSpec {
+        name: "decr",
+        arity: 2,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: decr,
+    },
+    CommandSpec {
+        name: "incrby",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: incrby,
+    },
+    CommandSpec {
+        name: "decrby",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: decrby,
+    },
+    CommandSpec {
+        name: "incrbyfloat",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: incrbyfloat,
+    },
+    CommandSpec {
+        name: "append",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: append,
+    },
+    CommandSpec {
+        name: "strlen",
+        arity: 2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: strlen,
+    },
+    CommandSpec {
+        name: "getrange",
+        arity: 4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getrange,
+    },
+    CommandSpec {
+        name: "substr",
+        arity: 4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getrange,
+    },
+    CommandSpec {
+        name: "setrange",
+        arity: 4,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: setrange,
+    },
+];
+
+fn get(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::bulk_opt(get_string(ctx.db, &a[1], ctx.now)?))
+}
+
+fn max_len(ctx: &Ctx) -> usize {
+    ctx.shared.config.load().proto_max_bulk_len
+}
+
+fn too_big() -> Reply {
+    err("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+}
+
+/// Expiry given as a relative or absolute time in the unit of the option;
+/// returns the absolute unix ms.
+fn expire_from(ctx: &Ctx, v: &[u8], unit_ms: i64, absolute: bool, cmd: &str) -> Result<u64, Reply> {
+    let n = int_arg(v)?;
+    let invalid = || Reply::Error(format!("ERR invalid expire time in '{cmd}' command"));
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let ms = n.checked_mul(unit_ms).ok_or_else(invalid)?;
+    let at = if absolute {
+        ms
+    } else {
+        (ctx.now as i64).checked_add(ms).ok_or_else(invalid)?
+    };
+    u64::try_from(at).map_err(|_| invalid())
+}
+
+#[derive(PartialEq)]
+enum Cond {
+    Always,
+    Nx,
+    Xx,
+}
+
+fn set(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (key, val) = (&a[1], &a[2]);
+    let mut cond = Cond::Always;
+    let mut expire: Option<u64> = None;
+    let mut keepttl = false;
+    let mut get_old = false;
+    let mut i = 3;
+    while i < a.len() {
+        let opt = &a[i];
+        let next = a.get(i + 1);
+        if is(opt, "nx") && cond == Cond::Always {
+            cond = Cond::Nx;
+        } else if is(opt, "xx") && cond == Cond::Always {
+            cond = Cond::Xx;
+        } else if is(opt, "get") {
+            get_old = true;
+        } else if is(opt, "keepttl") && expire.is_none() {
+            keepttl = true;
+        } else if let (Some(v), false, true) = (
+            next,
+            keepttl || expire.is_some(),
+            is(opt, "ex") || is(opt, "px") || is(opt, "exat") || is(opt, "pxat"),
+        ) {
+            let (unit, abs) = if is(opt, "ex") {
+                (1000, false)
+            } else if is(opt, "px") {
+                (1, false)
+            } else if is(opt, "exat") {
+                (1000, true)
+            } else {
+                (1, true)
+            };
+            expire = Some(expire_from(ctx, v, unit, abs, "set")?);
+            i += 1;
+        } else {
+            return Err(syntax_error());
+        }
+        i += 1;
+    }
+    let old: Option<Option<Bytes>> = if get_old {
+        Some(get_string(ctx.db, key, ctx.now)?.map(Bytes::copy_from_slice))
+    } else {
+        None
+    };
+    let exists = match &old {
+        Some(o) => o.is_some(),
+        None if cond != Cond::Always => ctx.db.contains(key, ctx.now),
+        None => false,
+    };
+    let proceed = match cond {
+        Cond::Always => true,
+        Cond::Nx => !exists,
+        Cond::Xx => exists,
+    };
+    if proceed {
+        let v = Value::Str(sds(val));
+        if keepttl {
+            ctx.db.set_keep_ttl(key, v, ctx.now);
+        } else {
+            ctx.db.set_with_expire(key, v, expire);
+        }
+    }
+    Ok(match old {
+        Some(o) => o.map_or(Reply::Nil, Reply::Bulk),
+        None if proceed => Reply::Ok,
+        None => Reply::Nil,
+    })
+}
+
+fn setnx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if ctx.db.contains(&a[1], ctx.now) {
+        return Ok(Reply::Int(0));
+    }
+    ctx.db.set(&a[1], Value::Str(sds(&a[2])));
+    Ok(Reply::Int(1))
+}
+
+fn setex_unit(ctx: &mut Ctx, a: &[Bytes], unit: i64, cmd: &str) -> CmdResult {
+    let at = expire_from(ctx, &a[2], unit, false, cmd)?;
+    ctx.db
+        .set_with_expire(&a[1], Value::Str(sds(&a[3])), Some(at));
+    Ok(Reply::Ok)
+}
+
+fn setex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setex_unit(ctx, a, 1000, "setex")
+}
+
+fn psetex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setex_unit(ctx, a, 1, "psetex")
+}
+
+fn getset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let old = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice);
+    ctx.db.set(&a[1], Value::Str(sds(&a[2])));
+    Ok(old.map_or(Reply::Nil, Reply::Bulk))
+}
+
+fn getdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let old = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice);
+    if old.is_some() {
+        ctx.db.remove(&a[1], ctx.now);
+    }
+    Ok(old.map_or(Reply::Nil, Reply::Bulk))
+}
+
+fn getex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    enum Op {
+        None,
+        Persist,
+        At(u64),
+    }
+    let mut op = Op::None;
+    let mut i = 2;
+    while i < a.len() {
+        let opt = &a[i];
+        if is(opt, "persist") && matches!(op, Op::None) {
+            op = Op::Persist;
+        } else if let (Some(v), true) = (a.get(i + 1), matches!(op, Op::None)) {
+            let (unit, abs) = if is(opt, "ex") {
+                (1000, false)
+            } else if is(opt, "px") {
+                (1, false)
+            } else if is(opt, "exat") {
+                (1000, true)
+            } else if is(opt, "pxat") {
+                (1, true)
+            } else {
+                return Err(syntax_error());
+            };
+            op = Op::At(expire_from(ctx, v, unit, abs, "getex")?);
+            i += 1;
+        } else {
+            return Err(syntax_error());
+        }
+        i += 1;
+    }
+    let Some(v) = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice) else {
+        return Ok(Reply::Nil);
+    };
+    match op {
+        Op::None => {}
+        Op::Persist => {
+            ctx.db.persist(&a[1], ctx.now);
+        }
+        Op::At(at) if at <= ctx.now => {
+            ctx.db.remove(&a[1], ctx.now);
+        }
+        Op::At(at) => {
+            ctx.db.set_expire(&a[1], at, ctx.now);
+        }
+    }
+    Ok(Reply::Bulk(v))
+}
+
+fn mget(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let out = a[1..]
+        .iter()
+        .map(|k| match ctx.db.get(k, ctx.now) {
+            Some(Value::Str(s)) => Reply::bulk(s),
+            _ => Reply::Nil,
+        })
+        .collect();
+    Ok(Reply::Array(out))
+}
+
+fn mset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if a.len() % 2 == 0 {
+        return Err(super::wrong_arity("mset"));
+    }
+    for kv in a[1..].chunks_exact(2) {
+        ctx.db.set(&kv[0], Value::Str(sds(&kv[1])));
+    }
+    Ok(Reply::Ok)
+}
+
+fn msetnx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if a.len() % 2 == 0 {
+        return Err(super::wrong_arity("msetnx"));
+    }
+    if a[1..]
+        .chunks_exact(2)
+        .any(|kv| ctx.db.contains(&kv[0], ctx.now))
+    {
+        return Ok(Reply::Int(0));
+    }
+    for kv in a[1..].chunks_exact(2) {
+        ctx.db.set(&kv[0], Value::Str(sds(&kv[1])));
+    }
+    Ok(Reply::Int(1))
+}
+
+/// INCRBY core: the stored value must be a canonical integer string.
+fn incr_by(ctx: &mut Ctx, key: &[u8], by: i64) -> CmdResult {
+    let cur = match get_string(ctx.db, key, ctx.now)? {
+        None => 0,
+        Some(s) => parse_i64(s).ok_or_else(not_integer)?,
+    };
+    let new = cur
+        .checked_add(by)
+        .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
+    let mut buf = itoa::Buffer::new();
+    ctx.db
+        .set_keep_ttl(key, Value::Str(sds(buf.format(new).as_bytes())), ctx.now);
+    Ok(Reply::Int(new))
+}
+
+fn incr(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    incr_by(ctx, &a[1], 1)
+}
+
+fn decr(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    incr_by(ctx, &a[1], -1)
+}
+
+fn incrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = int_arg(&a[2])?;
+    incr_by(ctx, &a[1], by)
+}
+
+fn decrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = int_arg(&a[2])?;
+    let by = by
+        .checked_neg()
+        .ok_or_else(|| err("ERR decrement would overflow"))?;
+    incr_by(ctx, &a[1], by)
+}
+
+fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = float_arg(&a[2])?;
+    let cur = match get_string(ctx.db, &a[1], ctx.now)? {
+        None => 0.0,
+        Some(s) => super::parse_float(s).ok_or_else(|| err("ERR value is not a valid float"))?,
+    };
+    let new = cur + by;
+    if !new.is_finite() {
+        return Err(err("ERR increment would produce NaN or Infinity"));
+    }
+    let text = format!("{new}");
+    ctx.db
+        .set_keep_ttl(&a[1], Value::Str(sds(text.as_bytes())), ctx.now);
+    Ok(Reply::bulk(text))
+}
+
+fn append(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let max = max_len(ctx);
+    let cur_len = get_string(ctx.db, &a[1], ctx.now)?.map(<[u8]>::len);
+    let new_len = cur_len.unwrap_or(0) + a[2].len();
+    if new_len > max {
+        return Err(too_big());
+    }
+    match ctx.db.get_mut(&a[1], ctx.now) {
+        Some(Value::Str(s)) => s.extend_from_slice(&a[2]),
+        _ => ctx.db.set(&a[1], Value::Str(sds(&a[2]))),
+    }
+    Ok(Reply::Int(new_len as i64))
+}
+
+fn strlen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(
+        get_string(ctx.db, &a[1], ctx.now)?.map_or(0, <[u8]>::len) as i64,
+    ))
+}
+
+/// Normalises Redis-style (possibly negative) inclusive indexes against a
+/// length; None when the range is empty.
+pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    if s < 0 {
+        s = 0;
+    }
+    if e < 0 || s > e || s >= len {
+        return None;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    Some((s as usize, e as usize))
+}
+
+fn getrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (start, end) = (int_arg(&a[2])?, int_arg(&a[3])?);
+    let Some(s) = get_string(ctx.db, &a[1], ctx.now)? else {
+        return Ok(Reply::bulk(""));
+    };
+    if start < 0 && end < 0 && start > end {
+        return Ok(Reply::bulk(""));
+    }
+    Ok(match clamp_range(start, end, s.len()) {
+        Some((lo, hi)) => Reply::bulk(&s[lo..=hi]),
+        None => Reply::bulk(""),
+    })
+}
+
+fn setrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let offset = int_arg(&a[2])?;
+    if offset < 0 {
+        return Err(err("ERR offset is out of range"));
+    }
+    let offset = offset as usize;
+    let val = &a[3];
+    let cur = get_string(ctx.db, &a[1], ctx.now)?.map(<[u8]>::to_vec);
+    let Some(mut cur) = cur else {
+        if val.is_empty() {
+            return Ok(Reply::Int(0));
+        }
+        if offset + val.len() > max_len(ctx) {
+            return Err(too_big());
+        }
+        let mut v = vec![0u8; offset];
+        v.extend_from_slice(val);
+        let n = v.len();
+        ctx.db.set(&a[1], Value::Str(sds(&v)));
+        return Ok(Reply::Int(n as i64));
+    };
+    if val.is_empty() {
+        return Ok(Reply::Int(cur.len() as i64));
+    }
+    if offset + val.len() > max_len(ctx) {
+        return Err(too_big());
+    }
+    if cur.len() < offset + val.len() {
+        cur.resize(offset + val.len(), 0);
+    }
+    cur[offset..offset + val.len()].copy_from_slice(val);
+    let n = cur.len();
+    ctx.db.set_keep_ttl(&a[1], Value::Str(sds(&cur)), ctx.now);
+    Ok(Reply::Int(n as i64))
+}

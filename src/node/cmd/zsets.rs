@@ -1,0 +1,5 @@
+//! zsets commands.
+
+use super::CommandSpec;
+
+pub const COMMANDS: &[CommandSpec] = &[];

@@ -1,0 +1,245 @@
+//! One client connection: read → parse every complete request → run them
+//! under one keyspace lock → write all replies in one go.
+//!
+//! Batching the pipeline under one lock acquisition is what makes pipelined
+//! throughput competitive; replies always go out in request order. A command
+//! that blocks (BLPOP ...) parks the rest of this client's pipeline until it
+//! is served, like Redis.
+
+use crate::node::client::{unix_ms, Client, ClientHandle};
+use crate::node::cmd::{execute, Action, Ctx, State};
+use crate::node::shared::Shared;
+use crate::resp::{Limits, Reply, RequestParser};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// How a batch of pipelined commands ended.
+enum BatchEnd {
+    Done,
+    Close,
+    Shutdown,
+    /// The front command blocked; `waker` is registered on `keys`.
+    Block {
+        keys: Vec<Bytes>,
+        deadline: Option<u64>,
+        waker: Arc<Notify>,
+    },
+}
+
+/// Runs queued commands until the queue is empty or one blocks.
+fn run_batch(
+    shared: &Shared,
+    client: &mut Client,
+    pending: &mut VecDeque<Vec<Bytes>>,
+    out: &mut BytesMut,
+    mut timed_out: bool,
+) -> BatchEnd {
+    let mut guard = shared.lock();
+    let now = unix_ms();
+    let State { db, scripts } = &mut *guard;
+    while let Some(args) = pending.front() {
+        let mut ctx = Ctx {
+            db,
+            scripts,
+            client,
+            shared,
+            now,
+            action: None,
+            nested: false,
+            timed_out,
+        };
+        let reply = execute(&mut ctx, args);
+        let action = ctx.action.take();
+        timed_out = false;
+        if let Some(Action::Block { keys, deadline }) = action {
+            let waker = Arc::new(Notify::new());
+            for k in &keys {
+                db.block_on(k, &waker);
+            }
+            return BatchEnd::Block {
+                keys,
+                deadline,
+                waker,
+            };
+        }
+        pending.pop_front();
+        encode_reply(client, &reply, out);
+        match action {
+            Some(Action::Close) => return BatchEnd::Close,
+            Some(Action::Shutdown) => return BatchEnd::Shutdown,
+            _ => {}
+        }
+    }
+    BatchEnd::Done
+}
+
+fn encode_reply(client: &mut Client, reply: &Reply, out: &mut BytesMut) {
+    if client.skip_next_reply {
+        client.skip_next_reply = false;
+        return;
+    }
+    if client.reply_off {
+        return;
+    }
+    reply.encode(client.proto, out);
+}
+
+/// Serves one client until it quits, errs, is killed, or the server stops.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHandle>) {
+    let _ = stream.set_nodelay(true);
+    let authenticated = shared.config.load().requirepass.is_none();
+    let (mut client, mut push_rx) = Client::new(handle.clone(), authenticated);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut parser = RequestParser::new();
+    let mut pending: VecDeque<Vec<Bytes>> = VecDeque::new();
+    let mut shutdown_rx = shared.shutdown.subscribe();
+    let mut timed_out = false;
+
+    'conn: loop {
+        let cfg = shared.config.load();
+        let limits = Limits {
+            max_bulk_len: cfg.proto_max_bulk_len,
+            ..Limits::default()
+        };
+        let mut protocol_error = None;
+        loop {
+            match parser.parse(&mut rbuf, &limits) {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => pending.push_back(args),
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut end = BatchEnd::Done;
+        if !pending.is_empty() {
+            end = run_batch(&shared, &mut client, &mut pending, &mut out, timed_out);
+            timed_out = false;
+            handle
+                .last_interaction_ms
+                .store(unix_ms(), Ordering::Relaxed);
+        }
+        if let Some(e) = &protocol_error {
+            if matches!(end, BatchEnd::Done) {
+                tracing::debug!(client = handle.id, error = %e, "protocol error, closing");
+                Reply::Error(format!("ERR {e}")).encode(client.proto, &mut out);
+            }
+        }
+        if !out.is_empty() {
+            shared
+                .stats
+                .net_output_bytes
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            if wr.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        match end {
+            BatchEnd::Close => break,
+            BatchEnd::Shutdown => {
+                shared.request_shutdown();
+                break;
+            }
+            BatchEnd::Block {
+                keys,
+                deadline,
+                waker,
+            } => {
+                let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(unix_ms())));
+                let sleep = async {
+                    match wait {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::pin!(sleep);
+                let mut gone = false;
+                loop {
+                    tokio::select! {
+                        _ = waker.notified() => break,
+                        _ = &mut sleep => { timed_out = true; break; }
+                        r = rd.read_buf(&mut rbuf) => {
+                            // Keep reading so a client that hangs up is noticed;
+                            // its next commands wait behind the blocked one.
+                            match r {
+                                Ok(0) | Err(_) => { gone = true; break; }
+                                Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                            }
+                        }
+                        _ = handle.kill.notified() => { gone = true; break; }
+                        _ = shutdown_rx.changed() => { gone = true; break; }
+                    }
+                }
+                {
+                    let mut st = shared.lock();
+                    for k in &keys {
+                        st.db.unblock(k, &waker);
+                    }
+                }
+                if gone {
+                    break;
+                }
+                continue 'conn;
+            }
+            BatchEnd::Done => {}
+        }
+        if protocol_error.is_some() {
+            break;
+        }
+        let idle = cfg.timeout;
+        let idle_sleep = async {
+            if idle == 0 || client.subscription_count() > 0 {
+                std::future::pending::<()>().await;
+            } else {
+                tokio::time::sleep(Duration::from_secs(idle)).await;
+            }
+        };
+        tokio::select! {
+            r = rd.read_buf(&mut rbuf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
+            },
+            msg = push_rx.recv() => {
+                let Some(msg) = msg else { break };
+                msg.encode(client.proto, &mut out);
+                while let Ok(m) = push_rx.try_recv() {
+                    m.encode(client.proto, &mut out);
+                    if out.len() > 64 * 1024 { break; }
+                }
+            }
+            _ = handle.kill.notified() => break,
+            _ = shutdown_rx.changed() => break,
+            _ = idle_sleep => break,
+        }
+    }
+    cleanup(&shared, &mut client);
+}
+
+/// Forgets everything the server knows about a departing client.
+fn cleanup(shared: &Shared, client: &mut Client) {
+    if !client.watched.is_empty() {
+        let mut st = shared.lock();
+        for k in client.watched.drain(..) {
+            st.db.unwatch(&k, &client.watch_dirty);
+        }
+    }
+    if client.subscription_count() > 0 {
+        if let Ok(mut ps) = shared.pubsub.lock() {
+            ps.remove_client(client.id());
+        }
+    }
+    if let Ok(mut c) = shared.clients.lock() {
+        c.remove(&client.id());
+    }
+}

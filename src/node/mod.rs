@@ -1,0 +1,11 @@
+//! A slotway node: the listener, client connections, command families and
+//! the periodic housekeeping (expiry, LRU clock).
+
+pub mod client;
+pub mod cmd;
+pub mod connection;
+pub mod pubsub;
+pub mod server;
+pub mod shared;
+
+pub use server::{run, NodeError};

@@ -1,0 +1,269 @@
+//! Starting and stopping a node: config → (daemonize) → logging → runtime →
+//! listeners, accept loop, housekeeping cron, signals, shutdown.
+
+use crate::node::client::{unix_ms, ClientHandle};
+use crate::node::connection;
+use crate::node::shared::Shared;
+use crate::runtime::config::{ConfigError, ConfigTable, NodeConfig};
+use crate::runtime::{daemon, logging};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+    #[error("cannot set up logging: {0}")]
+    Log(std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("could not create server TCP listening socket {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot use dir {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// `slotway node CONF [--directive value]...`: runs in the foreground (or
+/// detached with `daemonize yes`) until SHUTDOWN or a signal.
+pub fn start(conf: Option<&Path>, overrides: &[String]) -> Result<(), NodeError> {
+    let table = ConfigTable::from_args(conf, overrides)?;
+    let cfg = NodeConfig::from_table(&table)?;
+    if cfg.daemonize {
+        daemon::daemonize()?;
+    }
+    logging::init(&cfg.loglevel, cfg.logfile.as_deref()).map_err(NodeError::Log)?;
+    std::fs::create_dir_all(&cfg.dir)
+        .and_then(|()| std::env::set_current_dir(&cfg.dir))
+        .map_err(|source| NodeError::Dir {
+            path: cfg.dir.display().to_string(),
+            source,
+        })?;
+    let pidfile = match (&cfg.pidfile, cfg.daemonize) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some("/var/run/redis.pid".into()),
+        (None, false) => None,
+    };
+    if let Some(p) = &pidfile {
+        if let Err(e) = daemon::write_pidfile(p) {
+            tracing::warn!(error = %e, "pidfile not written");
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.io_threads)
+        .enable_all()
+        .build()
+        .map_err(NodeError::Runtime)?;
+    let res = rt.block_on(run(table, cfg));
+    if let Some(p) = &pidfile {
+        daemon::remove_pidfile(p);
+    }
+    // Connection tasks may still hold sockets; do not wait for them.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    res
+}
+
+/// Turns `bind` entries into listen addresses: `*` is every IPv4 address,
+/// `::*` every IPv6 one, a leading `-` makes the address optional.
+fn bind_addrs(bind: &[String], port: u16) -> Vec<(SocketAddr, bool)> {
+    let mut out = Vec::new();
+    for b in bind {
+        let (optional, addr) = match b.strip_prefix('-') {
+            Some(a) => (true, a),
+            None => (false, b.as_str()),
+        };
+        let ip = match addr {
+            "*" => "0.0.0.0",
+            "::*" => "::",
+            other => other,
+        };
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => out.push((SocketAddr::new(ip, port), optional)),
+            Err(_) => tracing::warn!(addr = b, "ignoring unparsable bind address"),
+        }
+    }
+    if out.is_empty() {
+        out.push((SocketAddr::from(([0, 0, 0, 0], port)), false));
+    }
+    out
+}
+
+/// Protected mode (Redis): with the default bind and no password, only
+/// loopback clients are served.
+fn protected(cfg: &NodeConfig, peer: &SocketAddr) -> bool {
+    let default_bind = cfg.bind.is_empty() || cfg.bind == ["*", "-::*"];
+    cfg.protected_mode && default_bind && cfg.requirepass.is_none() && !peer.ip().is_loopback()
+}
+
+const DENIED: &[u8] = b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to Redis you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the same host the server is running, however MAKE SURE Redis is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by editing the Redis configuration file, and setting the protected mode option to 'no', and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password for the default user. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
+
+/// Serves until shutdown. Public so tests and `slotway up` can run a node
+/// inside an existing runtime.
+pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
+    let mut listeners = Vec::new();
+    for (addr, optional) in bind_addrs(&cfg.bind, cfg.port) {
+        match TcpListener::bind(addr).await {
+            Ok(l) => listeners.push(l),
+            Err(e) if optional => {
+                tracing::debug!(%addr, error = %e, "optional bind address skipped");
+            }
+            Err(source) => {
+                return Err(NodeError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    let mut cfg = cfg;
+    if let Some(port) = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port())
+    {
+        cfg.port = port;
+    }
+    let port = cfg.port;
+    let hz = cfg.hz;
+    let policy = cfg.maxmemory_policy;
+    let shared = Arc::new(Shared::new(table, cfg));
+    shared.lock().db.set_policy(policy);
+    tracing::info!(
+        port,
+        pid = std::process::id(),
+        "Ready to accept connections"
+    );
+
+    for l in listeners {
+        tokio::spawn(accept_loop(l, shared.clone()));
+    }
+    tokio::spawn(cron(shared.clone(), hz));
+    tokio::spawn(signals(shared.clone()));
+
+    let mut rx = shared.shutdown.subscribe();
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+    tracing::info!(port, "Redis is now ready to exit, bye bye...");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(5);
+                x
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        shared
+            .stats
+            .total_connections_received
+            .fetch_add(1, Ordering::Relaxed);
+        let cfg = shared.config.load();
+        if protected(&cfg, &peer) {
+            reject(stream, DENIED).await;
+            continue;
+        }
+        if shared.connected_clients() >= cfg.maxclients {
+            shared
+                .stats
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            reject(stream, b"-ERR max number of clients reached\r\n").await;
+            continue;
+        }
+        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let laddr = stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let now = unix_ms();
+        let handle = Arc::new(ClientHandle {
+            id,
+            addr: peer.to_string(),
+            laddr,
+            created_ms: now,
+            last_interaction_ms: AtomicU64::new(now),
+            name: Mutex::new(None),
+            last_cmd: Mutex::new("NULL"),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+            sub_count: AtomicU64::new(0),
+            psub_count: AtomicU64::new(0),
+            in_multi: AtomicBool::new(false),
+            resp: AtomicU64::new(2),
+        });
+        if let Ok(mut c) = shared.clients.lock() {
+            c.insert(id, handle.clone());
+        }
+        tokio::spawn(connection::serve(stream, shared.clone(), handle));
+    }
+}
+
+async fn reject(mut stream: TcpStream, msg: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(msg)).await;
+}
+
+/// Periodic housekeeping, `hz` times a second: LRU clock, active expiry.
+async fn cron(shared: Arc<Shared>, hz: u32) {
+    let period = Duration::from_millis(u64::from(1000 / hz.max(1)));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let secs = shared.started.elapsed().as_secs() as u32;
+        let mut st = shared.lock();
+        st.db.set_clock(secs);
+        // Bounded work per tick keeps the lock hold short.
+        st.db.active_expire(unix_ms(), 2000);
+    }
+}
+
+async fn signals(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("Received SIGTERM scheduling shutdown..."),
+        _ = int.recv() => tracing::info!("Received SIGINT scheduling shutdown..."),
+    }
+    shared.request_shutdown();
+}

@@ -1,0 +1,93 @@
+//! State shared by every connection of a node: the keyspace lock, config,
+//! counters, the client registry, the pub/sub registry, shutdown.
+
+use crate::node::client::ClientHandle;
+use crate::node::cmd::State;
+use crate::node::pubsub::PubSub;
+use crate::runtime::config::{ConfigTable, NodeConfig};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Counters for `INFO stats`. Relaxed atomics: they are statistics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub total_connections_received: AtomicU64,
+    pub total_commands_processed: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+}
+
+impl Stats {
+    pub fn count_command(&self) {
+        self.total_commands_processed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Shared {
+    /// The keyspace and everything that must change atomically with it.
+    /// A std Mutex: held only for a batch of commands, never across .await.
+    state: Mutex<State>,
+    /// Typed config, read on hot paths without locking.
+    pub config: ArcSwap<NodeConfig>,
+    /// All directives (CONFIG GET/SET/REWRITE).
+    pub table: Mutex<ConfigTable>,
+    pub stats: Stats,
+    pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    pub next_client_id: AtomicU64,
+    pub pubsub: Mutex<PubSub>,
+    /// 40 hex chars, new each start (INFO `run_id`).
+    pub run_id: String,
+    pub started: Instant,
+    /// TCP port actually listened on.
+    pub port: u16,
+    /// Unix seconds of the last successful save (LASTSAVE).
+    pub lastsave: AtomicU64,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(table: ConfigTable, config: NodeConfig) -> Self {
+        let port = config.port;
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let run_id: String = (0..40)
+            .map(|_| {
+                let v: u8 = rand::random::<u8>() % 16;
+                char::from_digit(u32::from(v), 16).unwrap_or('0')
+            })
+            .collect();
+        Shared {
+            state: Mutex::new(State::new()),
+            config: ArcSwap::from_pointee(config),
+            table: Mutex::new(table),
+            stats: Stats::default(),
+            clients: Mutex::new(HashMap::new()),
+            next_client_id: AtomicU64::new(1),
+            pubsub: Mutex::new(PubSub::default()),
+            run_id,
+            started: Instant::now(),
+            port,
+            lastsave: AtomicU64::new(crate::node::client::unix_ms() / 1000),
+            shutdown,
+        }
+    }
+
+    /// Locks the keyspace. A panic while holding the lock cannot leave the
+    /// data half-written in a way later commands could not read, so a
+    /// poisoned lock is taken over rather than killing every client.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connected_clients(&self) -> usize {
+        self.clients.lock().map_or(0, |c| c.len())
+    }
+
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}

@@ -1,0 +1,1 @@
+//! The smart-routing proxy (arrives with its own issue).

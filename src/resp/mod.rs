@@ -1,0 +1,8 @@
+//! RESP wire format: the request parser (multibulk + inline) and reply
+//! encoding for RESP2/RESP3. No I/O here.
+
+pub mod reply;
+pub mod request;
+
+pub use reply::{Proto, Reply};
+pub use request::{parse_i64, split_args, Limits, ProtocolError, RequestParser};

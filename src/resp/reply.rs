@@ -1,0 +1,226 @@
+//! Replies as values, and their encoding in RESP2 or RESP3.
+//!
+//! Commands build a [`Reply`]; the connection encodes it for the protocol the
+//! client negotiated with `HELLO`. Keeping replies as values (not bytes) lets
+//! MULTI/EXEC collect them and Lua convert them.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Protocol version a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Proto {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// `+OK`
+    Ok,
+    Simple(String),
+    /// Full error text including its class, e.g. `ERR syntax error`.
+    Error(String),
+    Int(i64),
+    Bulk(Bytes),
+    /// RESP2 `$-1`, RESP3 `_`.
+    Nil,
+    /// RESP2 `*-1`, RESP3 `_`.
+    NilArray,
+    Array(Vec<Reply>),
+    /// RESP3 map; RESP2 flat array of key, value, ...
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 set; RESP2 array.
+    Set(Vec<Reply>),
+    /// RESP3 double; RESP2 bulk string.
+    Double(f64),
+    /// RESP3 boolean; RESP2 integer 1/0.
+    Bool(bool),
+    /// RESP3 verbatim string (`txt:`); RESP2 bulk string.
+    Verbatim(Bytes),
+    /// RESP3 push (pub/sub messages); RESP2 array.
+    Push(Vec<Reply>),
+}
+
+impl Reply {
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply::Error(msg.into())
+    }
+    pub fn simple(s: &str) -> Reply {
+        Reply::Simple(s.to_string())
+    }
+    pub fn bulk(b: impl AsRef<[u8]>) -> Reply {
+        Reply::Bulk(Bytes::copy_from_slice(b.as_ref()))
+    }
+    pub fn bulk_opt(b: Option<impl AsRef<[u8]>>) -> Reply {
+        b.map_or(Reply::Nil, Reply::bulk)
+    }
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+    pub fn array_of_bulks<I, T>(it: I) -> Reply
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        Reply::Array(it.into_iter().map(Reply::bulk).collect())
+    }
+}
+
+/// Formats a double the way Redis 7 does for replies (`%.17g` shortest
+/// round-trip form, `inf`/`-inf`, integers without a fraction).
+pub fn format_double(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if d.is_nan() {
+        return "nan".into();
+    }
+    if d == d.trunc() && d.abs() < 1e17 {
+        return format!("{}", d as i64);
+    }
+    let abs = d.abs();
+    if (1e-5..1e17).contains(&abs) {
+        return format!("{d}");
+    }
+    // Exponent form like C's %g: mantissa shortest, exponent with sign and
+    // at least two digits.
+    let s = format!("{d:e}");
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let (sign, digits) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            format!("{m}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
+}
+
+fn put_len(out: &mut BytesMut, prefix: u8, n: usize) {
+    out.put_u8(prefix);
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn put_bulk(out: &mut BytesMut, data: &[u8]) {
+    put_len(out, b'$', data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn put_int(out: &mut BytesMut, n: i64) {
+    out.put_u8(b':');
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Error lines must not contain CR/LF, or the client would desync.
+fn put_line(out: &mut BytesMut, prefix: u8, text: &str) {
+    out.put_u8(prefix);
+    for &c in text.as_bytes() {
+        out.put_u8(if c == b'\r' || c == b'\n' { b' ' } else { c });
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Reply {
+    pub fn encode(&self, proto: Proto, out: &mut BytesMut) {
+        let r3 = proto == Proto::Resp3;
+        match self {
+            Reply::Ok => out.extend_from_slice(b"+OK\r\n"),
+            Reply::Simple(s) => put_line(out, b'+', s),
+            Reply::Error(e) => put_line(out, b'-', e),
+            Reply::Int(n) => put_int(out, *n),
+            Reply::Bulk(b) => put_bulk(out, b),
+            Reply::Nil if r3 => out.extend_from_slice(b"_\r\n"),
+            Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Reply::NilArray if r3 => out.extend_from_slice(b"_\r\n"),
+            Reply::NilArray => out.extend_from_slice(b"*-1\r\n"),
+            Reply::Array(items) => {
+                put_len(out, b'*', items.len());
+                for i in items {
+                    i.encode(proto, out);
+                }
+            }
+            Reply::Set(items) => {
+                put_len(out, if r3 { b'~' } else { b'*' }, items.len());
+                for i in items {
+                    i.encode(proto, out);
+                }
+            }
+            Reply::Push(items) => {
+                put_len(out, if r3 { b'>' } else { b'*' }, items.len());
+                for i in items {
+                    i.encode(proto, out);
+                }
+            }
+            Reply::Map(pairs) => {
+                if r3 {
+                    put_len(out, b'%', pairs.len());
+                } else {
+                    put_len(out, b'*', pairs.len() * 2);
+                }
+                for (k, v) in pairs {
+                    k.encode(proto, out);
+                    v.encode(proto, out);
+                }
+            }
+            Reply::Double(d) if r3 => put_line(out, b',', &format_double(*d)),
+            Reply::Double(d) => put_bulk(out, format_double(*d).as_bytes()),
+            Reply::Bool(b) if r3 => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Reply::Bool(b) => put_int(out, i64::from(*b)),
+            Reply::Verbatim(b) if r3 => {
+                put_len(out, b'=', b.len() + 4);
+                out.extend_from_slice(b"txt:");
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Verbatim(b) => put_bulk(out, b),
+        }
+    }
+
+    /// Convenience for tests and small callers.
+    pub fn to_bytes(&self, proto: Proto) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(proto, &mut out);
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp2_and_resp3_encodings() {
+        let r = Reply::Map(vec![(Reply::bulk("a"), Reply::Int(1))]);
+        assert_eq!(&r.to_bytes(Proto::Resp2)[..], b"*2\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(&r.to_bytes(Proto::Resp3)[..], b"%1\r\n$1\r\na\r\n:1\r\n");
+        assert_eq!(&Reply::Nil.to_bytes(Proto::Resp2)[..], b"$-1\r\n");
+        assert_eq!(&Reply::NilArray.to_bytes(Proto::Resp2)[..], b"*-1\r\n");
+        assert_eq!(&Reply::Nil.to_bytes(Proto::Resp3)[..], b"_\r\n");
+        assert_eq!(&Reply::Double(1.5).to_bytes(Proto::Resp3)[..], b",1.5\r\n");
+        assert_eq!(
+            &Reply::Double(1.5).to_bytes(Proto::Resp2)[..],
+            b"$3\r\n1.5\r\n"
+        );
+        assert_eq!(
+            &Reply::error("ERR a\r\nb").to_bytes(Proto::Resp2)[..],
+            b"-ERR a  b\r\n"
+        );
+    }
+
+    #[test]
+    fn doubles_like_redis() {
+        assert_eq!(format_double(3.0), "3");
+        assert_eq!(format_double(-2.5), "-2.5");
+        assert_eq!(format_double(0.1), "0.1");
+        assert_eq!(format_double(f64::INFINITY), "inf");
+        assert_eq!(format_double(1e21), "1e+21");
+        assert_eq!(format_double(1.5e-7), "1.5e-07");
+    }
+}

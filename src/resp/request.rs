@@ -1,0 +1,489 @@
+//! Incremental parser for client requests: RESP multibulk arrays and inline
+//! (telnet) commands.
+//!
+//! Why not `redis-protocol` here: requests are always arrays of bulk strings,
+//! the parser sits on the hottest path, and it must keep its place across
+//! reads (a 100k-argument MSET arriving in pieces must not be re-scanned from
+//! the start each time) and enforce Redis's limits *before* buffering an absurd
+//! length. `redis-protocol` decodes general frames (replies) elsewhere.
+//!
+//! A partial request is `Ok(None)` and consumes nothing; the buffer is split
+//! only once a whole request is present, so arguments are zero-copy slices.
+
+use bytes::{Bytes, BytesMut};
+
+/// Limits a server applies to requests (Redis: `proto-max-bulk-len` and the
+/// fixed 64 KiB inline limit).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_bulk_len: usize,
+    pub max_multibulk_len: usize,
+    pub max_inline_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: 1024 * 1024 * 1024,
+            max_inline_len: 64 * 1024,
+        }
+    }
+}
+
+/// A protocol error: the text is what Redis sends before closing the
+/// connection (after `-ERR `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+impl ProtocolError {
+    fn new(s: &str) -> Self {
+        ProtocolError(s.to_string())
+    }
+}
+
+/// Resumable state of a multibulk request being received.
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    /// Arguments expected in the current multibulk, once its header is read.
+    expected: Option<usize>,
+    /// Byte ranges (into the unconsumed buffer) of arguments complete so far.
+    ranges: Vec<(usize, usize)>,
+    /// Where parsing resumes.
+    pos: usize,
+}
+
+/// Position of the first `\r\n` (or, for inline, `\n`) at or after `from`.
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let hay = buf.get(from..)?;
+    let mut i = 0;
+    while let Some(off) = hay
+        .get(i..)
+        .and_then(|h| h.iter().position(|&b| b == b'\r'))
+    {
+        let at = i + off;
+        match hay.get(at + 1) {
+            Some(b'\n') => return Some(from + at),
+            Some(_) => i = at + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// Parses a signed decimal exactly like Redis's `string2ll` (no spaces, no
+/// plus sign, no leading zeros except "0").
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || (digits.len() > 1 && digits.first() == Some(&b'0')) {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(d - b'0');
+        v = if neg {
+            v.checked_mul(10)?.checked_sub(digit)?
+        } else {
+            v.checked_mul(10)?.checked_add(digit)?
+        };
+    }
+    if neg && v == 0 {
+        return None; // "-0" is rejected by Redis
+    }
+    Some(v)
+}
+
+impl RequestParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tries to take one whole request from `buf`. `Ok(Some(vec![]))` is an
+    /// empty request (blank inline line, `*0`) that the caller skips.
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        if self.expected.is_none() {
+            match buf.first() {
+                None => return Ok(None),
+                Some(b'*') => {}
+                Some(_) => return self.parse_inline(buf, limits),
+            }
+            let Some(end) = find_crlf(buf, 0) else {
+                if buf.len() > limits.max_inline_len {
+                    return Err(ProtocolError::new("too big mbulk count string"));
+                }
+                return Ok(None);
+            };
+            let n = buf
+                .get(1..end)
+                .and_then(parse_i64)
+                .filter(|&n| n <= limits.max_multibulk_len as i64)
+                .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+            if n <= 0 {
+                let _ = buf.split_to(end + 2);
+                return Ok(Some(Vec::new()));
+            }
+            let n = n as usize;
+            self.expected = Some(n);
+            self.ranges.clear();
+            // Never trust the header for an allocation size.
+            self.ranges.reserve(n.min(1024));
+            self.pos = end + 2;
+        }
+        let expected = self.expected.unwrap_or(0);
+        while self.ranges.len() < expected {
+            let Some(&first) = buf.get(self.pos) else {
+                return Ok(None);
+            };
+            let Some(end) = find_crlf(buf, self.pos) else {
+                if buf.len() - self.pos > limits.max_inline_len {
+                    return Err(ProtocolError::new("too big bulk count string"));
+                }
+                return Ok(None);
+            };
+            if first != b'$' {
+                return Err(ProtocolError(format!(
+                    "expected '$', got '{}'",
+                    char::from(first)
+                )));
+            }
+            let len = buf
+                .get(self.pos + 1..end)
+                .and_then(parse_i64)
+                .filter(|&l| l >= 0 && l as u64 <= limits.max_bulk_len as u64)
+                .ok_or_else(|| ProtocolError::new("invalid bulk length"))?
+                as usize;
+            let start = end + 2;
+            if buf.len() < start + len + 2 {
+                // Make room once for the whole argument instead of growing by
+                // doubling while a large value streams in.
+                buf.reserve(start + len + 2 - buf.len());
+                return Ok(None);
+            }
+            if buf.get(start + len..start + len + 2) != Some(b"\r\n".as_slice()) {
+                return Err(ProtocolError::new("invalid bulk format"));
+            }
+            self.ranges.push((start, start + len));
+            self.pos = start + len + 2;
+        }
+        let frame = buf.split_to(self.pos).freeze();
+        let args = self
+            .ranges
+            .iter()
+            .map(|&(s, e)| frame.slice(s..e))
+            .collect();
+        self.expected = None;
+        self.ranges.clear();
+        self.pos = 0;
+        Ok(Some(args))
+    }
+
+    fn parse_inline(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            if buf.len() > limits.max_inline_len {
+                return Err(ProtocolError::new("too big inline request"));
+            }
+            return Ok(None);
+        };
+        let line = buf.split_to(nl + 1);
+        let body = line.get(..nl).unwrap_or_default();
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        split_args(body)
+            .map(|v| Some(v.into_iter().map(Bytes::from).collect()))
+            .ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Splits a line into arguments with the quoting rules of Redis's
+/// `sdssplitargs` (used for inline commands and config files). `None` means
+/// unbalanced quotes.
+pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    let at = |i: usize| line.get(i).copied();
+    loop {
+        while at(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        if at(i).is_none() {
+            return Some(args);
+        }
+        let mut cur = Vec::new();
+        let mut in_dq = false;
+        let mut in_sq = false;
+        loop {
+            let c = at(i);
+            if in_dq {
+                match c {
+                    None => return None,
+                    Some(b'\\') => {
+                        if let (Some(b'x'), Some(h), Some(l)) = (at(i + 1), at(i + 2), at(i + 3)) {
+                            if let (Some(h), Some(l)) = (hex_val(h), hex_val(l)) {
+                                cur.push(h * 16 + l);
+                                i += 4;
+                                continue;
+                            }
+                        }
+                        match at(i + 1) {
+                            Some(e) => {
+                                cur.push(match e {
+                                    b'n' => b'\n',
+                                    b'r' => b'\r',
+                                    b't' => b'\t',
+                                    b'b' => 8,
+                                    b'a' => 7,
+                                    other => other,
+                                });
+                                i += 2;
+                            }
+                            None => return None,
+                        }
+                    }
+                    Some(b'"') => {
+                        // A closing quote must be followed by space or end.
+                        if at(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(other) => {
+                        cur.push(other);
+                        i += 1;
+                    }
+                }
+            } else if in_sq {
+                match c {
+                    None => return None,
+                    Some(b'\\') if at(i + 1) == Some(b'\'') => {
+                        cur.push(b'\'');
+                        i += 2;
+                    }
+                    Some(b'\'') => {
+                        if at(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    Some(other) => {
+                        cur.push(other);
+                        i += 1;
+                    }
+                }
+            } else {
+                match c {
+                    None => break,
+                    Some(c) if c.is_ascii_whitespace() => break,
+                    Some(b'"') => {
+                        in_dq = true;
+                        i += 1;
+                    }
+                    Some(b'\'') => {
+                        in_sq = true;
+                        i += 1;
+                    }
+                    Some(other) => {
+                        cur.push(other);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        args.push(cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+        let mut buf = BytesMut::from(input);
+        let mut p = RequestParser::new();
+        let mut out = Vec::new();
+        while let Some(a) = p.parse(&mut buf, &Limits::default())? {
+            out.push(a);
+        }
+        Ok(out)
+    }
+
+    fn encode(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            v.extend_from_slice(a);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    }
+
+    #[test]
+    fn multibulk_and_inline() {
+        let r = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\nset a \"b c\"\n").unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0], vec![Bytes::from("GET"), Bytes::from("k")]);
+        assert_eq!(r[1], vec![Bytes::from("PING")]);
+        assert_eq!(
+            r[2],
+            vec![Bytes::from("set"), Bytes::from("a"), Bytes::from("b c")]
+        );
+    }
+
+    #[test]
+    fn partial_input_consumes_nothing_until_complete() {
+        let whole = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
+        for cut in 0..whole.len() {
+            let mut p = RequestParser::new();
+            let mut buf = BytesMut::from(&whole[..cut]);
+            assert_eq!(
+                p.parse(&mut buf, &Limits::default()).unwrap(),
+                None,
+                "cut {cut}"
+            );
+            assert_eq!(buf.len(), cut);
+            buf.extend_from_slice(&whole[cut..]);
+            let args = p.parse(&mut buf, &Limits::default()).unwrap().unwrap();
+            assert_eq!(args.len(), 3);
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors_match_redis_texts() {
+        let e = |s: &[u8]| parse_all(s).unwrap_err().to_string();
+        assert_eq!(e(b"*abc\r\n"), "Protocol error: invalid multibulk length");
+        assert_eq!(e(b"*1\r\n$-5\r\n"), "Protocol error: invalid bulk length");
+        assert_eq!(
+            e(b"*1\r\n+foo\r\n"),
+            "Protocol error: expected '$', got '+'"
+        );
+        assert_eq!(
+            e(b"set \"a\n"),
+            "Protocol error: unbalanced quotes in request"
+        );
+        let limits = Limits {
+            max_bulk_len: 10,
+            ..Limits::default()
+        };
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*1\r\n$11\r\n"[..]);
+        assert_eq!(
+            p.parse(&mut buf, &limits).unwrap_err().to_string(),
+            "Protocol error: invalid bulk length"
+        );
+    }
+
+    #[test]
+    fn absurd_lengths_do_not_allocate() {
+        // A 2^30-argument header must not reserve 2^30 slots.
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*1073741824\r\n$1\r\na\r\n"[..]);
+        assert_eq!(p.parse(&mut buf, &Limits::default()).unwrap(), None);
+        assert!(p.ranges.capacity() <= 1024);
+    }
+
+    #[test]
+    fn split_args_quoting() {
+        assert_eq!(
+            split_args(br#"a "b\x41\n" 'c\'d'"#).unwrap(),
+            vec![b"a".to_vec(), b"bA\n".to_vec(), b"c'd".to_vec()]
+        );
+        assert!(split_args(b"\"abc\"def").is_none());
+        assert_eq!(split_args(b"   ").unwrap(), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn integers_like_string2ll() {
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b"01"[..],
+            b"+1",
+            b" 1",
+            b"",
+            b"-",
+            b"-0",
+            b"9223372036854775808",
+            b"1a",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_split_anywhere(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8), cut in 0usize..400) {
+            let wire = encode(&args);
+            let cut = cut.min(wire.len());
+            let mut p = RequestParser::new();
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let first = p.parse(&mut buf, &Limits::default()).unwrap();
+            let got = match first {
+                Some(a) => a,
+                None => {
+                    buf.extend_from_slice(&wire[cut..]);
+                    p.parse(&mut buf, &Limits::default()).unwrap().unwrap()
+                }
+            };
+            let got: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
+            prop_assert_eq!(got, args);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut p = RequestParser::new();
+            let mut buf = BytesMut::from(&data[..]);
+            for _ in 0..64 {
+                match p.parse(&mut buf, &Limits::default()) {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+
+        #[test]
+        fn agrees_with_redis_protocol_decoder(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8)) {
+            let wire = encode(&args);
+            let (frame, used) = redis_protocol::resp2::decode::decode(&wire).unwrap().unwrap();
+            prop_assert_eq!(used, wire.len());
+            let theirs: Vec<Vec<u8>> = match frame {
+                redis_protocol::resp2::types::OwnedFrame::Array(items) => items.into_iter().map(|f| match f {
+                    redis_protocol::resp2::types::OwnedFrame::BulkString(b) => b,
+                    _ => Vec::new(),
+                }).collect(),
+                _ => Vec::new(),
+            };
+            let ours: Vec<Vec<u8>> = parse_all(&wire).unwrap().remove(0).iter().map(|b| b.to_vec()).collect();
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+}

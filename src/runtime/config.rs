@@ -1,0 +1,538 @@
+//! Node configuration: redis.conf-style files, `--directive value` overrides,
+//! and the typed view the node runs with.
+//!
+//! Every directive Redis 7.0 knows is accepted (operators start from the
+//! stock redis.conf), with Redis's defaults (`redis_defaults.tsv`, taken from
+//! `CONFIG GET *` of redis-server 7.0.15). The ones slotway acts on are
+//! validated and typed in [`NodeConfig`]; the rest are kept so `CONFIG GET`
+//! answers, and have no effect. An unknown directive is an error naming the
+//! file and line, as with redis-server.
+
+use crate::resp::split_args;
+use crate::store::EvictionPolicy;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const DEFAULTS: &str = include_str!("redis_defaults.tsv");
+
+/// Old names Redis still accepts, mapped to the name it stores.
+const ALIASES: &[(&str, &str)] = &[
+    ("slaveof", "replicaof"),
+    ("slave-read-only", "replica-read-only"),
+    ("slave-serve-stale-data", "replica-serve-stale-data"),
+    ("slave-priority", "replica-priority"),
+    ("slave-lazy-flush", "replica-lazy-flush"),
+    ("slave-announce-ip", "replica-announce-ip"),
+    ("slave-announce-port", "replica-announce-port"),
+    ("slave-ignore-maxmemory", "replica-ignore-maxmemory"),
+    ("min-slaves-to-write", "min-replicas-to-write"),
+    ("min-slaves-max-lag", "min-replicas-max-lag"),
+    ("repl-ping-slave-period", "repl-ping-replica-period"),
+    (
+        "cluster-slave-validity-factor",
+        "cluster-replica-validity-factor",
+    ),
+    ("cluster-slave-no-failover", "cluster-replica-no-failover"),
+    ("hash-max-ziplist-entries", "hash-max-listpack-entries"),
+    ("hash-max-ziplist-value", "hash-max-listpack-value"),
+    ("list-max-ziplist-size", "list-max-listpack-size"),
+    ("zset-max-ziplist-entries", "zset-max-listpack-entries"),
+    ("zset-max-ziplist-value", "zset-max-listpack-value"),
+];
+
+/// Directives that only make sense in a file and are accepted without effect.
+const FILE_ONLY: &[&str] = &["rename-command", "user", "loadmodule", "sentinel"];
+
+/// Directives whose repeated lines accumulate instead of replacing.
+const ACCUMULATE: &[&str] = &["save", "client-output-buffer-limit"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("FATAL CONFIG FILE ERROR: {file}, line {line}: >>> '{text}': {reason}")]
+    Directive {
+        file: String,
+        line: usize,
+        text: String,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A CONFIG SET failure; the text follows Redis's wording.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Resolves aliases to the stored name.
+pub fn canonical(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    ALIASES
+        .iter()
+        .find(|(a, _)| *a == lower)
+        .map_or(lower, |(_, c)| (*c).to_string())
+}
+
+/// Parses Redis memory sizes: `512mb`, `1gb`, `100k` (k = 1000, kb = 1024).
+pub fn parse_memory(s: &str) -> Option<u64> {
+    let lower = s.to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(split);
+    let n: i64 = num.parse().ok()?;
+    let mul: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    u64::try_from(n).ok()?.checked_mul(mul)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Checks a value for the directives slotway acts on; `Err(reason)` uses
+/// Redis's wording.
+fn validate(name: &str, value: &str) -> Result<String, String> {
+    let int = |lo: i64, hi: i64| -> Result<String, String> {
+        match value.parse::<i64>() {
+            Ok(v) if (lo..=hi).contains(&v) => Ok(v.to_string()),
+            Ok(_) => Err(format!("argument must be between {lo} and {hi} inclusive")),
+            Err(_) => Err("argument couldn't be parsed into an integer".into()),
+        }
+    };
+    let mem = || -> Result<String, String> {
+        parse_memory(value)
+            .map(|v| v.to_string())
+            .ok_or_else(|| "argument must be a memory value".into())
+    };
+    let boolean = || -> Result<String, String> {
+        parse_bool(value)
+            .map(|b| if b { "yes" } else { "no" }.to_string())
+            .ok_or_else(|| "argument must be 'yes' or 'no'".into())
+    };
+    let one_of = |opts: &[&str]| -> Result<String, String> {
+        let v = value.to_ascii_lowercase();
+        if opts.contains(&v.as_str()) {
+            Ok(v)
+        } else {
+            Err("argument(s) must be one of the following: ".to_string() + &opts.join(", "))
+        }
+    };
+    match name {
+        "port" | "cluster-port" => int(0, 65535),
+        "cluster-node-timeout" => int(1, i64::MAX),
+        "maxclients" => int(1, i64::from(u32::MAX)),
+        "timeout" | "tcp-keepalive" | "hz" => int(0, i64::from(i32::MAX)),
+        "databases" => int(1, i64::from(i32::MAX)),
+        "io-threads" => int(1, 128),
+        "maxmemory-samples" => int(1, 64),
+        "cluster-replica-validity-factor" | "cluster-migration-barrier" => {
+            int(0, i64::from(i32::MAX))
+        }
+        "maxmemory" | "proto-max-bulk-len" | "repl-backlog-size" | "client-query-buffer-limit" => {
+            mem()
+        }
+        "daemonize"
+        | "protected-mode"
+        | "cluster-enabled"
+        | "cluster-replica-no-failover"
+        | "cluster-require-full-coverage"
+        | "appendonly"
+        | "replica-read-only"
+        | "cluster-allow-reads-when-down" => boolean(),
+        "maxmemory-policy" => one_of(&[
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "noeviction",
+        ]),
+        "appendfsync" => one_of(&["always", "everysec", "no"]),
+        "loglevel" => one_of(&["debug", "verbose", "notice", "warning", "nothing"]),
+        "save" => {
+            let parts: Vec<&str> = value.split_whitespace().collect();
+            if parts.len() % 2 != 0 || parts.iter().any(|p| p.parse::<u64>().is_err()) {
+                return Err("Invalid save parameters".into());
+            }
+            Ok(parts.join(" "))
+        }
+        _ => Ok(value.to_string()),
+    }
+}
+
+/// All directives with their current values, as `CONFIG GET` shows them.
+#[derive(Debug, Clone)]
+pub struct ConfigTable {
+    values: BTreeMap<String, String>,
+    /// The file the node was started with (for CONFIG REWRITE).
+    pub file: Option<PathBuf>,
+}
+
+impl Default for ConfigTable {
+    fn default() -> Self {
+        let mut values = BTreeMap::new();
+        for line in DEFAULTS.lines() {
+            if let Some((k, v)) = line.split_once('\t') {
+                values.insert(k.to_string(), v.to_string());
+            }
+        }
+        ConfigTable { values, file: None }
+    }
+}
+
+impl ConfigTable {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(&canonical(name)).map(String::as_str)
+    }
+
+    pub fn is_known(&self, name: &str) -> bool {
+        self.values.contains_key(&canonical(name))
+    }
+
+    /// Every (name, value), aliases included, sorted by name.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (alias, name) in ALIASES {
+            if let Some(v) = self.values.get(*name) {
+                out.push(((*alias).to_string(), v.clone()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Sets one directive after validating it (CONFIG SET, overrides).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let name = canonical(name);
+        if !self.values.contains_key(&name) {
+            return Err(ConfigError::Invalid(format!(
+                "Unknown option or number of arguments for CONFIG SET - '{name}'"
+            )));
+        }
+        let v = validate(&name, value).map_err(|reason| {
+            ConfigError::Invalid(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - {reason}"
+            ))
+        })?;
+        self.values.insert(name, v);
+        Ok(())
+    }
+
+    /// Applies lines of redis.conf text; `origin` names them in errors.
+    pub fn apply_text(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let mut seen_accumulating: Vec<String> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |reason: &str| ConfigError::Directive {
+                file: origin.to_string(),
+                line: i + 1,
+                text: line.to_string(),
+                reason: reason.to_string(),
+            };
+            let Some(args) = split_args(line.as_bytes()) else {
+                return Err(err("Unbalanced quotes in configuration line"));
+            };
+            let args: Vec<String> = args
+                .into_iter()
+                .map(|a| String::from_utf8_lossy(&a).into_owned())
+                .collect();
+            let Some((name, rest)) = args.split_first() else {
+                continue;
+            };
+            let name = canonical(name);
+            if name == "include" {
+                let path = rest
+                    .first()
+                    .ok_or_else(|| err("wrong number of arguments"))?;
+                self.apply_file(Path::new(path))?;
+                continue;
+            }
+            if FILE_ONLY.contains(&name.as_str()) {
+                continue;
+            }
+            if !self.values.contains_key(&name) {
+                return Err(err("Bad directive or wrong number of arguments"));
+            }
+            if rest.is_empty() && name != "save" {
+                return Err(err("wrong number of arguments"));
+            }
+            let mut value = rest.join(" ");
+            if ACCUMULATE.contains(&name.as_str()) {
+                if seen_accumulating.contains(&name) {
+                    let prev = self.values.get(&name).cloned().unwrap_or_default();
+                    if !value.is_empty() && !prev.is_empty() {
+                        value = format!("{prev} {value}");
+                    }
+                } else {
+                    seen_accumulating.push(name.clone());
+                }
+            }
+            let v = validate(&name, &value).map_err(|r| err(&r))?;
+            self.values.insert(name, v);
+        }
+        Ok(())
+    }
+
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.apply_text(&text, &path.display().to_string())
+    }
+
+    /// Builds the table the way `redis-server FILE --a b --c d e` does: the
+    /// file, then the flags as extra config lines.
+    pub fn from_args(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut t = ConfigTable::default();
+        if let Some(f) = file {
+            t.apply_file(f)?;
+            t.file = Some(f.to_path_buf());
+        }
+        let mut text = String::new();
+        for a in overrides {
+            if let Some(name) = a.strip_prefix("--") {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(name);
+            } else {
+                text.push(' ');
+                text.push_str(&quote(a));
+            }
+        }
+        t.apply_text(&text, "command line")?;
+        Ok(t)
+    }
+
+    /// The file text for CONFIG REWRITE: every value that differs from the
+    /// default, one directive per line.
+    pub fn render_non_defaults(&self) -> String {
+        let defaults = ConfigTable::default();
+        let mut out = String::new();
+        for (k, v) in &self.values {
+            if defaults.values.get(k) != Some(v) {
+                out.push_str(&format!(
+                    "{k} {}\n",
+                    if v.is_empty() {
+                        "\"\"".into()
+                    } else {
+                        quote(v)
+                    }
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Quotes a value for a config line when it has spaces or quotes.
+fn quote(v: &str) -> String {
+    if v.is_empty() {
+        return "\"\"".into();
+    }
+    if v.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        v.to_string()
+    }
+}
+
+/// The typed configuration the node acts on.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub port: u16,
+    pub bind: Vec<String>,
+    pub protected_mode: bool,
+    pub requirepass: Option<String>,
+    pub masterauth: Option<String>,
+    pub daemonize: bool,
+    pub pidfile: Option<PathBuf>,
+    pub logfile: Option<PathBuf>,
+    pub loglevel: String,
+    pub dir: PathBuf,
+    pub cluster_enabled: bool,
+    pub cluster_config_file: String,
+    pub cluster_node_timeout: u64,
+    pub cluster_port: u16,
+    pub cluster_replica_no_failover: bool,
+    pub cluster_require_full_coverage: bool,
+    pub maxmemory: u64,
+    pub maxmemory_policy: EvictionPolicy,
+    pub maxmemory_samples: usize,
+    pub appendonly: bool,
+    pub appendfsync: String,
+    pub appendfilename: String,
+    pub dbfilename: String,
+    /// (seconds, changes) pairs of the `save` directive.
+    pub save: Vec<(u64, u64)>,
+    pub proto_max_bulk_len: usize,
+    pub maxclients: usize,
+    /// Client idle timeout in seconds (0 = never).
+    pub timeout: u64,
+    pub hz: u32,
+    pub io_threads: usize,
+}
+
+impl NodeConfig {
+    pub fn from_table(t: &ConfigTable) -> Result<Self, ConfigError> {
+        let s = |n: &str| t.get(n).unwrap_or_default().to_string();
+        let num = |n: &str| -> Result<u64, ConfigError> {
+            let v = s(n);
+            parse_memory(&v)
+                .ok_or_else(|| ConfigError::Invalid(format!("invalid value for '{n}': '{v}'")))
+        };
+        let flag = |n: &str| parse_bool(&s(n)).unwrap_or(false);
+        let opt = |n: &str| Some(s(n)).filter(|v| !v.is_empty());
+        let save_parts: Vec<u64> = s("save")
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let dir = match opt("dir") {
+            Some(d) => PathBuf::from(d),
+            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        };
+        Ok(NodeConfig {
+            port: u16::try_from(num("port")?)
+                .map_err(|_| ConfigError::Invalid("port out of range".into()))?,
+            bind: s("bind").split_whitespace().map(str::to_string).collect(),
+            protected_mode: flag("protected-mode"),
+            requirepass: opt("requirepass"),
+            masterauth: opt("masterauth"),
+            daemonize: flag("daemonize"),
+            pidfile: opt("pidfile").map(PathBuf::from),
+            logfile: opt("logfile").map(PathBuf::from),
+            loglevel: s("loglevel"),
+            dir,
+            cluster_enabled: flag("cluster-enabled"),
+            cluster_config_file: s("cluster-config-file"),
+            cluster_node_timeout: num("cluster-node-timeout")?,
+            cluster_port: u16::try_from(num("cluster-port")?).unwrap_or(0),
+            cluster_replica_no_failover: flag("cluster-replica-no-failover"),
+            cluster_require_full_coverage: flag("cluster-require-full-coverage"),
+            maxmemory: num("maxmemory")?,
+            maxmemory_policy: EvictionPolicy::parse(&s("maxmemory-policy")).unwrap_or_default(),
+            maxmemory_samples: usize::try_from(num("maxmemory-samples")?).unwrap_or(5),
+            appendonly: flag("appendonly"),
+            appendfsync: s("appendfsync"),
+            appendfilename: s("appendfilename"),
+            dbfilename: s("dbfilename"),
+            save: save_parts
+                .chunks(2)
+                .filter_map(|c| Some((*c.first()?, *c.get(1)?)))
+                .collect(),
+            proto_max_bulk_len: usize::try_from(num("proto-max-bulk-len")?).unwrap_or(usize::MAX),
+            maxclients: usize::try_from(num("maxclients")?).unwrap_or(10000),
+            timeout: num("timeout")?,
+            hz: u32::try_from(num("hz")?).unwrap_or(10).clamp(1, 500),
+            io_threads: usize::try_from(num("io-threads")?).unwrap_or(1).max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn founding_document_config() {
+        let text =
+            "# comment\ndaemonize yes\nport 6379\ncluster-enabled yes\ncluster-node-timeout 5000\n\
+                    cluster-replica-no-failover no\nmaxmemory 512mb\ndir /path/to/\n";
+        let mut t = ConfigTable::default();
+        t.apply_text(text, "node.conf").unwrap();
+        let c = NodeConfig::from_table(&t).unwrap();
+        assert!(c.daemonize && c.cluster_enabled && !c.cluster_replica_no_failover);
+        assert_eq!(c.maxmemory, 512 * 1024 * 1024);
+        assert_eq!(c.cluster_node_timeout, 5000);
+        assert_eq!(c.dir, PathBuf::from("/path/to/"));
+        assert_eq!(t.get("maxmemory"), Some("536870912"));
+    }
+
+    #[test]
+    fn unknown_directive_names_file_and_line() {
+        let mut t = ConfigTable::default();
+        let e = t
+            .apply_text("port 7000\n\nfrobnicate yes\n", "/etc/node.conf")
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/etc/node.conf") && msg.contains("line 3") && msg.contains("frobnicate"),
+            "{msg}"
+        );
+        let e = t
+            .apply_text("maxmemory lots\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("memory"), "{e}");
+    }
+
+    #[test]
+    fn overrides_like_redis_server() {
+        let t = ConfigTable::from_args(
+            None,
+            &[
+                "--port".into(),
+                "7001".into(),
+                "--save".into(),
+                "".into(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.get("port"), Some("7001"));
+        assert_eq!(t.get("save"), Some(""));
+        assert_eq!(t.get("bind"), Some("127.0.0.1 ::1"));
+    }
+
+    #[test]
+    fn save_lines_accumulate_and_aliases_resolve() {
+        let mut t = ConfigTable::default();
+        t.apply_text("save 900 1\nsave 300 10\nslaveof-unused-check no\n", "f")
+            .unwrap_err();
+        let mut t = ConfigTable::default();
+        t.apply_text("save 900 1\nsave 300 10\nslave-read-only no\n", "f")
+            .unwrap();
+        assert_eq!(t.get("save"), Some("900 1 300 10"));
+        assert_eq!(t.get("replica-read-only"), Some("no"));
+        let c = NodeConfig::from_table(&t).unwrap();
+        assert_eq!(c.save, vec![(900, 1), (300, 10)]);
+    }
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("1k"), Some(1000));
+        assert_eq!(parse_memory("1KB"), Some(1024));
+        assert_eq!(parse_memory("2gb"), Some(2 << 30));
+        assert_eq!(parse_memory("12"), Some(12));
+        assert_eq!(parse_memory("x"), None);
+        assert_eq!(parse_memory("-1"), None);
+    }
+}

@@ -1,0 +1,42 @@
+//! tracing setup: level from `loglevel`, output to `logfile` or stdout.
+
+use std::path::Path;
+use tracing_subscriber::EnvFilter;
+
+/// Maps Redis log levels to tracing filters.
+fn filter_for(loglevel: &str) -> &'static str {
+    match loglevel {
+        "debug" => "debug",
+        "verbose" => "info",
+        "notice" => "info",
+        "warning" => "warn",
+        "nothing" => "off",
+        _ => "info",
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` wins over `loglevel` so a
+/// developer can turn on one module without editing the config.
+pub fn init(loglevel: &str, logfile: Option<&Path>) -> std::io::Result<()> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter_for(loglevel)));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let res = match logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init()
+        }
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+    // A second init (tests) is harmless.
+    let _ = res;
+    Ok(())
+}

@@ -1,0 +1,739 @@
+//! The keyspace: keys, values, expiry, eviction, and the per-slot key index.
+//!
+//! Keys live in one small table per hash slot. That makes the per-slot index
+//! that cluster mode needs (`COUNTKEYSINSLOT`, `GETKEYSINSLOT`, migration)
+//! free, and lets tables grow independently instead of doubling one giant
+//! table at once (latency spikes, memory peaks).
+//!
+//! Every change to a key goes through this type, so it is the one place that
+//! tells WATCHers and blocked clients that a key changed.
+
+pub mod value;
+
+use crate::cluster::{key_hash_slot, SLOTS};
+use hashbrown::HashMap;
+use rand::Rng;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+pub use value::{sds, Score, Sds, Value, ZSet};
+
+/// A key and its metadata.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    /// Seconds clock of the last access (LRU) or the LFU counter, like the
+    /// 24 bits Redis keeps in each object.
+    pub access: u32,
+}
+
+#[derive(Default)]
+struct Slot {
+    keys: HashMap<Sds, Entry>,
+    /// Expiry times (unix ms) of the keys that have one, apart from `keys`
+    /// because most keys have none (memory) and active expiry scans only these.
+    expires: HashMap<Sds, u64>,
+}
+
+/// Eviction policies of `maxmemory-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionPolicy {
+    #[default]
+    NoEviction,
+    AllKeysLru,
+    VolatileLru,
+    AllKeysLfu,
+    VolatileLfu,
+    AllKeysRandom,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl EvictionPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "noeviction" => Self::NoEviction,
+            "allkeys-lru" => Self::AllKeysLru,
+            "volatile-lru" => Self::VolatileLru,
+            "allkeys-lfu" => Self::AllKeysLfu,
+            "volatile-lfu" => Self::VolatileLfu,
+            "allkeys-random" => Self::AllKeysRandom,
+            "volatile-random" => Self::VolatileRandom,
+            "volatile-ttl" => Self::VolatileTtl,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoEviction => "noeviction",
+            Self::AllKeysLru => "allkeys-lru",
+            Self::VolatileLru => "volatile-lru",
+            Self::AllKeysLfu => "allkeys-lfu",
+            Self::VolatileLfu => "volatile-lfu",
+            Self::AllKeysRandom => "allkeys-random",
+            Self::VolatileRandom => "volatile-random",
+            Self::VolatileTtl => "volatile-ttl",
+        }
+    }
+
+    fn is_lfu(self) -> bool {
+        matches!(self, Self::AllKeysLfu | Self::VolatileLfu)
+    }
+
+    fn volatile(self) -> bool {
+        matches!(
+            self,
+            Self::VolatileLru | Self::VolatileLfu | Self::VolatileRandom | Self::VolatileTtl
+        )
+    }
+}
+
+/// Memory is over `maxmemory` and the policy cannot (or may not) free any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("OOM command not allowed when used memory > 'maxmemory'.")]
+pub struct OutOfMemory;
+
+/// Counters shown by `INFO stats`.
+#[derive(Debug, Default, Clone)]
+pub struct DbStats {
+    pub expired_keys: u64,
+    pub evicted_keys: u64,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+}
+
+/// Who to tell when a key changes.
+#[derive(Default)]
+struct Signals {
+    /// WATCHed keys → the watching clients' "dirty" flags.
+    watched: HashMap<Sds, Vec<Arc<AtomicBool>>>,
+    /// Keys a blocked client waits on → its wake-up handle.
+    blocked: HashMap<Sds, Vec<Arc<tokio::sync::Notify>>>,
+}
+
+pub struct Db {
+    slots: Vec<Slot>,
+    len: usize,
+    expires_len: usize,
+    signals: Signals,
+    /// Seconds since start, advanced by the server's cron.
+    clock: u32,
+    policy: EvictionPolicy,
+    expire_cursor: usize,
+    pub stats: DbStats,
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Maximum value of the LFU counter (8 bits, as in Redis).
+const LFU_MAX: u32 = 255;
+const LFU_INIT: u32 = 5;
+
+impl Db {
+    pub fn new() -> Self {
+        let mut slots = Vec::with_capacity(SLOTS);
+        slots.resize_with(SLOTS, Slot::default);
+        Db {
+            slots,
+            len: 0,
+            expires_len: 0,
+            signals: Signals::default(),
+            clock: 0,
+            policy: EvictionPolicy::NoEviction,
+            expire_cursor: 0,
+            stats: DbStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn expires_len(&self) -> usize {
+        self.expires_len
+    }
+
+    pub fn set_clock(&mut self, secs: u32) {
+        self.clock = secs;
+    }
+
+    pub fn set_policy(&mut self, p: EvictionPolicy) {
+        if p.is_lfu() != self.policy.is_lfu() {
+            // The access field changes meaning; start everyone fresh.
+            let init = if p.is_lfu() { LFU_INIT } else { self.clock };
+            for s in &mut self.slots {
+                for e in s.keys.values_mut() {
+                    e.access = init;
+                }
+            }
+        }
+        self.policy = p;
+    }
+
+    fn slot_mut(&mut self, key: &[u8]) -> &mut Slot {
+        let i = usize::from(key_hash_slot(key));
+        // SLOTS entries exist from construction and key_hash_slot < SLOTS.
+        &mut self.slots[i]
+    }
+
+    fn touch_access(policy: EvictionPolicy, clock: u32, e: &mut Entry) {
+        if policy.is_lfu() {
+            // Logarithmic counter: the more hits, the less likely a bump.
+            if e.access < LFU_MAX {
+                let base = e.access.saturating_sub(LFU_INIT) as f64;
+                let p = 1.0 / (base * 10.0 + 1.0);
+                if rand::rng().random::<f64>() < p {
+                    e.access += 1;
+                }
+            }
+        } else {
+            e.access = clock;
+        }
+    }
+
+    /// Removes `key` if its TTL passed. Returns true if it was removed.
+    fn expire_if_needed(&mut self, key: &[u8], now: u64) -> bool {
+        let slot = self.slot_mut(key);
+        if slot.expires.is_empty() {
+            return false;
+        }
+        match slot.expires.get(key) {
+            Some(&at) if at <= now => {
+                slot.expires.remove(key);
+                slot.keys.remove(key);
+                self.len -= 1;
+                self.expires_len -= 1;
+                self.stats.expired_keys += 1;
+                self.signal(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Tells watchers and blocked clients that `key` changed.
+    pub fn signal(&mut self, key: &[u8]) {
+        if !self.signals.watched.is_empty() {
+            if let Some(flags) = self.signals.watched.get(key) {
+                for f in flags {
+                    f.store(true, Ordering::Release);
+                }
+            }
+        }
+        if !self.signals.blocked.is_empty() {
+            if let Some(waiters) = self.signals.blocked.get(key) {
+                for w in waiters {
+                    w.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Reads a key (counts a hit or miss, updates its access time).
+    pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Value> {
+        self.expire_if_needed(key, now);
+        let (policy, clock) = (self.policy, self.clock);
+        let i = usize::from(key_hash_slot(key));
+        match self.slots[i].keys.get_mut(key) {
+            Some(e) => {
+                self.stats.keyspace_hits += 1;
+                Self::touch_access(policy, clock, e);
+                Some(&e.value)
+            }
+            None => {
+                self.stats.keyspace_misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Looks at a key without counting it as an access (TYPE, EXISTS, TTL).
+    pub fn peek(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
+        self.expire_if_needed(key, now);
+        self.slot_mut(key).keys.get(key)
+    }
+
+    /// Mutable access for a command that changes the value in place. The
+    /// change is announced now, so call this only to write.
+    pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Value> {
+        self.expire_if_needed(key, now);
+        self.signal(key);
+        let (policy, clock) = (self.policy, self.clock);
+        let e = self.slot_mut(key).keys.get_mut(key)?;
+        Self::touch_access(policy, clock, e);
+        Some(&mut e.value)
+    }
+
+    /// Mutable access, creating the key with `make()` if it does not exist.
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        make: impl FnOnce() -> Value,
+    ) -> &mut Value {
+        self.expire_if_needed(key, now);
+        self.signal(key);
+        let (policy, clock) = (self.policy, self.clock);
+        let init = if policy.is_lfu() { LFU_INIT } else { clock };
+        let i = usize::from(key_hash_slot(key));
+        let slot = &mut self.slots[i];
+        if !slot.keys.contains_key(key) {
+            self.len += 1;
+        }
+        let e = slot.keys.entry(sds(key)).or_insert_with(|| Entry {
+            value: make(),
+            access: init,
+        });
+        Self::touch_access(policy, clock, e);
+        &mut e.value
+    }
+
+    /// Sets a key, dropping any TTL (like `SET`).
+    pub fn set(&mut self, key: &[u8], value: Value) {
+        self.set_with_expire(key, value, None);
+    }
+
+    /// Sets a key; `expire_at` None clears the TTL.
+    pub fn set_with_expire(&mut self, key: &[u8], value: Value, expire_at: Option<u64>) {
+        self.signal(key);
+        let init = if self.policy.is_lfu() {
+            LFU_INIT
+        } else {
+            self.clock
+        };
+        let i = usize::from(key_hash_slot(key));
+        let slot = &mut self.slots[i];
+        let k = sds(key);
+        match slot.keys.get_mut(key) {
+            Some(e) => {
+                e.value = value;
+                e.access = init;
+            }
+            None => {
+                slot.keys.insert(
+                    k.clone(),
+                    Entry {
+                        value,
+                        access: init,
+                    },
+                );
+                self.len += 1;
+            }
+        }
+        let had = match expire_at {
+            Some(at) => slot.expires.insert(k, at).is_some(),
+            None => {
+                let had = slot.expires.remove(key).is_some();
+                if had {
+                    self.expires_len -= 1;
+                }
+                return;
+            }
+        };
+        if !had {
+            self.expires_len += 1;
+        }
+    }
+
+    /// Replaces the value but keeps the TTL (SET KEEPTTL, SETRANGE, APPEND...).
+    pub fn set_keep_ttl(&mut self, key: &[u8], value: Value, now: u64) {
+        let ttl = self.expire_at(key, now);
+        self.set_with_expire(key, value, ttl);
+    }
+
+    pub fn remove(&mut self, key: &[u8], now: u64) -> Option<Value> {
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
+        let slot = self.slot_mut(key);
+        let e = slot.keys.remove(key)?;
+        let had_ttl = slot.expires.remove(key).is_some();
+        self.len -= 1;
+        if had_ttl {
+            self.expires_len -= 1;
+        }
+        self.signal(key);
+        Some(e.value)
+    }
+
+    /// Removes the key if it holds an empty collection (after a pop/remove).
+    pub fn remove_if_empty(&mut self, key: &[u8], now: u64) {
+        let empty = self
+            .slot_mut(key)
+            .keys
+            .get(key)
+            .is_some_and(|e| e.value.is_empty_collection());
+        if empty {
+            self.remove(key, now);
+        }
+    }
+
+    pub fn contains(&mut self, key: &[u8], now: u64) -> bool {
+        self.peek(key, now).is_some()
+    }
+
+    /// Absolute expiry (unix ms) of a live key.
+    pub fn expire_at(&mut self, key: &[u8], now: u64) -> Option<u64> {
+        self.expire_if_needed(key, now);
+        self.slot_mut(key).expires.get(key).copied()
+    }
+
+    /// Sets the TTL of an existing key; false if the key does not exist.
+    pub fn set_expire(&mut self, key: &[u8], at: u64, now: u64) -> bool {
+        self.expire_if_needed(key, now);
+        let slot = self.slot_mut(key);
+        if !slot.keys.contains_key(key) {
+            return false;
+        }
+        if slot.expires.insert(sds(key), at).is_none() {
+            self.expires_len += 1;
+        }
+        self.signal(key);
+        true
+    }
+
+    /// Drops the TTL; true if there was one.
+    pub fn persist(&mut self, key: &[u8], now: u64) -> bool {
+        self.expire_if_needed(key, now);
+        let removed = self.slot_mut(key).expires.remove(key).is_some();
+        if removed {
+            self.expires_len -= 1;
+            self.signal(key);
+        }
+        removed
+    }
+
+    /// Removes every key. Watchers of any key are told.
+    pub fn clear(&mut self) {
+        for flags in self.signals.watched.values() {
+            for f in flags {
+                f.store(true, Ordering::Release);
+            }
+        }
+        for s in &mut self.slots {
+            if !s.keys.is_empty() {
+                *s = Slot::default();
+            }
+        }
+        self.len = 0;
+        self.expires_len = 0;
+    }
+
+    pub fn count_keys_in_slot(&self, slot: u16) -> usize {
+        self.slots
+            .get(usize::from(slot))
+            .map_or(0, |s| s.keys.len())
+    }
+
+    /// Keys of one slot (unordered), live or not yet expired lazily.
+    pub fn keys_in_slot(&self, slot: u16) -> impl Iterator<Item = &Sds> {
+        self.slots
+            .get(usize::from(slot))
+            .into_iter()
+            .flat_map(|s| s.keys.keys())
+    }
+
+    /// Whether a key in `slot` is logically expired at `now`.
+    pub fn is_expired_in_slot(&self, slot: u16, key: &[u8], now: u64) -> bool {
+        self.slots
+            .get(usize::from(slot))
+            .and_then(|s| s.expires.get(key))
+            .is_some_and(|&at| at <= now)
+    }
+
+    /// A random live key, or None when empty.
+    pub fn random_key(&mut self, now: u64) -> Option<Sds> {
+        for _ in 0..100 {
+            let k = self.random_key_any(false)?;
+            if !self.expire_if_needed(&k, now) {
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    /// A random key (from the TTL index when `volatile`), possibly expired.
+    fn random_key_any(&self, volatile: bool) -> Option<Sds> {
+        let total = if volatile { self.expires_len } else { self.len };
+        if total == 0 {
+            return None;
+        }
+        let mut rng = rand::rng();
+        let start = rng.random_range(0..SLOTS);
+        for off in 0..SLOTS {
+            let s = &self.slots[(start + off) % SLOTS];
+            let n = if volatile {
+                s.expires.len()
+            } else {
+                s.keys.len()
+            };
+            if n == 0 {
+                continue;
+            }
+            let pick = rng.random_range(0..n);
+            return if volatile {
+                s.expires.keys().nth(pick).cloned()
+            } else {
+                s.keys.keys().nth(pick).cloned()
+            };
+        }
+        None
+    }
+
+    /// Deletes expired keys, visiting at most `budget` TTL entries, resuming
+    /// where the previous call stopped. Returns how many it deleted.
+    pub fn active_expire(&mut self, now: u64, budget: usize) -> usize {
+        if self.expires_len == 0 {
+            return 0;
+        }
+        let mut visited = 0;
+        let mut deleted = 0;
+        let mut dead: Vec<Sds> = Vec::new();
+        for _ in 0..SLOTS {
+            let i = self.expire_cursor;
+            self.expire_cursor = (self.expire_cursor + 1) % SLOTS;
+            let slot = &mut self.slots[i];
+            if slot.expires.is_empty() {
+                continue;
+            }
+            visited += slot.expires.len();
+            dead.extend(
+                slot.expires
+                    .iter()
+                    .filter(|(_, &at)| at <= now)
+                    .map(|(k, _)| k.clone()),
+            );
+            for k in dead.drain(..) {
+                let slot = &mut self.slots[i];
+                slot.expires.remove(&k);
+                slot.keys.remove(&k);
+                self.len -= 1;
+                self.expires_len -= 1;
+                self.stats.expired_keys += 1;
+                deleted += 1;
+                self.signal(&k);
+            }
+            if visited >= budget {
+                break;
+            }
+        }
+        deleted
+    }
+
+    /// Evicts keys per `policy` while `over()` says memory is above the limit.
+    /// Err when nothing more can be evicted (the caller answers -OOM).
+    pub fn evict(
+        &mut self,
+        samples: usize,
+        now: u64,
+        mut over: impl FnMut() -> bool,
+    ) -> Result<(), OutOfMemory> {
+        let policy = self.policy;
+        let mut guard = 0usize;
+        while over() {
+            if policy == EvictionPolicy::NoEviction {
+                return Err(OutOfMemory);
+            }
+            guard += 1;
+            if guard > 1_000_000 {
+                return Err(OutOfMemory);
+            }
+            let volatile = policy.volatile();
+            let mut best: Option<(Sds, u64)> = None;
+            let rounds = match policy {
+                EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom => 1,
+                _ => samples.max(1),
+            };
+            for _ in 0..rounds {
+                let Some(k) = self.random_key_any(volatile) else {
+                    return Err(OutOfMemory);
+                };
+                let i = usize::from(key_hash_slot(&k));
+                let slot = &self.slots[i];
+                // Higher rank = better victim.
+                let rank = match policy {
+                    EvictionPolicy::VolatileTtl => {
+                        u64::MAX - slot.expires.get(k.as_slice()).copied().unwrap_or(u64::MAX)
+                    }
+                    EvictionPolicy::AllKeysLfu | EvictionPolicy::VolatileLfu => u64::from(
+                        LFU_MAX + 1
+                            - slot
+                                .keys
+                                .get(k.as_slice())
+                                .map_or(0, |e| e.access.min(LFU_MAX)),
+                    ),
+                    EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom => 0,
+                    _ => u64::from(
+                        self.clock
+                            .wrapping_sub(slot.keys.get(k.as_slice()).map_or(0, |e| e.access)),
+                    ),
+                };
+                if best.as_ref().is_none_or(|(_, r)| rank > *r) {
+                    best = Some((k, rank));
+                }
+            }
+            if let Some((k, _)) = best {
+                if self.remove(&k, now).is_some() {
+                    self.stats.evicted_keys += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The access field of a key, for `OBJECT IDLETIME` / `OBJECT FREQ`.
+    pub fn access_of(&mut self, key: &[u8], now: u64) -> Option<(u32, bool)> {
+        let (clock, lfu) = (self.clock, self.policy.is_lfu());
+        self.peek(key, now).map(|e| {
+            if lfu {
+                (e.access, true)
+            } else {
+                (clock.wrapping_sub(e.access), false)
+            }
+        })
+    }
+
+    pub fn watch(&mut self, key: &[u8], flag: &Arc<AtomicBool>) {
+        self.signals
+            .watched
+            .entry(sds(key))
+            .or_default()
+            .push(flag.clone());
+    }
+
+    pub fn unwatch(&mut self, key: &[u8], flag: &Arc<AtomicBool>) {
+        if let Some(v) = self.signals.watched.get_mut(key) {
+            v.retain(|f| !Arc::ptr_eq(f, flag));
+            if v.is_empty() {
+                self.signals.watched.remove(key);
+            }
+        }
+    }
+
+    pub fn block_on(&mut self, key: &[u8], waker: &Arc<tokio::sync::Notify>) {
+        self.signals
+            .blocked
+            .entry(sds(key))
+            .or_default()
+            .push(waker.clone());
+    }
+
+    pub fn unblock(&mut self, key: &[u8], waker: &Arc<tokio::sync::Notify>) {
+        if let Some(v) = self.signals.blocked.get_mut(key) {
+            v.retain(|w| !Arc::ptr_eq(w, waker));
+            if v.is_empty() {
+                self.signals.blocked.remove(key);
+            }
+        }
+    }
+
+    /// Clients currently blocked on some key (INFO `blocked_clients`).
+    pub fn blocked_waiters(&self) -> usize {
+        self.signals.blocked.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::Str(sds(v.as_bytes()))
+    }
+
+    #[test]
+    fn set_get_remove_counts() {
+        let mut db = Db::new();
+        db.set(b"a", s("1"));
+        db.set(b"b", s("2"));
+        db.set(b"a", s("3"));
+        assert_eq!(db.len(), 2);
+        assert!(matches!(db.get(b"a", 0), Some(Value::Str(v)) if v.as_slice() == b"3"));
+        assert!(db.remove(b"a", 0).is_some());
+        assert_eq!(db.len(), 1);
+        assert!(db.get(b"a", 0).is_none());
+    }
+
+    #[test]
+    fn lazy_and_active_expiry() {
+        let mut db = Db::new();
+        db.set_with_expire(b"t", s("x"), Some(100));
+        db.set_with_expire(b"u", s("x"), Some(100));
+        db.set(b"keep", s("x"));
+        assert_eq!(db.expires_len(), 2);
+        assert!(db.get(b"t", 99).is_some());
+        assert!(db.get(b"t", 100).is_none());
+        assert_eq!(db.len(), 2);
+        assert_eq!(db.active_expire(100, 1000), 1);
+        assert_eq!(db.len(), 1);
+        assert_eq!(db.expires_len(), 0);
+        assert_eq!(db.stats.expired_keys, 2);
+    }
+
+    #[test]
+    fn set_clears_ttl_and_keep_ttl_keeps_it() {
+        let mut db = Db::new();
+        db.set_with_expire(b"k", s("x"), Some(1000));
+        db.set_keep_ttl(b"k", s("y"), 0);
+        assert_eq!(db.expire_at(b"k", 0), Some(1000));
+        db.set(b"k", s("z"));
+        assert_eq!(db.expire_at(b"k", 0), None);
+        assert_eq!(db.expires_len(), 0);
+    }
+
+    #[test]
+    fn watch_flag_set_on_write() {
+        let mut db = Db::new();
+        let f = Arc::new(AtomicBool::new(false));
+        db.watch(b"k", &f);
+        db.set(b"other", s("x"));
+        assert!(!f.load(Ordering::Acquire));
+        db.set(b"k", s("x"));
+        assert!(f.load(Ordering::Acquire));
+        db.unwatch(b"k", &f);
+        assert!(db.signals.watched.is_empty());
+    }
+
+    #[test]
+    fn per_slot_index() {
+        let mut db = Db::new();
+        db.set(b"{user}a", s("1"));
+        db.set(b"{user}b", s("1"));
+        let slot = key_hash_slot(b"user");
+        assert_eq!(db.count_keys_in_slot(slot), 2);
+        assert_eq!(db.keys_in_slot(slot).count(), 2);
+    }
+
+    #[test]
+    fn eviction_removes_until_under_limit() {
+        let mut db = Db::new();
+        for i in 0..100 {
+            db.set(format!("k{i}").as_bytes(), s("v"));
+        }
+        db.set_policy(EvictionPolicy::AllKeysRandom);
+        let mut allowed = 60usize;
+        let res = db.evict(5, 0, || db_len_hack(&mut allowed));
+        assert!(res.is_ok());
+        assert_eq!(db.len(), 60);
+        db.set_policy(EvictionPolicy::NoEviction);
+        assert!(db.evict(5, 0, || true).is_err());
+
+        fn db_len_hack(allowed: &mut usize) -> bool {
+            // Pretend each call before the 40th sees memory over the limit.
+            if *allowed < 100 {
+                *allowed += 1;
+                true
+            } else {
+                false
+            }
+        }
+    }
+}
