@@ -99,6 +99,12 @@ pub struct Client {
     /// `CLIENT REPLY OFF|SKIP`.
     pub reply_off: bool,
     pub skip_next_reply: bool,
+    /// Name of the last command run; published to `handle` once per batch
+    /// so the hot path takes no lock.
+    pub last_cmd: &'static str,
+    /// Commands run since the connection last added them to the server's
+    /// counter (one shared atomic add per batch, not per command).
+    pub commands_unreported: u64,
 }
 
 impl Client {
@@ -121,6 +127,8 @@ impl Client {
                 asking: false,
                 reply_off: false,
                 skip_next_reply: false,
+                last_cmd: "NULL",
+                commands_unreported: 0,
             },
             push_rx,
         )
@@ -156,9 +164,18 @@ impl Client {
         self.proto == Proto::Resp2 && self.subscription_count() > 0
     }
 
-    pub fn last_command(&self, name: &'static str) {
+    /// Publishes per-batch bookkeeping to the shared handle and counters.
+    pub fn publish_batch(&mut self, stats: &crate::node::shared::Stats, now_ms: u64) {
         if let Ok(mut c) = self.handle.last_cmd.lock() {
-            *c = name;
+            *c = self.last_cmd;
         }
+        self.handle
+            .last_interaction_ms
+            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        stats.total_commands_processed.fetch_add(
+            self.commands_unreported,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.commands_unreported = 0;
     }
 }

@@ -125,9 +125,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         if !pending.is_empty() {
             end = run_batch(&shared, &mut client, &mut pending, &mut out, timed_out);
             timed_out = false;
-            handle
-                .last_interaction_ms
-                .store(unix_ms(), Ordering::Relaxed);
+            client.publish_batch(&shared.stats, unix_ms());
         }
         if let Some(e) = &protocol_error {
             if matches!(end, BatchEnd::Done) {

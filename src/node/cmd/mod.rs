@@ -22,7 +22,7 @@ use crate::node::shared::Shared;
 use crate::resp::{parse_i64, Reply};
 use crate::store::{Db, Value};
 use bytes::Bytes;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::OnceLock;
 
 /// Command flags, as `COMMAND INFO` names them.
@@ -339,7 +339,7 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
         ctx.client.flag_multi_error();
         return err("NOAUTH Authentication required.");
     }
-    ctx.client.last_command(spec.name);
+    ctx.client.last_cmd = spec.name;
     if ctx.client.in_multi()
         && !matches!(
             spec.name,
@@ -364,7 +364,7 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
             return e;
         }
     }
-    ctx.shared.stats.count_command();
+    ctx.client.commands_unreported += 1;
     match (spec.handler)(ctx, args) {
         Ok(r) | Err(r) => r,
     }
