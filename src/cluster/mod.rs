@@ -1,6 +1,8 @@
-//! Cluster model shared by the node, the proxy and the CLI: hash slots.
-//! Pure functions only; the bus and the slot map arrive with cluster mode.
+//! Cluster model shared by the node, the proxy and the CLI: hash slots, node
+//! ids, flags, epochs, and the `CLUSTER NODES` / nodes.conf formats. Pure
+//! functions and data only; the bus state machine builds on this.
 
 pub mod slot;
+pub mod topology;
 
 pub use slot::{key_hash_slot, SLOTS};
