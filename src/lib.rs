@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod glob;
+pub mod gossip;
 pub mod node;
 pub mod proxy;
 pub mod resp;
