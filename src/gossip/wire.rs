@@ -116,7 +116,7 @@ pub enum Body {
     Update {
         id: [u8; 40],
         config_epoch: u64,
-        slots: SlotSet,
+        slots: Box<SlotSet>,
     },
     /// AUTH_REQUEST, AUTH_ACK, MFSTART: the header says it all.
     Empty,
@@ -289,7 +289,7 @@ impl Message {
             MsgType::Update => Body::Update {
                 id: r.id()?,
                 config_epoch: r.u64()?,
-                slots: r.slots()?,
+                slots: Box::new(r.slots()?),
             },
             MsgType::AuthRequest | MsgType::AuthAck | MsgType::MfStart => Body::Empty,
         };
@@ -413,7 +413,7 @@ mod tests {
                 body: Body::Update {
                     id: [b'd'; 40],
                     config_epoch: 9,
-                    slots: header().slots,
+                    slots: Box::new(header().slots),
                 },
             },
             Message {
