@@ -1,5 +1,412 @@
-//! hashes commands.
+//! Hash commands.
 
-use super::CommandSpec;
+use super::flags::*;
+use super::{
+    err, float_arg, int_arg, is, not_integer, syntax_error, wrongtype, CmdResult, CommandSpec, Ctx,
+};
+use crate::glob::glob_match;
+use crate::resp::{parse_i64, Reply};
+use crate::store::{sds, Sds, Value};
+use bytes::Bytes;
+use hashbrown::HashMap;
+use rand::seq::IteratorRandom;
+use rand::Rng;
 
-pub const COMMANDS: &[CommandSpec] = &[];
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "hset",
+        arity: -4,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hset,
+    },
+    CommandSpec {
+        name: "hmset",
+        arity: -4,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hmset,
+    },
+    CommandSpec {
+        name: "hsetnx",
+        arity: 4,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hsetnx,
+    },
+    CommandSpec {
+        name: "hget",
+        arity: 3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hget,
+    },
+    CommandSpec {
+        name: "hmget",
+        arity: -3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hmget,
+    },
+    CommandSpec {
+        name: "hgetall",
+        arity: 2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hgetall,
+    },
+    CommandSpec {
+        name: "hkeys",
+        arity: 2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hkeys,
+    },
+    CommandSpec {
+        name: "hvals",
+        arity: 2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hvals,
+    },
+    CommandSpec {
+        name: "hdel",
+        arity: -3,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hdel,
+    },
+    CommandSpec {
+        name: "hlen",
+        arity: 2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hlen,
+    },
+    CommandSpec {
+        name: "hexists",
+        arity: 3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hexists,
+    },
+    CommandSpec {
+        name: "hstrlen",
+        arity: 3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hstrlen,
+    },
+    CommandSpec {
+        name: "hincrby",
+        arity: 4,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hincrby,
+    },
+    CommandSpec {
+        name: "hincrbyfloat",
+        arity: 4,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hincrbyfloat,
+    },
+    CommandSpec {
+        name: "hrandfield",
+        arity: -2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hrandfield,
+    },
+    CommandSpec {
+        name: "hscan",
+        arity: -3,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: hscan,
+    },
+];
+
+type Hash = HashMap<Sds, Sds>;
+
+fn hash_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d Hash>, Reply> {
+    match ctx.db.get(key, ctx.now) {
+        None => Ok(None),
+        Some(Value::Hash(h)) => Ok(Some(h)),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+/// The hash at `key` for writing, created if missing.
+fn hash_mut<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<&'d mut Hash, Reply> {
+    if let Some(e) = ctx.db.peek(key, ctx.now) {
+        if !matches!(e.value, Value::Hash(_)) {
+            return Err(wrongtype());
+        }
+    }
+    match ctx
+        .db
+        .get_or_insert_with(key, ctx.now, || Value::Hash(Box::default()))
+    {
+        Value::Hash(h) => Ok(h),
+        _ => Err(wrongtype()),
+    }
+}
+
+fn hset_pairs(ctx: &mut Ctx, a: &[Bytes], name: &str) -> Result<i64, Reply> {
+    if a.len() % 2 != 0 {
+        return Err(super::wrong_arity(name));
+    }
+    let h = hash_mut(ctx, &a[1])?;
+    let mut added = 0;
+    for kv in a[2..].chunks_exact(2) {
+        if h.insert(sds(&kv[0]), sds(&kv[1])).is_none() {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+fn hset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(hset_pairs(ctx, a, "hset")?))
+}
+
+fn hmset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    hset_pairs(ctx, a, "hmset")?;
+    Ok(Reply::Ok)
+}
+
+fn hsetnx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if hash_ref(ctx, &a[1])?.is_some_and(|h| h.contains_key(&a[2][..])) {
+        return Ok(Reply::Int(0));
+    }
+    hash_mut(ctx, &a[1])?.insert(sds(&a[2]), sds(&a[3]));
+    Ok(Reply::Int(1))
+}
+
+fn hget(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(hash_ref(ctx, &a[1])?
+        .and_then(|h| h.get(&a[2][..]))
+        .map_or(Reply::Nil, Reply::bulk))
+}
+
+fn hmget(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let h = hash_ref(ctx, &a[1])?;
+    Ok(Reply::Array(
+        a[2..]
+            .iter()
+            .map(|f| {
+                h.and_then(|h| h.get(&f[..]))
+                    .map_or(Reply::Nil, Reply::bulk)
+            })
+            .collect(),
+    ))
+}
+
+fn hgetall(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Map(
+        hash_ref(ctx, &a[1])?
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| (Reply::bulk(k), Reply::bulk(v)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    ))
+}
+
+fn hkeys(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Array(
+        hash_ref(ctx, &a[1])?
+            .map(|h| h.keys().map(Reply::bulk).collect())
+            .unwrap_or_default(),
+    ))
+}
+
+fn hvals(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Array(
+        hash_ref(ctx, &a[1])?
+            .map(|h| h.values().map(Reply::bulk).collect())
+            .unwrap_or_default(),
+    ))
+}
+
+fn hdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if hash_ref(ctx, &a[1])?.is_none() {
+        return Ok(Reply::Int(0));
+    }
+    let h = hash_mut(ctx, &a[1])?;
+    let n = a[2..].iter().filter(|f| h.remove(&f[..]).is_some()).count();
+    ctx.db.remove_if_empty(&a[1], ctx.now);
+    Ok(Reply::Int(n as i64))
+}
+
+fn hlen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(
+        hash_ref(ctx, &a[1])?.map_or(0, |h| h.len()) as i64
+    ))
+}
+
+fn hexists(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(i64::from(
+        hash_ref(ctx, &a[1])?.is_some_and(|h| h.contains_key(&a[2][..])),
+    )))
+}
+
+fn hstrlen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(
+        hash_ref(ctx, &a[1])?
+            .and_then(|h| h.get(&a[2][..]))
+            .map_or(0, |v| v.len()) as i64,
+    ))
+}
+
+fn hincrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = int_arg(&a[3])?;
+    let h = hash_mut(ctx, &a[1])?;
+    let cur = match h.get(&a[2][..]) {
+        None => 0,
+        Some(v) => parse_i64(v).ok_or_else(|| err("ERR hash value is not an integer"))?,
+    };
+    let new = cur
+        .checked_add(by)
+        .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
+    h.insert(sds(&a[2]), sds(new.to_string().as_bytes()));
+    Ok(Reply::Int(new))
+}
+
+fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = float_arg(&a[3])?;
+    let h = hash_mut(ctx, &a[1])?;
+    let cur = match h.get(&a[2][..]) {
+        None => 0.0,
+        Some(v) => super::parse_float(v).ok_or_else(|| err("ERR hash value is not a float"))?,
+    };
+    let new = cur + by;
+    if !new.is_finite() {
+        return Err(err("ERR increment would produce NaN or Infinity"));
+    }
+    let text = format!("{new}");
+    h.insert(sds(&a[2]), sds(text.as_bytes()));
+    Ok(Reply::bulk(text))
+}
+
+fn hrandfield(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let count = match a.get(2) {
+        Some(c) => Some(int_arg(c)?),
+        None => None,
+    };
+    let withvalues = match a.get(3) {
+        Some(w) if is(w, "withvalues") && a.len() == 4 => true,
+        Some(_) => return Err(syntax_error()),
+        None => false,
+    };
+    let resp3 = ctx.client.proto == crate::resp::Proto::Resp3;
+    let Some(h) = hash_ref(ctx, &a[1])? else {
+        return Ok(if count.is_some() {
+            Reply::Array(vec![])
+        } else {
+            Reply::Nil
+        });
+    };
+    let mut rng = rand::rng();
+    let Some(count) = count else {
+        return Ok(h.keys().choose(&mut rng).map_or(Reply::Nil, Reply::bulk));
+    };
+    let pairs: Vec<(&Sds, &Sds)> = if count >= 0 {
+        h.iter().choose_multiple(&mut rng, count as usize)
+    } else {
+        let all: Vec<(&Sds, &Sds)> = h.iter().collect();
+        (0..count.unsigned_abs())
+            .filter_map(|_| all.get(rng.random_range(0..all.len())).copied())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        if withvalues && resp3 {
+            out.push(Reply::Array(vec![Reply::bulk(k), Reply::bulk(v)]));
+        } else {
+            out.push(Reply::bulk(k));
+            if withvalues {
+                out.push(Reply::bulk(v));
+            }
+        }
+    }
+    Ok(Reply::Array(out))
+}
+
+/// Parses `cursor [MATCH p] [COUNT n]` for the collection SCANs. The cursor
+/// of a collection scan is accepted but the whole collection is returned in
+/// one step (cursor 0), which the SCAN contract allows.
+pub fn scan_opts(a: &[Bytes], at: usize) -> Result<Option<Bytes>, Reply> {
+    std::str::from_utf8(&a[at])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| err("ERR invalid cursor"))?;
+    let mut pattern = None;
+    let mut i = at + 1;
+    while i < a.len() {
+        let v = a.get(i + 1).ok_or_else(syntax_error)?;
+        if is(&a[i], "match") {
+            pattern = Some(v.clone());
+        } else if is(&a[i], "count") {
+            if int_arg(v).map_err(|_| not_integer())? < 1 {
+                return Err(syntax_error());
+            }
+        } else {
+            return Err(syntax_error());
+        }
+        i += 2;
+    }
+    Ok(pattern)
+}
+
+pub fn matches(pattern: &Option<Bytes>, s: &[u8]) -> bool {
+    pattern.as_ref().is_none_or(|p| glob_match(p, s, false))
+}
+
+fn hscan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let pattern = scan_opts(a, 2)?;
+    let mut items = Vec::new();
+    if let Some(h) = hash_ref(ctx, &a[1])? {
+        for (k, v) in h {
+            if matches(&pattern, k) {
+                items.push(Reply::bulk(k));
+                items.push(Reply::bulk(v));
+            }
+        }
+    }
+    Ok(Reply::Array(vec![Reply::bulk("0"), Reply::Array(items)]))
+}

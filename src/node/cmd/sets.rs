@@ -1,5 +1,452 @@
-//! sets commands.
+//! Set commands.
 
-use super::CommandSpec;
+use super::flags::*;
+use super::hashes::{matches, scan_opts};
+use super::{err, int_arg, is, syntax_error, wrongtype, CmdResult, CommandSpec, Ctx};
+use crate::resp::Reply;
+use crate::store::{sds, Sds, Value};
+use bytes::Bytes;
+use hashbrown::HashSet;
+use rand::seq::IteratorRandom;
+use rand::Rng;
 
-pub const COMMANDS: &[CommandSpec] = &[];
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "sadd",
+        arity: -3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: sadd,
+    },
+    CommandSpec {
+        name: "srem",
+        arity: -3,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: srem,
+    },
+    CommandSpec {
+        name: "smembers",
+        arity: 2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: smembers,
+    },
+    CommandSpec {
+        name: "sismember",
+        arity: 3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: sismember,
+    },
+    CommandSpec {
+        name: "smismember",
+        arity: -3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: smismember,
+    },
+    CommandSpec {
+        name: "scard",
+        arity: 2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: scard,
+    },
+    CommandSpec {
+        name: "spop",
+        arity: -2,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: spop,
+    },
+    CommandSpec {
+        name: "srandmember",
+        arity: -2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: srandmember,
+    },
+    CommandSpec {
+        name: "smove",
+        arity: 4,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 2,
+        step: 1,
+        handler: smove,
+    },
+    CommandSpec {
+        name: "sinter",
+        arity: -2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: sinter,
+    },
+    CommandSpec {
+        name: "sintercard",
+        arity: -3,
+        flags: READONLY | MOVABLE_KEYS,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: sintercard,
+    },
+    CommandSpec {
+        name: "sinterstore",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: sinterstore,
+    },
+    CommandSpec {
+        name: "sunion",
+        arity: -2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: sunion,
+    },
+    CommandSpec {
+        name: "sunionstore",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: sunionstore,
+    },
+    CommandSpec {
+        name: "sdiff",
+        arity: -2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: sdiff,
+    },
+    CommandSpec {
+        name: "sdiffstore",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: sdiffstore,
+    },
+    CommandSpec {
+        name: "sscan",
+        arity: -3,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: sscan,
+    },
+];
+
+type Set = HashSet<Sds>;
+
+fn set_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d Set>, Reply> {
+    match ctx.db.get(key, ctx.now) {
+        None => Ok(None),
+        Some(Value::Set(s)) => Ok(Some(s)),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+fn set_mut<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<&'d mut Set, Reply> {
+    if let Some(e) = ctx.db.peek(key, ctx.now) {
+        if !matches!(e.value, Value::Set(_)) {
+            return Err(wrongtype());
+        }
+    }
+    match ctx
+        .db
+        .get_or_insert_with(key, ctx.now, || Value::Set(Box::default()))
+    {
+        Value::Set(s) => Ok(s),
+        _ => Err(wrongtype()),
+    }
+}
+
+fn members_reply(items: impl IntoIterator<Item = Sds>) -> Reply {
+    Reply::Set(items.into_iter().map(Reply::bulk).collect())
+}
+
+fn sadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let s = set_mut(ctx, &a[1])?;
+    let n = a[2..].iter().filter(|m| s.insert(sds(m))).count();
+    Ok(Reply::Int(n as i64))
+}
+
+fn srem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if set_ref(ctx, &a[1])?.is_none() {
+        return Ok(Reply::Int(0));
+    }
+    let s = set_mut(ctx, &a[1])?;
+    let n = a[2..].iter().filter(|m| s.remove(&m[..])).count();
+    ctx.db.remove_if_empty(&a[1], ctx.now);
+    Ok(Reply::Int(n as i64))
+}
+
+fn smembers(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(members_reply(
+        set_ref(ctx, &a[1])?
+            .map(|s| s.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default(),
+    ))
+}
+
+fn sismember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(i64::from(
+        set_ref(ctx, &a[1])?.is_some_and(|s| s.contains(&a[2][..])),
+    )))
+}
+
+fn smismember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let s = set_ref(ctx, &a[1])?;
+    Ok(Reply::Array(
+        a[2..]
+            .iter()
+            .map(|m| Reply::Int(i64::from(s.is_some_and(|s| s.contains(&m[..])))))
+            .collect(),
+    ))
+}
+
+fn scard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(
+        set_ref(ctx, &a[1])?.map_or(0, |s| s.len()) as i64
+    ))
+}
+
+fn spop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if a.len() > 3 {
+        return Err(syntax_error());
+    }
+    let count = match a.get(2) {
+        Some(c) => {
+            let n = int_arg(c).map_err(|_| err("ERR value is out of range, must be positive"))?;
+            if n < 0 {
+                return Err(err("ERR value is out of range, must be positive"));
+            }
+            Some(n as usize)
+        }
+        None => None,
+    };
+    if set_ref(ctx, &a[1])?.is_none() {
+        return Ok(if count.is_some() {
+            Reply::Set(vec![])
+        } else {
+            Reply::Nil
+        });
+    }
+    let s = set_mut(ctx, &a[1])?;
+    let mut rng = rand::rng();
+    let picked: Vec<Sds> = s
+        .iter()
+        .cloned()
+        .choose_multiple(&mut rng, count.unwrap_or(1));
+    for m in &picked {
+        s.remove(m.as_slice());
+    }
+    ctx.db.remove_if_empty(&a[1], ctx.now);
+    Ok(match count {
+        Some(_) => members_reply(picked),
+        None => picked.into_iter().next().map_or(Reply::Nil, Reply::bulk),
+    })
+}
+
+fn srandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if a.len() > 3 {
+        return Err(syntax_error());
+    }
+    let count = match a.get(2) {
+        Some(c) => Some(int_arg(c)?),
+        None => None,
+    };
+    let Some(s) = set_ref(ctx, &a[1])? else {
+        return Ok(if count.is_some() {
+            Reply::Array(vec![])
+        } else {
+            Reply::Nil
+        });
+    };
+    let mut rng = rand::rng();
+    Ok(match count {
+        None => s.iter().choose(&mut rng).map_or(Reply::Nil, Reply::bulk),
+        Some(n) if n >= 0 => Reply::Array(
+            s.iter()
+                .choose_multiple(&mut rng, n as usize)
+                .into_iter()
+                .map(Reply::bulk)
+                .collect(),
+        ),
+        Some(n) => {
+            let all: Vec<&Sds> = s.iter().collect();
+            Reply::Array(
+                (0..n.unsigned_abs())
+                    .filter_map(|_| all.get(rng.random_range(0..all.len())).map(Reply::bulk))
+                    .collect(),
+            )
+        }
+    })
+}
+
+fn smove(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (src, dst, m) = (&a[1], &a[2], &a[3][..]);
+    let Some(s) = set_ref(ctx, src)? else {
+        return Ok(Reply::Int(0));
+    };
+    let present = s.contains(m);
+    set_ref(ctx, dst)?;
+    if !present {
+        return Ok(Reply::Int(0));
+    }
+    if src == dst {
+        return Ok(Reply::Int(1));
+    }
+    set_mut(ctx, src)?.remove(m);
+    ctx.db.remove_if_empty(src, ctx.now);
+    set_mut(ctx, dst)?.insert(sds(m));
+    Ok(Reply::Int(1))
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Inter,
+    Union,
+    Diff,
+}
+
+/// Computes an algebra over the sets at `keys` (missing keys are empty).
+fn combine(ctx: &mut Ctx, keys: &[Bytes], op: Op) -> Result<Vec<Sds>, Reply> {
+    let mut sets: Vec<Option<Set>> = Vec::with_capacity(keys.len());
+    for k in keys {
+        sets.push(set_ref(ctx, k)?.cloned());
+    }
+    let mut iter = sets.into_iter();
+    let first = iter.next().flatten().unwrap_or_default();
+    let result: Set = match op {
+        Op::Inter => {
+            let rest: Vec<Option<Set>> = iter.collect();
+            if rest.iter().any(Option::is_none) {
+                Set::default()
+            } else {
+                first
+                    .into_iter()
+                    .filter(|m| rest.iter().flatten().all(|s| s.contains(m.as_slice())))
+                    .collect()
+            }
+        }
+        Op::Union => {
+            let mut acc = first;
+            for s in iter.flatten() {
+                acc.extend(s);
+            }
+            acc
+        }
+        Op::Diff => {
+            let rest: Vec<Set> = iter.flatten().collect();
+            first
+                .into_iter()
+                .filter(|m| !rest.iter().any(|s| s.contains(m.as_slice())))
+                .collect()
+        }
+    };
+    Ok(result.into_iter().collect())
+}
+
+fn store(ctx: &mut Ctx, dst: &[u8], members: Vec<Sds>) -> CmdResult {
+    let n = members.len();
+    if n == 0 {
+        ctx.db.remove(dst, ctx.now);
+    } else {
+        ctx.db
+            .set(dst, Value::Set(Box::new(members.into_iter().collect())));
+    }
+    Ok(Reply::Int(n as i64))
+}
+
+fn sinter(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(members_reply(combine(ctx, &a[1..], Op::Inter)?))
+}
+fn sunion(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(members_reply(combine(ctx, &a[1..], Op::Union)?))
+}
+fn sdiff(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(members_reply(combine(ctx, &a[1..], Op::Diff)?))
+}
+fn sinterstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let m = combine(ctx, &a[2..], Op::Inter)?;
+    store(ctx, &a[1], m)
+}
+fn sunionstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let m = combine(ctx, &a[2..], Op::Union)?;
+    store(ctx, &a[1], m)
+}
+fn sdiffstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let m = combine(ctx, &a[2..], Op::Diff)?;
+    store(ctx, &a[1], m)
+}
+
+fn sintercard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let n = int_arg(&a[1]).map_err(|_| err("ERR numkeys should be greater than 0"))?;
+    if n <= 0 {
+        return Err(err("ERR numkeys should be greater than 0"));
+    }
+    let n = n as usize;
+    let keys = a
+        .get(2..2 + n)
+        .ok_or_else(|| err("ERR Number of keys can't be greater than number of args"))?;
+    let mut limit = usize::MAX;
+    match a.get(2 + n..).unwrap_or_default() {
+        [] => {}
+        [l, v] if is(l, "limit") => {
+            let v = int_arg(v).map_err(|_| err("ERR LIMIT can't be negative"))?;
+            if v < 0 {
+                return Err(err("ERR LIMIT can't be negative"));
+            }
+            if v > 0 {
+                limit = v as usize;
+            }
+        }
+        _ => return Err(syntax_error()),
+    }
+    let m = combine(ctx, keys, Op::Inter)?;
+    Ok(Reply::Int(m.len().min(limit) as i64))
+}
+
+fn sscan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let pattern = scan_opts(a, 2)?;
+    let items = set_ref(ctx, &a[1])?
+        .map(|s| {
+            s.iter()
+                .filter(|m| matches(&pattern, m))
+                .map(Reply::bulk)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Reply::Array(vec![Reply::bulk("0"), Reply::Array(items)]))
+}

@@ -1,5 +1,1100 @@
-//! zsets commands.
+//! Sorted-set commands.
 
-use super::CommandSpec;
+use super::flags::*;
+use super::hashes::{matches, scan_opts};
+use super::{
+    err, float_arg, int_arg, is, parse_float, syntax_error, timeout_arg, wrongtype, Action,
+    CmdResult, CommandSpec, Ctx,
+};
+use crate::resp::{Proto, Reply};
+use crate::store::{Sds, Value, ZSet};
+use bytes::Bytes;
+use rand::seq::IteratorRandom;
+use rand::Rng;
 
-pub const COMMANDS: &[CommandSpec] = &[];
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "zadd",
+        arity: -4,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zadd,
+    },
+    CommandSpec {
+        name: "zincrby",
+        arity: 4,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zincrby,
+    },
+    CommandSpec {
+        name: "zrem",
+        arity: -3,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrem,
+    },
+    CommandSpec {
+        name: "zcard",
+        arity: 2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zcard,
+    },
+    CommandSpec {
+        name: "zscore",
+        arity: 3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zscore,
+    },
+    CommandSpec {
+        name: "zmscore",
+        arity: -3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zmscore,
+    },
+    CommandSpec {
+        name: "zrank",
+        arity: 3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrank,
+    },
+    CommandSpec {
+        name: "zrevrank",
+        arity: 3,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrevrank,
+    },
+    CommandSpec {
+        name: "zcount",
+        arity: 4,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zcount,
+    },
+    CommandSpec {
+        name: "zlexcount",
+        arity: 4,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zlexcount,
+    },
+    CommandSpec {
+        name: "zrange",
+        arity: -4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrange,
+    },
+    CommandSpec {
+        name: "zrangestore",
+        arity: -5,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 2,
+        step: 1,
+        handler: zrangestore,
+    },
+    CommandSpec {
+        name: "zrevrange",
+        arity: -4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrevrange,
+    },
+    CommandSpec {
+        name: "zrangebyscore",
+        arity: -4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrangebyscore,
+    },
+    CommandSpec {
+        name: "zrevrangebyscore",
+        arity: -4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrevrangebyscore,
+    },
+    CommandSpec {
+        name: "zrangebylex",
+        arity: -4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrangebylex,
+    },
+    CommandSpec {
+        name: "zrevrangebylex",
+        arity: -4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrevrangebylex,
+    },
+    CommandSpec {
+        name: "zremrangebyrank",
+        arity: 4,
+        flags: WRITE,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zremrangebyrank,
+    },
+    CommandSpec {
+        name: "zremrangebyscore",
+        arity: 4,
+        flags: WRITE,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zremrangebyscore,
+    },
+    CommandSpec {
+        name: "zremrangebylex",
+        arity: 4,
+        flags: WRITE,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zremrangebylex,
+    },
+    CommandSpec {
+        name: "zpopmin",
+        arity: -2,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zpopmin,
+    },
+    CommandSpec {
+        name: "zpopmax",
+        arity: -2,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zpopmax,
+    },
+    CommandSpec {
+        name: "bzpopmin",
+        arity: -3,
+        flags: WRITE | FAST | BLOCKING,
+        first_key: 1,
+        last_key: -2,
+        step: 1,
+        handler: bzpopmin,
+    },
+    CommandSpec {
+        name: "bzpopmax",
+        arity: -3,
+        flags: WRITE | FAST | BLOCKING,
+        first_key: 1,
+        last_key: -2,
+        step: 1,
+        handler: bzpopmax,
+    },
+    CommandSpec {
+        name: "zrandmember",
+        arity: -2,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zrandmember,
+    },
+    CommandSpec {
+        name: "zscan",
+        arity: -3,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zscan,
+    },
+    CommandSpec {
+        name: "zunionstore",
+        arity: -4,
+        flags: WRITE | DENYOOM | MOVABLE_KEYS,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zunionstore,
+    },
+    CommandSpec {
+        name: "zinterstore",
+        arity: -4,
+        flags: WRITE | DENYOOM | MOVABLE_KEYS,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zinterstore,
+    },
+    CommandSpec {
+        name: "zdiffstore",
+        arity: -4,
+        flags: WRITE | DENYOOM | MOVABLE_KEYS,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: zdiffstore,
+    },
+    CommandSpec {
+        name: "zunion",
+        arity: -3,
+        flags: READONLY | MOVABLE_KEYS,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: zunion,
+    },
+    CommandSpec {
+        name: "zinter",
+        arity: -3,
+        flags: READONLY | MOVABLE_KEYS,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: zinter,
+    },
+    CommandSpec {
+        name: "zdiff",
+        arity: -3,
+        flags: READONLY | MOVABLE_KEYS,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: zdiff,
+    },
+];
+
+fn zset_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d ZSet>, Reply> {
+    match ctx.db.get(key, ctx.now) {
+        None => Ok(None),
+        Some(Value::ZSet(z)) => Ok(Some(z)),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+fn zset_mut<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<&'d mut ZSet, Reply> {
+    if let Some(e) = ctx.db.peek(key, ctx.now) {
+        if !matches!(e.value, Value::ZSet(_)) {
+            return Err(wrongtype());
+        }
+    }
+    match ctx
+        .db
+        .get_or_insert_with(key, ctx.now, || Value::ZSet(Box::default()))
+    {
+        Value::ZSet(z) => Ok(z),
+        _ => Err(wrongtype()),
+    }
+}
+
+fn score_reply(d: f64) -> Reply {
+    Reply::Double(d)
+}
+
+/// Members with optional scores in Redis 7's shapes: RESP2 flat, RESP3
+/// pairs when scores are included.
+fn with_scores(proto: Proto, items: Vec<(Sds, f64)>, scores: bool) -> Reply {
+    let mut out = Vec::with_capacity(items.len() * if scores { 2 } else { 1 });
+    for (m, s) in items {
+        if scores && proto == Proto::Resp3 {
+            out.push(Reply::Array(vec![Reply::bulk(m), score_reply(s)]));
+        } else {
+            out.push(Reply::bulk(m));
+            if scores {
+                out.push(score_reply(s));
+            }
+        }
+    }
+    Reply::Array(out)
+}
+
+fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
+        (false, false, false, false, false, false);
+    let mut i = 2;
+    while i < a.len() {
+        let o = &a[i];
+        if is(o, "nx") {
+            nx = true;
+        } else if is(o, "xx") {
+            xx = true;
+        } else if is(o, "gt") {
+            gt = true;
+        } else if is(o, "lt") {
+            lt = true;
+        } else if is(o, "ch") {
+            ch = true;
+        } else if is(o, "incr") {
+            incr = true;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    let pairs = &a[i..];
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Err(syntax_error());
+    }
+    if nx && xx {
+        return Err(err(
+            "ERR XX and NX options at the same time are not compatible",
+        ));
+    }
+    if (nx && (gt || lt)) || (gt && lt) {
+        return Err(err(
+            "ERR GT, LT, and/or NX options at the same time are not compatible",
+        ));
+    }
+    if incr && pairs.len() > 2 {
+        return Err(err(
+            "ERR INCR option supports a single increment-element pair",
+        ));
+    }
+    let mut parsed = Vec::with_capacity(pairs.len() / 2);
+    for p in pairs.chunks_exact(2) {
+        parsed.push((float_arg(&p[0])?, &p[1]));
+    }
+    if xx && zset_ref(ctx, &a[1])?.is_none() {
+        return Ok(if incr { Reply::Nil } else { Reply::Int(0) });
+    }
+    let z = zset_mut(ctx, &a[1])?;
+    let (mut added, mut changed) = (0, 0);
+    let mut incr_result = None;
+    for (score, m) in parsed {
+        let cur = z.score(m);
+        if (nx && cur.is_some()) || (xx && cur.is_none()) {
+            continue;
+        }
+        let new = if incr {
+            cur.unwrap_or(0.0) + score
+        } else {
+            score
+        };
+        if new.is_nan() {
+            ctx.db.remove_if_empty(&a[1], ctx.now);
+            return Err(err("ERR resulting score is not a number (NaN)"));
+        }
+        if let Some(c) = cur {
+            if (gt && new <= c) || (lt && new >= c) {
+                continue;
+            }
+            if c != new {
+                changed += 1;
+            }
+        } else {
+            added += 1;
+        }
+        z.insert(m, new);
+        incr_result = Some(new);
+    }
+    ctx.db.remove_if_empty(&a[1], ctx.now);
+    if incr {
+        return Ok(incr_result.map_or(Reply::Nil, score_reply));
+    }
+    Ok(Reply::Int(if ch { added + changed } else { added }))
+}
+
+fn zincrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = float_arg(&a[2])?;
+    let z = zset_mut(ctx, &a[1])?;
+    let new = z.score(&a[3]).unwrap_or(0.0) + by;
+    if new.is_nan() {
+        ctx.db.remove_if_empty(&a[1], ctx.now);
+        return Err(err("ERR resulting score is not a number (NaN)"));
+    }
+    z.insert(&a[3], new);
+    Ok(score_reply(new))
+}
+
+fn zrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if zset_ref(ctx, &a[1])?.is_none() {
+        return Ok(Reply::Int(0));
+    }
+    let z = zset_mut(ctx, &a[1])?;
+    let n = a[2..].iter().filter(|m| z.remove(m)).count();
+    ctx.db.remove_if_empty(&a[1], ctx.now);
+    Ok(Reply::Int(n as i64))
+}
+
+fn zcard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(zset_ref(ctx, &a[1])?.map_or(0, ZSet::len) as i64))
+}
+
+fn zscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    Ok(zset_ref(ctx, &a[1])?
+        .and_then(|z| z.score(&a[2]))
+        .map_or(Reply::Nil, score_reply))
+}
+
+fn zmscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let z = zset_ref(ctx, &a[1])?;
+    Ok(Reply::Array(
+        a[2..]
+            .iter()
+            .map(|m| z.and_then(|z| z.score(m)).map_or(Reply::Nil, score_reply))
+            .collect(),
+    ))
+}
+
+fn rank_generic(ctx: &mut Ctx, a: &[Bytes], rev: bool) -> CmdResult {
+    let Some(z) = zset_ref(ctx, &a[1])? else {
+        return Ok(Reply::Nil);
+    };
+    let len = z.len();
+    Ok(z.rank(&a[2]).map_or(Reply::Nil, |r| {
+        Reply::Int(if rev { len - 1 - r } else { r } as i64)
+    }))
+}
+
+fn zrank(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    rank_generic(ctx, a, false)
+}
+fn zrevrank(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    rank_generic(ctx, a, true)
+}
+
+/// A score bound: `1.5`, `(1.5`, `-inf`, `+inf`.
+#[derive(Clone, Copy)]
+struct ScoreBound {
+    v: f64,
+    excl: bool,
+}
+
+fn score_bound(b: &[u8]) -> Result<ScoreBound, Reply> {
+    let bad = || err("ERR min or max is not a float");
+    match b.strip_prefix(b"(") {
+        Some(rest) => Ok(ScoreBound {
+            v: parse_float(rest).ok_or_else(bad)?,
+            excl: true,
+        }),
+        None => Ok(ScoreBound {
+            v: parse_float(b).ok_or_else(bad)?,
+            excl: false,
+        }),
+    }
+}
+
+fn above_min(s: f64, min: ScoreBound) -> bool {
+    if min.excl {
+        s > min.v
+    } else {
+        s >= min.v
+    }
+}
+fn below_max(s: f64, max: ScoreBound) -> bool {
+    if max.excl {
+        s < max.v
+    } else {
+        s <= max.v
+    }
+}
+
+/// A lex bound: `[a`, `(a`, `-`, `+`.
+#[derive(Clone)]
+enum Lex {
+    Min,
+    Max,
+    Incl(Vec<u8>),
+    Excl(Vec<u8>),
+}
+
+fn lex_bound(b: &[u8]) -> Result<Lex, Reply> {
+    match b.split_first() {
+        Some((b'-', [])) => Ok(Lex::Min),
+        Some((b'+', [])) => Ok(Lex::Max),
+        Some((b'[', rest)) => Ok(Lex::Incl(rest.to_vec())),
+        Some((b'(', rest)) => Ok(Lex::Excl(rest.to_vec())),
+        _ => Err(err("ERR min or max not valid string range item")),
+    }
+}
+
+fn lex_above(m: &[u8], min: &Lex) -> bool {
+    match min {
+        Lex::Min => true,
+        Lex::Max => false,
+        Lex::Incl(v) => m >= v.as_slice(),
+        Lex::Excl(v) => m > v.as_slice(),
+    }
+}
+fn lex_below(m: &[u8], max: &Lex) -> bool {
+    match max {
+        Lex::Min => false,
+        Lex::Max => true,
+        Lex::Incl(v) => m <= v.as_slice(),
+        Lex::Excl(v) => m < v.as_slice(),
+    }
+}
+
+enum RangeBy {
+    Rank(i64, i64),
+    Score(ScoreBound, ScoreBound),
+    Lex(Lex, Lex),
+}
+
+/// Selects members per a range spec; `rev` walks from the top, and for
+/// score/lex ranges the bounds arrive as (max, min) like Redis's REV forms.
+fn select(z: &ZSet, by: &RangeBy, rev: bool, limit: Option<(i64, i64)>) -> Vec<(Sds, f64)> {
+    let all: Box<dyn Iterator<Item = (&Sds, f64)>> = if rev {
+        Box::new(z.iter().rev())
+    } else {
+        Box::new(z.iter())
+    };
+    let items: Vec<(Sds, f64)> = match by {
+        RangeBy::Rank(start, stop) => {
+            return match super::strings::clamp_range(*start, *stop, z.len()) {
+                Some((lo, hi)) => all
+                    .skip(lo)
+                    .take(hi - lo + 1)
+                    .map(|(m, s)| (m.clone(), s))
+                    .collect(),
+                None => Vec::new(),
+            };
+        }
+        RangeBy::Score(min, max) => all
+            .filter(|(_, s)| above_min(*s, *min) && below_max(*s, *max))
+            .map(|(m, s)| (m.clone(), s))
+            .collect(),
+        RangeBy::Lex(min, max) => all
+            .filter(|(m, _)| lex_above(m, min) && lex_below(m, max))
+            .map(|(m, s)| (m.clone(), s))
+            .collect(),
+    };
+    match limit {
+        Some((off, count)) if off >= 0 => {
+            let it = items.into_iter().skip(off as usize);
+            if count < 0 {
+                it.collect()
+            } else {
+                it.take(count as usize).collect()
+            }
+        }
+        Some(_) => Vec::new(),
+        None => items,
+    }
+}
+
+/// Parses the shared ZRANGE-family syntax starting after `key min max`.
+struct RangeOpts {
+    by_score: bool,
+    by_lex: bool,
+    rev: bool,
+    limit: Option<(i64, i64)>,
+    withscores: bool,
+}
+
+fn range_opts(a: &[Bytes], from: usize, allow_withscores: bool) -> Result<RangeOpts, Reply> {
+    let mut o = RangeOpts {
+        by_score: false,
+        by_lex: false,
+        rev: false,
+        limit: None,
+        withscores: false,
+    };
+    let mut i = from;
+    while i < a.len() {
+        if is(&a[i], "byscore") {
+            o.by_score = true;
+        } else if is(&a[i], "bylex") {
+            o.by_lex = true;
+        } else if is(&a[i], "rev") {
+            o.rev = true;
+        } else if is(&a[i], "withscores") && allow_withscores {
+            o.withscores = true;
+        } else if is(&a[i], "limit") && i + 2 < a.len() {
+            o.limit = Some((int_arg(&a[i + 1])?, int_arg(&a[i + 2])?));
+            i += 2;
+        } else {
+            return Err(syntax_error());
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// Runs a ZRANGE-style query with bounds `min`/`max` as given by the user.
+fn run_range(
+    ctx: &mut Ctx,
+    key: &[u8],
+    min: &[u8],
+    max: &[u8],
+    o: &RangeOpts,
+) -> Result<Vec<(Sds, f64)>, Reply> {
+    if o.by_score && o.by_lex {
+        return Err(syntax_error());
+    }
+    if o.limit.is_some() && !o.by_score && !o.by_lex {
+        return Err(err(
+            "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+        ));
+    }
+    if o.withscores && o.by_lex {
+        return Err(err(
+            "ERR syntax error, WITHSCORES not supported in combination with BYLEX",
+        ));
+    }
+    let by = if o.by_score {
+        let (lo, hi) = if o.rev { (max, min) } else { (min, max) };
+        RangeBy::Score(score_bound(lo)?, score_bound(hi)?)
+    } else if o.by_lex {
+        let (lo, hi) = if o.rev { (max, min) } else { (min, max) };
+        RangeBy::Lex(lex_bound(lo)?, lex_bound(hi)?)
+    } else {
+        RangeBy::Rank(int_arg(min)?, int_arg(max)?)
+    };
+    Ok(match zset_ref(ctx, key)? {
+        Some(z) => select(z, &by, o.rev, o.limit),
+        None => Vec::new(),
+    })
+}
+
+fn zrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let o = range_opts(a, 4, true)?;
+    let items = run_range(ctx, &a[1], &a[2], &a[3], &o)?;
+    Ok(with_scores(ctx.client.proto, items, o.withscores))
+}
+
+fn zrangestore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let o = range_opts(a, 5, false)?;
+    let items = run_range(ctx, &a[2], &a[3], &a[4], &o)?;
+    store_items(ctx, &a[1], items)
+}
+
+/// Legacy forms: ZREVRANGE, ZRANGEBYSCORE, ZREVRANGEBYSCORE, ZRANGEBYLEX...
+fn legacy(ctx: &mut Ctx, a: &[Bytes], by_score: bool, by_lex: bool, rev: bool) -> CmdResult {
+    let mut o = range_opts(a, 4, !by_lex)?;
+    if o.by_score || o.by_lex || o.rev {
+        return Err(syntax_error());
+    }
+    o.by_score = by_score;
+    o.by_lex = by_lex;
+    o.rev = rev;
+    let items = run_range(ctx, &a[1], &a[2], &a[3], &o)?;
+    Ok(with_scores(ctx.client.proto, items, o.withscores))
+}
+
+fn zrevrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    legacy(ctx, a, false, false, true)
+}
+fn zrangebyscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    legacy(ctx, a, true, false, false)
+}
+fn zrevrangebyscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    legacy(ctx, a, true, false, true)
+}
+fn zrangebylex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    legacy(ctx, a, false, true, false)
+}
+fn zrevrangebylex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    legacy(ctx, a, false, true, true)
+}
+
+fn zcount(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (min, max) = (score_bound(&a[2])?, score_bound(&a[3])?);
+    Ok(Reply::Int(zset_ref(ctx, &a[1])?.map_or(0, |z| {
+        select(z, &RangeBy::Score(min, max), false, None).len()
+    }) as i64))
+}
+
+fn zlexcount(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (min, max) = (lex_bound(&a[2])?, lex_bound(&a[3])?);
+    Ok(Reply::Int(
+        zset_ref(ctx, &a[1])?.map_or(0, |z| select(z, &RangeBy::Lex(min, max), false, None).len())
+            as i64,
+    ))
+}
+
+fn remove_range(ctx: &mut Ctx, key: &[u8], by: RangeBy) -> CmdResult {
+    let Some(z) = zset_ref(ctx, key)? else {
+        return Ok(Reply::Int(0));
+    };
+    let victims = select(z, &by, false, None);
+    let z = zset_mut(ctx, key)?;
+    for (m, _) in &victims {
+        z.remove(m);
+    }
+    ctx.db.remove_if_empty(key, ctx.now);
+    Ok(Reply::Int(victims.len() as i64))
+}
+
+fn zremrangebyrank(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = RangeBy::Rank(int_arg(&a[2])?, int_arg(&a[3])?);
+    remove_range(ctx, &a[1], by)
+}
+fn zremrangebyscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = RangeBy::Score(score_bound(&a[2])?, score_bound(&a[3])?);
+    remove_range(ctx, &a[1], by)
+}
+fn zremrangebylex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let by = RangeBy::Lex(lex_bound(&a[2])?, lex_bound(&a[3])?);
+    remove_range(ctx, &a[1], by)
+}
+
+/// Pops up to `count` lowest (or highest) members.
+fn pop_n(ctx: &mut Ctx, key: &[u8], max: bool, count: usize) -> Result<Vec<(Sds, f64)>, Reply> {
+    if zset_ref(ctx, key)?.is_none() {
+        return Ok(Vec::new());
+    }
+    let z = zset_mut(ctx, key)?;
+    let picked: Vec<(Sds, f64)> = if max {
+        z.iter()
+            .rev()
+            .take(count)
+            .map(|(m, s)| (m.clone(), s))
+            .collect()
+    } else {
+        z.iter().take(count).map(|(m, s)| (m.clone(), s)).collect()
+    };
+    for (m, _) in &picked {
+        z.remove(m);
+    }
+    ctx.db.remove_if_empty(key, ctx.now);
+    Ok(picked)
+}
+
+fn zpop(ctx: &mut Ctx, a: &[Bytes], max: bool) -> CmdResult {
+    if a.len() > 3 {
+        return Err(syntax_error());
+    }
+    let count = match a.get(2) {
+        Some(c) => {
+            let n = int_arg(c).map_err(|_| err("ERR value is out of range, must be positive"))?;
+            if n < 0 {
+                return Err(err("ERR value is out of range, must be positive"));
+            }
+            Some(n as usize)
+        }
+        None => None,
+    };
+    let items = pop_n(ctx, &a[1], max, count.unwrap_or(1))?;
+    if count.is_none() && ctx.client.proto == Proto::Resp3 {
+        // Redis 7 answers a single ZPOP in RESP3 as a flat [member, score].
+        return Ok(match items.into_iter().next() {
+            Some((m, s)) => Reply::Array(vec![Reply::bulk(m), score_reply(s)]),
+            None => Reply::Array(vec![]),
+        });
+    }
+    Ok(with_scores(ctx.client.proto, items, true))
+}
+
+fn zpopmin(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    zpop(ctx, a, false)
+}
+fn zpopmax(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    zpop(ctx, a, true)
+}
+
+fn bzpop(ctx: &mut Ctx, a: &[Bytes], max: bool) -> CmdResult {
+    let deadline = timeout_arg(&a[a.len() - 1], ctx.now)?;
+    let keys = &a[1..a.len() - 1];
+    for k in keys {
+        if let Some((m, s)) = pop_n(ctx, k, max, 1)?.into_iter().next() {
+            return Ok(Reply::Array(vec![
+                Reply::Bulk(k.clone()),
+                Reply::bulk(m),
+                score_reply(s),
+            ]));
+        }
+    }
+    if ctx.can_block() {
+        ctx.action = Some(Action::Block {
+            keys: keys.to_vec(),
+            deadline,
+        });
+    }
+    Ok(Reply::NilArray)
+}
+
+fn bzpopmin(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    bzpop(ctx, a, false)
+}
+fn bzpopmax(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    bzpop(ctx, a, true)
+}
+
+fn zrandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let count = match a.get(2) {
+        Some(c) => Some(int_arg(c)?),
+        None => None,
+    };
+    let withscores = match a.get(3) {
+        Some(w) if is(w, "withscores") && a.len() == 4 => true,
+        Some(_) => return Err(syntax_error()),
+        None => false,
+    };
+    let proto = ctx.client.proto;
+    let Some(z) = zset_ref(ctx, &a[1])? else {
+        return Ok(if count.is_some() {
+            Reply::Array(vec![])
+        } else {
+            Reply::Nil
+        });
+    };
+    let mut rng = rand::rng();
+    let Some(count) = count else {
+        return Ok(z
+            .iter()
+            .choose(&mut rng)
+            .map_or(Reply::Nil, |(m, _)| Reply::bulk(m)));
+    };
+    let items: Vec<(Sds, f64)> = if count >= 0 {
+        z.iter()
+            .choose_multiple(&mut rng, count as usize)
+            .into_iter()
+            .map(|(m, s)| (m.clone(), s))
+            .collect()
+    } else {
+        let all: Vec<(&Sds, f64)> = z.iter().collect();
+        (0..count.unsigned_abs())
+            .filter_map(|_| {
+                all.get(rng.random_range(0..all.len()))
+                    .map(|(m, s)| ((*m).clone(), *s))
+            })
+            .collect()
+    };
+    Ok(with_scores(proto, items, withscores))
+}
+
+fn zscan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let pattern = scan_opts(a, 2)?;
+    let mut items = Vec::new();
+    if let Some(z) = zset_ref(ctx, &a[1])? {
+        for (m, s) in z.iter() {
+            if matches(&pattern, m) {
+                items.push(Reply::bulk(m));
+                items.push(Reply::bulk(crate::resp::reply::format_double(s)));
+            }
+        }
+    }
+    Ok(Reply::Array(vec![Reply::bulk("0"), Reply::Array(items)]))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum SetOp {
+    Union,
+    Inter,
+    Diff,
+}
+
+#[derive(Clone, Copy)]
+enum Aggregate {
+    Sum,
+    Min,
+    Max,
+}
+
+/// Parses `numkeys key... [WEIGHTS w...] [AGGREGATE x] [WITHSCORES]` at `at`.
+fn setop_args(
+    a: &[Bytes],
+    at: usize,
+    op: SetOp,
+    allow_withscores: bool,
+) -> Result<(Vec<Bytes>, Vec<f64>, Aggregate, bool), Reply> {
+    let n = int_arg(&a[at])?;
+    if n <= 0 {
+        return Err(err("ERR at least 1 input key is needed for this command"));
+    }
+    let n = n as usize;
+    let keys = a.get(at + 1..at + 1 + n).ok_or_else(syntax_error)?.to_vec();
+    let mut weights = vec![1.0; n];
+    let mut agg = Aggregate::Sum;
+    let mut withscores = false;
+    let mut i = at + 1 + n;
+    while i < a.len() {
+        if is(&a[i], "weights") && op != SetOp::Diff {
+            for (j, w) in weights.iter_mut().enumerate() {
+                let v = a.get(i + 1 + j).ok_or_else(syntax_error)?;
+                *w = parse_float(v).ok_or_else(|| err("ERR weight value is not a float"))?;
+            }
+            i += 1 + n;
+        } else if is(&a[i], "aggregate") && op != SetOp::Diff {
+            let v = a.get(i + 1).ok_or_else(syntax_error)?;
+            agg = if is(v, "sum") {
+                Aggregate::Sum
+            } else if is(v, "min") {
+                Aggregate::Min
+            } else if is(v, "max") {
+                Aggregate::Max
+            } else {
+                return Err(syntax_error());
+            };
+            i += 2;
+        } else if is(&a[i], "withscores") && allow_withscores {
+            withscores = true;
+            i += 1;
+        } else {
+            return Err(syntax_error());
+        }
+    }
+    Ok((keys, weights, agg, withscores))
+}
+
+/// Reads a key as a scored collection: zsets as is, sets with score 1.
+fn scored(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Vec<(Sds, f64)>>, Reply> {
+    match ctx.db.get(key, ctx.now) {
+        None => Ok(None),
+        Some(Value::ZSet(z)) => Ok(Some(z.iter().map(|(m, s)| (m.clone(), s)).collect())),
+        Some(Value::Set(s)) => Ok(Some(s.iter().map(|m| (m.clone(), 1.0)).collect())),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+fn compute(
+    ctx: &mut Ctx,
+    keys: &[Bytes],
+    weights: &[f64],
+    agg: Aggregate,
+    op: SetOp,
+) -> Result<Vec<(Sds, f64)>, Reply> {
+    let mut inputs = Vec::with_capacity(keys.len());
+    for k in keys {
+        inputs.push(scored(ctx, k)?);
+    }
+    let combine = |x: f64, y: f64| {
+        let r = match agg {
+            Aggregate::Sum => x + y,
+            Aggregate::Min => x.min(y),
+            Aggregate::Max => x.max(y),
+        };
+        if r.is_nan() {
+            0.0
+        } else {
+            r
+        }
+    };
+    let mut acc: hashbrown::HashMap<Sds, f64> = hashbrown::HashMap::new();
+    let mut iter = inputs.into_iter().zip(weights.iter().copied());
+    if let Some((first, w)) = iter.next() {
+        for (m, s) in first.unwrap_or_default() {
+            acc.insert(m, if op == SetOp::Diff { s } else { s * w });
+        }
+    }
+    for (input, w) in iter {
+        let input = input.unwrap_or_default();
+        match op {
+            SetOp::Union => {
+                for (m, s) in input {
+                    let v = s * w;
+                    acc.entry(m)
+                        .and_modify(|c| *c = combine(*c, v))
+                        .or_insert(v);
+                }
+            }
+            SetOp::Inter => {
+                let other: hashbrown::HashMap<Sds, f64> = input.into_iter().collect();
+                acc.retain(|m, c| match other.get(m) {
+                    Some(s) => {
+                        *c = combine(*c, s * w);
+                        true
+                    }
+                    None => false,
+                });
+            }
+            SetOp::Diff => {
+                for (m, _) in input {
+                    acc.remove(&m);
+                }
+            }
+        }
+    }
+    let mut out: Vec<(Sds, f64)> = acc.into_iter().collect();
+    out.sort_by(|x, y| x.1.total_cmp(&y.1).then_with(|| x.0.cmp(&y.0)));
+    Ok(out)
+}
+
+fn store_items(ctx: &mut Ctx, dst: &[u8], items: Vec<(Sds, f64)>) -> CmdResult {
+    let n = items.len();
+    if n == 0 {
+        ctx.db.remove(dst, ctx.now);
+    } else {
+        let mut z = ZSet::default();
+        for (m, s) in &items {
+            z.insert(m, *s);
+        }
+        ctx.db.set(dst, Value::ZSet(Box::new(z)));
+    }
+    Ok(Reply::Int(n as i64))
+}
+
+fn setop_store(ctx: &mut Ctx, a: &[Bytes], op: SetOp) -> CmdResult {
+    let (keys, w, agg, _) = setop_args(a, 2, op, false)?;
+    let items = compute(ctx, &keys, &w, agg, op)?;
+    store_items(ctx, &a[1], items)
+}
+
+fn setop_reply(ctx: &mut Ctx, a: &[Bytes], op: SetOp) -> CmdResult {
+    let (keys, w, agg, withscores) = setop_args(a, 1, op, true)?;
+    let items = compute(ctx, &keys, &w, agg, op)?;
+    Ok(with_scores(ctx.client.proto, items, withscores))
+}
+
+fn zunionstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setop_store(ctx, a, SetOp::Union)
+}
+fn zinterstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setop_store(ctx, a, SetOp::Inter)
+}
+fn zdiffstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setop_store(ctx, a, SetOp::Diff)
+}
+fn zunion(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setop_reply(ctx, a, SetOp::Union)
+}
+fn zinter(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setop_reply(ctx, a, SetOp::Inter)
+}
+fn zdiff(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    setop_reply(ctx, a, SetOp::Diff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_and_lex_bounds() {
+        assert!(score_bound(b"(1.5").unwrap().excl);
+        assert_eq!(score_bound(b"-inf").unwrap().v, f64::NEG_INFINITY);
+        assert!(score_bound(b"abc").is_err());
+        assert!(matches!(lex_bound(b"-").unwrap(), Lex::Min));
+        assert!(lex_bound(b"abc").is_err());
+    }
+}
