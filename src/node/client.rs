@@ -98,7 +98,8 @@ pub struct Client {
     pub asking: bool,
     /// `CLIENT REPLY OFF|SKIP`.
     pub reply_off: bool,
-    pub skip_next_reply: bool,
+    /// Replies still to drop (CLIENT REPLY SKIP drops its own and the next).
+    pub skip_replies: u8,
     /// Name of the last command run; published to `handle` once per batch
     /// so the hot path takes no lock.
     pub last_cmd: &'static str,
@@ -126,7 +127,7 @@ impl Client {
                 readonly: false,
                 asking: false,
                 reply_off: false,
-                skip_next_reply: false,
+                skip_replies: 0,
                 last_cmd: "NULL",
                 commands_unreported: 0,
             },
@@ -162,6 +163,15 @@ impl Client {
     /// RESP2 clients with subscriptions may only run (un)subscribe/ping/quit.
     pub fn in_pubsub_context(&self) -> bool {
         self.proto == Proto::Resp2 && self.subscription_count() > 0
+    }
+
+    /// Shows `name` as this client's current command right away (CLIENT
+    /// LIST lists the caller mid-command).
+    pub fn publish_name_now(&mut self, name: &'static str) {
+        self.last_cmd = name;
+        if let Ok(mut c) = self.handle.last_cmd.lock() {
+            *c = name;
+        }
     }
 
     /// Publishes per-batch bookkeeping to the shared handle and counters.

@@ -53,9 +53,11 @@ fn run_batch(
             action: None,
             nested: false,
             timed_out,
+            extra: Vec::new(),
         };
         let reply = execute(&mut ctx, args);
         let action = ctx.action.take();
+        let extra = std::mem::take(&mut ctx.extra);
         timed_out = false;
         if let Some(Action::Block { keys, deadline }) = action {
             let waker = Arc::new(Notify::new());
@@ -69,7 +71,13 @@ fn run_batch(
             };
         }
         pending.pop_front();
+        if reply.is_error() {
+            shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+        }
         encode_reply(client, &reply, out);
+        for r in &extra {
+            encode_reply(client, r, out);
+        }
         match action {
             Some(Action::Close) => return BatchEnd::Close,
             Some(Action::Shutdown) => return BatchEnd::Shutdown,
@@ -80,8 +88,8 @@ fn run_batch(
 }
 
 fn encode_reply(client: &mut Client, reply: &Reply, out: &mut BytesMut) {
-    if client.skip_next_reply {
-        client.skip_next_reply = false;
+    if client.skip_replies > 0 {
+        client.skip_replies -= 1;
         return;
     }
     if client.reply_off {

@@ -239,11 +239,29 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = shared.shutdown.subscribe();
+    let mut last_sample = (std::time::Instant::now(), 0u64);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let total = shared
+            .stats
+            .total_commands_processed
+            .load(Ordering::Relaxed);
+        let elapsed = last_sample.0.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let rate = (total.saturating_sub(last_sample.1)) as f64 / elapsed.as_secs_f64();
+            shared
+                .stats
+                .ops_per_sec
+                .store(rate as u64, Ordering::Relaxed);
+            last_sample = (std::time::Instant::now(), total);
+        }
+        crate::runtime::alloc::flush_local();
+        shared
+            .peak_memory
+            .fetch_max(crate::runtime::alloc::allocated() as u64, Ordering::Relaxed);
         let secs = shared.started.elapsed().as_secs() as u32;
         let mut st = shared.lock();
         st.db.set_clock(secs);

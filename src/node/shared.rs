@@ -19,6 +19,9 @@ pub struct Stats {
     pub rejected_connections: AtomicU64,
     pub net_input_bytes: AtomicU64,
     pub net_output_bytes: AtomicU64,
+    pub error_replies: AtomicU64,
+    /// Commands per second over the last cron second.
+    pub ops_per_sec: AtomicU64,
 }
 
 impl Stats {
@@ -47,6 +50,8 @@ pub struct Shared {
     pub port: u16,
     /// Unix seconds of the last successful save (LASTSAVE).
     pub lastsave: AtomicU64,
+    /// Highest `used_memory` seen (INFO used_memory_peak).
+    pub peak_memory: AtomicU64,
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -72,6 +77,7 @@ impl Shared {
             started: Instant::now(),
             port,
             lastsave: AtomicU64::new(crate::node::client::unix_ms() / 1000),
+            peak_memory: AtomicU64::new(0),
             shutdown,
         }
     }

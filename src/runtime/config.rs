@@ -328,6 +328,42 @@ impl ConfigTable {
         Ok(t)
     }
 
+    /// CONFIG REWRITE: keeps the user's lines (comments, order), replaces
+    /// directives whose value changed, appends the rest; written to a temp
+    /// file and renamed so a crash never leaves half a config.
+    pub fn rewrite_file(&self, path: &Path) -> std::io::Result<()> {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let defaults = ConfigTable::default();
+        let mut done: Vec<String> = Vec::new();
+        let mut out = String::new();
+        for line in old.lines() {
+            let t = line.trim();
+            let name = t.split_whitespace().next().map(canonical);
+            match name {
+                Some(n) if !t.starts_with('#') && self.values.contains_key(&n) => {
+                    if done.contains(&n) {
+                        continue; // multi-line directives are written once
+                    }
+                    let v = self.values.get(&n).cloned().unwrap_or_default();
+                    out.push_str(&format!("{n} {}\n", quote(&v)));
+                    done.push(n);
+                }
+                _ => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        for (k, v) in &self.values {
+            if !done.contains(k) && defaults.values.get(k) != Some(v) {
+                out.push_str(&format!("{k} {}\n", quote(v)));
+            }
+        }
+        let tmp = path.with_extension("rewrite.tmp");
+        std::fs::write(&tmp, out)?;
+        std::fs::rename(&tmp, path)
+    }
+
     /// The file text for CONFIG REWRITE: every value that differs from the
     /// default, one directive per line.
     pub fn render_non_defaults(&self) -> String {

@@ -6,7 +6,9 @@
 //! command touches only its family file. Key positions in the specs are the
 //! Redis ones (`COMMAND INFO`); cluster routing and the proxy use them.
 
+pub mod client_cmd;
 pub mod hashes;
+pub mod info;
 pub mod keys;
 pub mod lists;
 pub mod multi;
@@ -152,6 +154,9 @@ pub struct Ctx<'a> {
     pub nested: bool,
     /// The command is re-run after its block deadline passed.
     pub timed_out: bool,
+    /// Further top-level replies to send right after this command's own
+    /// (SUBSCRIBE of N channels answers N confirmations).
+    pub extra: Vec<Reply>,
 }
 
 impl Ctx<'_> {

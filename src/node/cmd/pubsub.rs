@@ -1,5 +1,311 @@
-//! pubsub commands.
+//! Pub/Sub commands: (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PUBLISH, SPUBLISH,
+//! PUBSUB introspection.
 
-use super::CommandSpec;
+use super::flags::*;
+use super::{err, is, CmdResult, CommandSpec, Ctx};
+use crate::node::pubsub::{Kind, Subscriber};
+use crate::resp::Reply;
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
 
-pub const COMMANDS: &[CommandSpec] = &[];
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "subscribe",
+        arity: -2,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: subscribe,
+    },
+    CommandSpec {
+        name: "psubscribe",
+        arity: -2,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: psubscribe,
+    },
+    CommandSpec {
+        name: "ssubscribe",
+        arity: -2,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: ssubscribe,
+    },
+    CommandSpec {
+        name: "unsubscribe",
+        arity: -1,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: unsubscribe,
+    },
+    CommandSpec {
+        name: "punsubscribe",
+        arity: -1,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: punsubscribe,
+    },
+    CommandSpec {
+        name: "sunsubscribe",
+        arity: -1,
+        flags: PUBSUB | NOSCRIPT | LOADING | STALE,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: sunsubscribe,
+    },
+    CommandSpec {
+        name: "publish",
+        arity: 3,
+        flags: PUBSUB | LOADING | STALE | FAST,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: publish,
+    },
+    CommandSpec {
+        name: "spublish",
+        arity: 3,
+        flags: PUBSUB | LOADING | STALE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: spublish,
+    },
+    CommandSpec {
+        name: "pubsub",
+        arity: -2,
+        flags: PUBSUB | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: pubsub,
+    },
+];
+
+fn names(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Channel => ("subscribe", "unsubscribe"),
+        Kind::Pattern => ("psubscribe", "punsubscribe"),
+        Kind::Shard => ("ssubscribe", "sunsubscribe"),
+    }
+}
+
+fn own<'c>(ctx: &'c mut Ctx<'_>, kind: Kind) -> &'c mut std::collections::HashSet<Bytes> {
+    match kind {
+        Kind::Channel => &mut ctx.client.channels,
+        Kind::Pattern => &mut ctx.client.patterns,
+        Kind::Shard => &mut ctx.client.shard_channels,
+    }
+}
+
+/// The count Redis reports in confirmations: shard subscriptions count
+/// apart from channels + patterns.
+fn count(ctx: &Ctx, kind: Kind) -> i64 {
+    match kind {
+        Kind::Shard => ctx.client.shard_channels.len() as i64,
+        _ => (ctx.client.channels.len() + ctx.client.patterns.len()) as i64,
+    }
+}
+
+fn publish_counts(ctx: &Ctx) {
+    let h = &ctx.client.handle;
+    h.sub_count
+        .store(ctx.client.channels.len() as u64, Ordering::Relaxed);
+    h.psub_count
+        .store(ctx.client.patterns.len() as u64, Ordering::Relaxed);
+}
+
+/// Emits one confirmation per name: the first as the command's reply, the
+/// rest as extra top-level replies, in order.
+fn emit(ctx: &mut Ctx, mut replies: Vec<Reply>) -> CmdResult {
+    if replies.is_empty() {
+        return Ok(Reply::Push(vec![]));
+    }
+    let first = replies.remove(0);
+    ctx.extra.extend(replies);
+    Ok(first)
+}
+
+fn do_subscribe(ctx: &mut Ctx, a: &[Bytes], kind: Kind) -> CmdResult {
+    let sub = Subscriber {
+        tx: ctx.client.push_tx.clone(),
+        handle: ctx.client.handle.clone(),
+    };
+    let (word, _) = names(kind);
+    let mut replies = Vec::with_capacity(a.len() - 1);
+    for name in &a[1..] {
+        if own(ctx, kind).insert(name.clone()) {
+            if let Ok(mut ps) = ctx.shared.pubsub.lock() {
+                ps.subscribe(kind, name, sub.clone());
+            }
+        }
+        replies.push(Reply::Push(vec![
+            Reply::bulk(word),
+            Reply::Bulk(name.clone()),
+            Reply::Int(count(ctx, kind)),
+        ]));
+    }
+    publish_counts(ctx);
+    emit(ctx, replies)
+}
+
+fn do_unsubscribe(ctx: &mut Ctx, a: &[Bytes], kind: Kind) -> CmdResult {
+    let (_, word) = names(kind);
+    let targets: Vec<Bytes> = if a.len() > 1 {
+        a[1..].to_vec()
+    } else {
+        own(ctx, kind).iter().cloned().collect()
+    };
+    if targets.is_empty() {
+        return Ok(Reply::Push(vec![
+            Reply::bulk(word),
+            Reply::Nil,
+            Reply::Int(count(ctx, kind)),
+        ]));
+    }
+    let id = ctx.client.id();
+    let mut replies = Vec::with_capacity(targets.len());
+    for name in targets {
+        if own(ctx, kind).remove(&name) {
+            if let Ok(mut ps) = ctx.shared.pubsub.lock() {
+                ps.unsubscribe(kind, &name, id);
+            }
+        }
+        replies.push(Reply::Push(vec![
+            Reply::bulk(word),
+            Reply::Bulk(name),
+            Reply::Int(count(ctx, kind)),
+        ]));
+    }
+    publish_counts(ctx);
+    emit(ctx, replies)
+}
+
+/// Leaves every subscription without replies (RESET).
+pub fn unsubscribe_everything(ctx: &mut Ctx) {
+    if ctx.client.subscription_count() == 0 {
+        return;
+    }
+    if let Ok(mut ps) = ctx.shared.pubsub.lock() {
+        ps.remove_client(ctx.client.id());
+    }
+    ctx.client.channels.clear();
+    ctx.client.patterns.clear();
+    ctx.client.shard_channels.clear();
+    publish_counts(ctx);
+}
+
+fn subscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    do_subscribe(ctx, a, Kind::Channel)
+}
+fn psubscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    do_subscribe(ctx, a, Kind::Pattern)
+}
+fn ssubscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    do_subscribe(ctx, a, Kind::Shard)
+}
+fn unsubscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    do_unsubscribe(ctx, a, Kind::Channel)
+}
+fn punsubscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    do_unsubscribe(ctx, a, Kind::Pattern)
+}
+fn sunsubscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    do_unsubscribe(ctx, a, Kind::Shard)
+}
+
+fn publish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let n = ctx
+        .shared
+        .pubsub
+        .lock()
+        .map_or(0, |mut ps| ps.publish(&a[1], &a[2]));
+    Ok(Reply::Int(n as i64))
+}
+
+fn spublish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let n = ctx
+        .shared
+        .pubsub
+        .lock()
+        .map_or(0, |mut ps| ps.publish_shard(&a[1], &a[2]));
+    Ok(Reply::Int(n as i64))
+}
+
+fn pubsub(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let sub = &a[1];
+    let ps = ctx
+        .shared
+        .pubsub
+        .lock()
+        .map_err(|_| err("ERR pubsub unavailable"))?;
+    let bad = || {
+        Reply::Error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+            String::from_utf8_lossy(sub)
+        ))
+    };
+    if is(sub, "channels") || is(sub, "shardchannels") {
+        if a.len() > 3 {
+            return Err(bad());
+        }
+        let kind = if is(sub, "channels") {
+            Kind::Channel
+        } else {
+            Kind::Shard
+        };
+        return Ok(Reply::Array(
+            ps.names(kind, a.get(2).map(|p| &p[..]))
+                .into_iter()
+                .map(Reply::Bulk)
+                .collect(),
+        ));
+    }
+    if is(sub, "numsub") || is(sub, "shardnumsub") {
+        let kind = if is(sub, "numsub") {
+            Kind::Channel
+        } else {
+            Kind::Shard
+        };
+        let mut out = Vec::new();
+        for ch in &a[2..] {
+            out.push((
+                Reply::Bulk(ch.clone()),
+                Reply::Int(ps.count(kind, ch) as i64),
+            ));
+        }
+        return Ok(Reply::Map(out));
+    }
+    if is(sub, "numpat") && a.len() == 2 {
+        return Ok(Reply::Int(ps.numpat() as i64));
+    }
+    if is(sub, "help") {
+        return Ok(Reply::array_of_bulks([
+            "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "CHANNELS [<pattern>]",
+            "    Return the currently active channels matching a <pattern> (default: '*').",
+            "NUMPAT",
+            "    Return number of subscriptions to patterns.",
+            "NUMSUB [<channel> ...]",
+            "    Return the number of subscribers for the specified channels, excluding",
+            "    pattern subscriptions(default: no channels).",
+            "SHARDCHANNELS [<pattern>]",
+            "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+            "SHARDNUMSUB [<shardchannel> ...]",
+            "    Return the number of subscribers for the specified shard level channel(s)",
+            "HELP",
+            "    Print this help.",
+        ]));
+    }
+    Err(bad())
+}

@@ -127,6 +127,87 @@ pub const COMMANDS: &[CommandSpec] = &[
         step: 0,
         handler: command,
     },
+    CommandSpec {
+        name: "info",
+        arity: -1,
+        flags: LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: super::info::info,
+    },
+    CommandSpec {
+        name: "client",
+        arity: -2,
+        flags: NOSCRIPT | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: super::client_cmd::client,
+    },
+    CommandSpec {
+        name: "lastsave",
+        arity: 1,
+        flags: FAST | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: lastsave,
+    },
+    CommandSpec {
+        name: "wait",
+        arity: 3,
+        flags: NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: wait,
+    },
+    CommandSpec {
+        name: "readonly",
+        arity: 1,
+        flags: FAST | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: readonly,
+    },
+    CommandSpec {
+        name: "readwrite",
+        arity: 1,
+        flags: FAST | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: readwrite,
+    },
+    CommandSpec {
+        name: "asking",
+        arity: 1,
+        flags: FAST,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: asking,
+    },
+    CommandSpec {
+        name: "memory",
+        arity: -2,
+        flags: READONLY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: memory,
+    },
+    CommandSpec {
+        name: "debug",
+        arity: -2,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: debug,
+    },
 ];
 
 fn ping(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -292,7 +373,7 @@ fn shutdown(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     tracing::info!(client = ctx.client.id(), "User requested shutdown...");
     ctx.action = Some(Action::Shutdown);
     // Redis closes the connection without a reply on success.
-    ctx.client.skip_next_reply = true;
+    ctx.client.skip_replies = 1;
     Ok(Reply::Ok)
 }
 
@@ -325,21 +406,286 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         return Ok(Reply::Map(out));
     }
+    if is(sub, "set") {
+        if a.len() < 4 || a.len() % 2 != 0 {
+            return Err(super::wrong_arity("config|set"));
+        }
+        let mut table = ctx
+            .shared
+            .table
+            .lock()
+            .map_err(|_| err("ERR config unavailable"))?;
+        // All or nothing: apply to a copy, swap in only if every pair is valid.
+        let mut next = table.clone();
+        for kv in a[2..].chunks_exact(2) {
+            let name = String::from_utf8_lossy(&kv[0]);
+            let value = String::from_utf8_lossy(&kv[1]);
+            next.set(&name, &value)
+                .map_err(|e| Reply::Error(format!("ERR {e}")))?;
+        }
+        let cfg = crate::runtime::config::NodeConfig::from_table(&next)
+            .map_err(|e| Reply::Error(format!("ERR {e}")))?;
+        ctx.db.set_policy(cfg.maxmemory_policy);
+        ctx.shared.config.store(std::sync::Arc::new(cfg));
+        *table = next;
+        return Ok(Reply::Ok);
+    }
+    if is(sub, "resetstat") && a.len() == 2 {
+        let st = &ctx.shared.stats;
+        for c in [
+            &st.total_connections_received,
+            &st.total_commands_processed,
+            &st.rejected_connections,
+            &st.net_input_bytes,
+            &st.net_output_bytes,
+            &st.error_replies,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        ctx.db.stats = crate::store::DbStats::default();
+        return Ok(Reply::Ok);
+    }
+    if is(sub, "rewrite") && a.len() == 2 {
+        let table = ctx
+            .shared
+            .table
+            .lock()
+            .map_err(|_| err("ERR config unavailable"))?;
+        let Some(path) = table.file.clone() else {
+            return Err(err("ERR The server is running without a config file"));
+        };
+        table
+            .rewrite_file(&path)
+            .map_err(|e| Reply::Error(format!("ERR Rewriting config file: {e}")))?;
+        return Ok(Reply::Ok);
+    }
+    if is(sub, "help") {
+        return Ok(Reply::array_of_bulks([
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+            "REWRITE",
+            "    Rewrite the configuration file.",
+            "HELP",
+            "    Print this help.",
+        ]));
+    }
     Err(Reply::Error(format!(
         "ERR unknown subcommand '{}'. Try CONFIG HELP.",
         String::from_utf8_lossy(sub)
     )))
 }
 
+/// One COMMAND INFO entry in Redis 7's shape.
+fn command_entry(spec: &super::CommandSpec) -> Reply {
+    let flags = super::flags::NAMES
+        .iter()
+        .filter(|(f, _)| spec.has(*f))
+        .map(|(_, n)| Reply::simple(n))
+        .collect();
+    Reply::Array(vec![
+        Reply::bulk(spec.name),
+        Reply::Int(i64::from(spec.arity)),
+        Reply::Set(flags),
+        Reply::Int(i64::from(spec.first_key)),
+        Reply::Int(i64::from(spec.last_key)),
+        Reply::Int(i64::from(spec.step)),
+        Reply::Set(vec![]),
+        Reply::Set(vec![]),
+        Reply::Array(vec![]),
+        Reply::Array(vec![]),
+    ])
+}
+
+fn sorted_specs() -> Vec<&'static super::CommandSpec> {
+    let mut v: Vec<&'static super::CommandSpec> = super::table().values().copied().collect();
+    v.sort_by_key(|s| s.name);
+    v
+}
+
 fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if a.len() == 1 || is(&a[1], "docs") {
-        return Ok(Reply::Array(vec![]));
+    if a.len() == 1 {
+        return Ok(Reply::Array(
+            sorted_specs().into_iter().map(command_entry).collect(),
+        ));
     }
-    if is(&a[1], "count") {
+    let sub = &a[1];
+    if is(sub, "count") && a.len() == 2 {
         return Ok(Reply::Int(super::table().len() as i64));
+    }
+    if is(sub, "info") {
+        if a.len() == 2 {
+            return Ok(Reply::Array(
+                sorted_specs().into_iter().map(command_entry).collect(),
+            ));
+        }
+        return Ok(Reply::Array(
+            a[2..]
+                .iter()
+                .map(|n| super::lookup(n).map_or(Reply::NilArray, command_entry))
+                .collect(),
+        ));
+    }
+    if is(sub, "docs") {
+        let names: Vec<&'static super::CommandSpec> = if a.len() == 2 {
+            sorted_specs()
+        } else {
+            a[2..].iter().filter_map(|n| super::lookup(n)).collect()
+        };
+        return Ok(Reply::Map(
+            names
+                .into_iter()
+                .map(|s| {
+                    (
+                        Reply::bulk(s.name),
+                        Reply::Map(vec![
+                            (Reply::bulk("summary"), Reply::bulk("")),
+                            (Reply::bulk("since"), Reply::bulk("1.0.0")),
+                            (Reply::bulk("group"), Reply::bulk("generic")),
+                        ]),
+                    )
+                })
+                .collect(),
+        ));
+    }
+    if is(sub, "list") {
+        let pattern = match a.get(2..) {
+            Some([f, p, v]) if is(f, "filterby") && is(p, "pattern") => Some(v.clone()),
+            Some([]) | None => None,
+            _ => return Err(syntax_error()),
+        };
+        return Ok(Reply::Array(
+            sorted_specs()
+                .into_iter()
+                .filter(|s| {
+                    pattern
+                        .as_ref()
+                        .is_none_or(|p| crate::glob::glob_match(p, s.name.as_bytes(), true))
+                })
+                .map(|s| Reply::bulk(s.name))
+                .collect(),
+        ));
+    }
+    if is(sub, "getkeys") && a.len() >= 3 {
+        let Some(spec) = super::lookup(&a[2]) else {
+            return Err(err("ERR Invalid command specified"));
+        };
+        let argv = &a[2..];
+        let argc = argv.len() as i32;
+        if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
+            return Err(err("ERR Invalid number of arguments specified for command"));
+        }
+        let keys: Vec<Reply> = spec
+            .key_positions(argv.len())
+            .into_iter()
+            .filter_map(|i| argv.get(i).cloned().map(Reply::Bulk))
+            .collect();
+        if keys.is_empty() {
+            return Err(err("ERR The command has no key arguments"));
+        }
+        return Ok(Reply::Array(keys));
     }
     Err(Reply::Error(format!(
         "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+        String::from_utf8_lossy(sub)
+    )))
+}
+
+fn lastsave(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(
+        ctx.shared.lastsave.load(Ordering::Relaxed) as i64
+    ))
+}
+
+fn wait(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let n = int_arg(&a[1])?;
+    let t = int_arg(&a[2])?;
+    if n < 0 || t < 0 {
+        return Err(err("ERR timeout is negative"));
+    }
+    // No replicas exist until replication lands: zero acknowledged.
+    Ok(Reply::Int(0))
+}
+
+fn cluster_disabled(ctx: &Ctx) -> Result<(), Reply> {
+    if ctx.shared.config.load().cluster_enabled {
+        Ok(())
+    } else {
+        Err(err("ERR This instance has cluster support disabled"))
+    }
+}
+
+fn readonly(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    cluster_disabled(ctx)?;
+    ctx.client.readonly = true;
+    Ok(Reply::Ok)
+}
+
+fn readwrite(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    cluster_disabled(ctx)?;
+    ctx.client.readonly = false;
+    Ok(Reply::Ok)
+}
+
+fn asking(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    cluster_disabled(ctx)?;
+    ctx.client.asking = true;
+    Ok(Reply::Ok)
+}
+
+/// Rough bytes a value takes (MEMORY USAGE): close enough to compare keys.
+fn value_size(v: &crate::store::Value) -> usize {
+    use crate::store::Value;
+    let s = |b: &[u8]| if b.len() <= 23 { 24 } else { 24 + b.len() };
+    64 + match v {
+        Value::Str(x) => s(x),
+        Value::List(l) => l.iter().map(|e| s(e)).sum::<usize>(),
+        Value::Hash(h) => h.iter().map(|(k, v)| s(k) + s(v) + 8).sum::<usize>(),
+        Value::Set(m) => m.iter().map(|e| s(e) + 8).sum::<usize>(),
+        Value::ZSet(z) => z.iter().map(|(m, _)| 2 * s(m) + 24).sum::<usize>(),
+    }
+}
+
+fn memory(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if is(&a[1], "usage") && a.len() >= 3 {
+        return Ok(ctx.db.peek(&a[2], ctx.now).map_or(Reply::Nil, |e| {
+            Reply::Int((value_size(&e.value) + 24 + a[2].len()) as i64)
+        }));
+    }
+    if is(&a[1], "doctor") {
+        return Ok(Reply::Verbatim(Bytes::from_static(b"Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.")));
+    }
+    if is(&a[1], "stats") {
+        crate::runtime::alloc::flush_local();
+        let used = crate::runtime::alloc::allocated() as i64;
+        return Ok(Reply::Map(vec![
+            (
+                Reply::bulk("peak.allocated"),
+                Reply::Int(ctx.shared.peak_memory.load(Ordering::Relaxed) as i64),
+            ),
+            (Reply::bulk("total.allocated"), Reply::Int(used)),
+            (Reply::bulk("keys.count"), Reply::Int(ctx.db.len() as i64)),
+        ]));
+    }
+    Err(Reply::Error(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
+        String::from_utf8_lossy(&a[1])
+    )))
+}
+
+fn debug(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    if is(&a[1], "sleep") && a.len() == 3 {
+        // Holds the keyspace lock, as Redis's single thread would.
+        let secs = super::parse_float(&a[2]).unwrap_or(0.0).clamp(0.0, 60.0);
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        return Ok(Reply::Ok);
+    }
+    Err(Reply::Error(format!(
+        "ERR unknown subcommand '{}'. Try DEBUG HELP.",
         String::from_utf8_lossy(&a[1])
     )))
 }

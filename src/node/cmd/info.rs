@@ -1,0 +1,313 @@
+//! INFO: the sections and field names of Redis 7.0 that redis-cli,
+//! exporters and dashboards read.
+
+use super::{CmdResult, Ctx};
+use crate::resp::Reply;
+use bytes::Bytes;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+const DEFAULT: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "modules",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
+const ALL_EXTRA: &[&str] = &["commandstats", "latencystats"];
+
+/// `1.23M`-style sizes as Redis prints them.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b < 1024.0 {
+        format!("{bytes}B")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else if b < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}M", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2}G", b / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+fn cpu_times() -> (f64, f64) {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            (t(u.system_time()), t(u.user_time()))
+        }
+        Err(_) => (0.0, 0.0),
+    }
+}
+
+/// Stable for the life of the process, like Redis's master_replid.
+fn replid(ctx: &Ctx) -> String {
+    ctx.shared.run_id.chars().rev().collect()
+}
+
+fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
+    let cfg = ctx.shared.config.load();
+    let st = &ctx.shared.stats;
+    let up = ctx.shared.started.elapsed().as_secs();
+    let w = |out: &mut String, k: &str, v: &dyn std::fmt::Display| {
+        let _ = write!(out, "{k}:{v}\r\n");
+    };
+    match name {
+        "server" => {
+            out.push_str("# Server\r\n");
+            w(out, "redis_version", &super::server::VERSION);
+            w(out, "redis_git_sha1", &"00000000");
+            w(out, "redis_git_dirty", &0);
+            w(out, "redis_build_id", &"slotway");
+            w(
+                out,
+                "redis_mode",
+                &if cfg.cluster_enabled {
+                    "cluster"
+                } else {
+                    "standalone"
+                },
+            );
+            w(
+                out,
+                "os",
+                &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            );
+            w(out, "arch_bits", &(usize::BITS));
+            w(out, "multiplexing_api", &"epoll");
+            w(out, "process_id", &std::process::id());
+            w(out, "process_supervised", &"no");
+            w(out, "run_id", &ctx.shared.run_id);
+            w(out, "tcp_port", &ctx.shared.port);
+            w(out, "server_time_usec", &(ctx.now * 1000));
+            w(out, "uptime_in_seconds", &up);
+            w(out, "uptime_in_days", &(up / 86400));
+            w(out, "hz", &cfg.hz);
+            w(out, "configured_hz", &cfg.hz);
+            w(
+                out,
+                "executable",
+                &std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            );
+            let file = ctx.shared.table.lock().ok().and_then(|t| t.file.clone());
+            w(
+                out,
+                "config_file",
+                &file.map(|f| f.display().to_string()).unwrap_or_default(),
+            );
+            w(out, "io_threads_active", &0);
+            w(out, "slotway_version", &env!("CARGO_PKG_VERSION"));
+        }
+        "clients" => {
+            out.push_str("# Clients\r\n");
+            w(out, "connected_clients", &ctx.shared.connected_clients());
+            w(out, "cluster_connections", &0);
+            w(out, "maxclients", &cfg.maxclients);
+            w(out, "blocked_clients", &ctx.db.blocked_waiters());
+            w(out, "tracking_clients", &0);
+            w(out, "clients_in_timeout_table", &0);
+        }
+        "memory" => {
+            crate::runtime::alloc::flush_local();
+            let used = crate::runtime::alloc::allocated() as u64;
+            let rss = crate::runtime::alloc::rss() as u64;
+            let peak = ctx
+                .shared
+                .peak_memory
+                .fetch_max(used, Ordering::Relaxed)
+                .max(used);
+            out.push_str("# Memory\r\n");
+            w(out, "used_memory", &used);
+            w(out, "used_memory_human", &human(used));
+            w(out, "used_memory_rss", &rss);
+            w(out, "used_memory_rss_human", &human(rss));
+            w(out, "used_memory_peak", &peak);
+            w(out, "used_memory_peak_human", &human(peak));
+            w(
+                out,
+                "used_memory_peak_perc",
+                &format!(
+                    "{:.2}%",
+                    if peak > 0 {
+                        used as f64 * 100.0 / peak as f64
+                    } else {
+                        100.0
+                    }
+                ),
+            );
+            w(out, "used_memory_dataset", &used);
+            w(out, "used_memory_lua", &0);
+            w(out, "number_of_cached_scripts", &ctx.scripts.len());
+            w(out, "maxmemory", &cfg.maxmemory);
+            w(out, "maxmemory_human", &human(cfg.maxmemory));
+            w(out, "maxmemory_policy", &cfg.maxmemory_policy.name());
+            w(
+                out,
+                "mem_fragmentation_ratio",
+                &format!(
+                    "{:.2}",
+                    if used > 0 {
+                        rss as f64 / used as f64
+                    } else {
+                        0.0
+                    }
+                ),
+            );
+            w(out, "mem_allocator", &"jemalloc");
+        }
+        "persistence" => {
+            out.push_str("# Persistence\r\n");
+            w(out, "loading", &0);
+            w(out, "async_loading", &0);
+            w(out, "rdb_changes_since_last_save", &0);
+            w(out, "rdb_bgsave_in_progress", &0);
+            w(
+                out,
+                "rdb_last_save_time",
+                &ctx.shared.lastsave.load(Ordering::Relaxed),
+            );
+            w(out, "rdb_last_bgsave_status", &"ok");
+            w(out, "aof_enabled", &u8::from(cfg.appendonly));
+            w(out, "aof_rewrite_in_progress", &0);
+            w(out, "aof_last_write_status", &"ok");
+        }
+        "stats" => {
+            let db = &ctx.db.stats;
+            out.push_str("# Stats\r\n");
+            w(
+                out,
+                "total_connections_received",
+                &st.total_connections_received.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "total_commands_processed",
+                &st.total_commands_processed.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "instantaneous_ops_per_sec",
+                &st.ops_per_sec.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "total_net_input_bytes",
+                &st.net_input_bytes.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "total_net_output_bytes",
+                &st.net_output_bytes.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "rejected_connections",
+                &st.rejected_connections.load(Ordering::Relaxed),
+            );
+            w(out, "expired_keys", &db.expired_keys);
+            w(out, "evicted_keys", &db.evicted_keys);
+            w(out, "keyspace_hits", &db.keyspace_hits);
+            w(out, "keyspace_misses", &db.keyspace_misses);
+            let (ch, pat, shard) = ctx.shared.pubsub.lock().map_or((0, 0, 0), |p| {
+                (
+                    p.names(crate::node::pubsub::Kind::Channel, None).len(),
+                    p.numpat(),
+                    p.names(crate::node::pubsub::Kind::Shard, None).len(),
+                )
+            });
+            w(out, "pubsub_channels", &ch);
+            w(out, "pubsub_patterns", &pat);
+            w(out, "pubsubshard_channels", &shard);
+            w(
+                out,
+                "total_error_replies",
+                &st.error_replies.load(Ordering::Relaxed),
+            );
+        }
+        "replication" => {
+            out.push_str("# Replication\r\n");
+            w(out, "role", &"master");
+            w(out, "connected_slaves", &0);
+            w(out, "master_failover_state", &"no-failover");
+            w(out, "master_replid", &replid(ctx));
+            w(
+                out,
+                "master_replid2",
+                &"0000000000000000000000000000000000000000",
+            );
+            w(out, "master_repl_offset", &0);
+            w(out, "second_repl_offset", &-1);
+            w(out, "repl_backlog_active", &0);
+            w(out, "repl_backlog_size", &1048576);
+            w(out, "repl_backlog_first_byte_offset", &0);
+            w(out, "repl_backlog_histlen", &0);
+        }
+        "cpu" => {
+            let (sys, user) = cpu_times();
+            out.push_str("# CPU\r\n");
+            w(out, "used_cpu_sys", &format!("{sys:.6}"));
+            w(out, "used_cpu_user", &format!("{user:.6}"));
+            w(out, "used_cpu_sys_children", &"0.000000");
+            w(out, "used_cpu_user_children", &"0.000000");
+        }
+        "modules" => out.push_str("# Modules\r\n"),
+        "errorstats" => out.push_str("# Errorstats\r\n"),
+        "commandstats" => out.push_str("# Commandstats\r\n"),
+        "latencystats" => out.push_str("# Latencystats\r\n"),
+        "cluster" => {
+            out.push_str("# Cluster\r\n");
+            w(out, "cluster_enabled", &u8::from(cfg.cluster_enabled));
+        }
+        "keyspace" => {
+            out.push_str("# Keyspace\r\n");
+            if !ctx.db.is_empty() {
+                let _ = write!(
+                    out,
+                    "db0:keys={},expires={},avg_ttl=0\r\n",
+                    ctx.db.len(),
+                    ctx.db.expires_len()
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn info(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let mut wanted: Vec<String> = Vec::new();
+    for arg in &a[1..] {
+        let s = String::from_utf8_lossy(arg).to_ascii_lowercase();
+        match s.as_str() {
+            "default" => wanted.extend(DEFAULT.iter().map(|s| s.to_string())),
+            "all" | "everything" => {
+                wanted.extend(DEFAULT.iter().map(|s| s.to_string()));
+                wanted.extend(ALL_EXTRA.iter().map(|s| s.to_string()));
+            }
+            _ => wanted.push(s),
+        }
+    }
+    if wanted.is_empty() {
+        wanted.extend(DEFAULT.iter().map(|s| s.to_string()));
+    }
+    let mut out = String::new();
+    let mut seen = Vec::new();
+    // Sections come out in Redis's order whatever order they were asked in.
+    for name in DEFAULT.iter().chain(ALL_EXTRA) {
+        if wanted.iter().any(|w| w == name) && !seen.contains(name) {
+            if !out.is_empty() {
+                out.push_str("\r\n");
+            }
+            section(ctx, name, &mut out);
+            seen.push(name);
+        }
+    }
+    Ok(Reply::Verbatim(Bytes::from(out)))
+}
