@@ -1,0 +1,431 @@
+//! Server behaviour: scripting (Redlock), INFO, CONFIG, CLIENT, COMMAND,
+//! auth, limits, memory policies, daemonizing and config errors — against
+//! the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::{run_bin, wait_until, Node};
+use redis::Commands;
+use std::time::Duration;
+
+const UNLOCK: &str = r#"if redis.call("get",KEYS[1]) == ARGV[1] then return redis.call("del",KEYS[1]) else return 0 end"#;
+
+#[test]
+fn redlock_acquire_and_compare_and_delete() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    let got: Option<String> = redis::cmd("SET")
+        .arg("res")
+        .arg("token-a")
+        .arg("NX")
+        .arg("PX")
+        .arg(30000)
+        .query(&mut c)
+        .unwrap();
+    assert!(got.is_some());
+    let script = redis::Script::new(UNLOCK);
+    // Wrong token: nothing deleted (EVALSHA falls back to EVAL the first time).
+    assert_eq!(
+        script
+            .key("res")
+            .arg("token-b")
+            .invoke::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
+    assert!(c.exists::<_, bool>("res").unwrap());
+    assert_eq!(
+        script
+            .key("res")
+            .arg("token-a")
+            .invoke::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert!(!c.exists::<_, bool>("res").unwrap());
+    // SCRIPT LOAD + EVALSHA + EXISTS + FLUSH.
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(UNLOCK)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(sha, script.get_hash());
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg("0000")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, vec![1, 0]);
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    let e = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("res")
+        .arg("x")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("NOSCRIPT"), "{e}");
+}
+
+#[test]
+fn scripting_conversions_and_errors() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    let v: Vec<redis::Value> = redis::cmd("EVAL")
+        .arg("return {1,'two',{3},4.9}")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v.len(), 4);
+    let r = node.raw(b"SET foo bar\r\nEVAL \"return redis.call('incr','foo')\" 0\r\nEVAL \"return redis.pcall('incr','foo')\" 0\r\nEVAL \"x = 1\" 0\r\n");
+    let text = String::from_utf8_lossy(&r);
+    assert!(text.contains("-ERR value is not an integer or out of range script: 22c9dbdd80709fb523d10691f558682a9d7129bf, on @user_script:1.\r\n"), "{text}");
+    assert!(
+        text.contains("\r\n-ERR value is not an integer or out of range\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Attempt to modify a readonly table"),
+        "{text}"
+    );
+    // A script's writes are atomic and visible together.
+    let _: () = redis::cmd("EVAL")
+        .arg("redis.call('set','a','1'); redis.call('set','b','2')")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        c.mget::<_, Vec<String>>(&["a", "b"]).unwrap(),
+        vec!["1", "2"]
+    );
+    // Runtime errors never take the server down.
+    let e = redis::cmd("EVAL")
+        .arg("return nosuch()")
+        .arg(0)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("nonexistent global"), "{e}");
+    assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+}
+
+#[test]
+fn info_sections_and_fields() {
+    let node = Node::start(&["--cluster-enabled", "yes"]);
+    let mut c = node.client();
+    c.set::<_, _, ()>("k", "v").unwrap();
+    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    for needle in [
+        "# Server",
+        "redis_version:7.0.15",
+        "redis_mode:cluster",
+        &format!("tcp_port:{}", node.port),
+        "# Clients",
+        "connected_clients:",
+        "# Memory",
+        "used_memory:",
+        "maxmemory_policy:noeviction",
+        "# Stats",
+        "total_commands_processed:",
+        "# Replication",
+        "role:master",
+        "# Cluster",
+        "cluster_enabled:1",
+        "# Keyspace",
+        "db0:keys=1,expires=0",
+    ] {
+        assert!(info.contains(needle), "INFO lacks {needle}");
+    }
+    let one: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    assert!(one.starts_with("# Memory\r\n") && !one.contains("# Server"));
+}
+
+#[test]
+fn config_get_set_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("node.conf");
+    std::fs::write(
+        &conf,
+        "# my settings\nmaxmemory 512mb\ncluster-node-timeout 5000\n",
+    )
+    .unwrap();
+    let node = Node::start(&[]);
+    drop(node);
+    let port = common::free_port();
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "node",
+            conf.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--save",
+            "",
+        ])
+        .spawn()
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}/");
+    wait_until("node up", Duration::from_secs(20), || {
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .is_ok()
+    });
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let v: Vec<(String, String)> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, vec![("maxmemory".into(), "536870912".into())]);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .arg("timeout")
+        .arg("300")
+        .query(&mut c)
+        .unwrap();
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("lots")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("argument must be a memory value"),
+        "{e}"
+    );
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("nosuch")
+        .arg("1")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("Unknown option"), "{e}");
+    let _: () = redis::cmd("CONFIG").arg("REWRITE").query(&mut c).unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.starts_with("# my settings\n"), "{text}");
+    assert!(
+        text.contains("maxmemory-policy allkeys-lru") && text.contains("timeout 300"),
+        "{text}"
+    );
+    let _: () = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query(&mut c)
+        .unwrap_or(());
+    let _ = child.wait();
+}
+
+#[test]
+fn client_list_setname_kill_and_command_info() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    let mut victim = node.client();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("victim")
+        .query(&mut victim)
+        .unwrap();
+    let e = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("a b")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("Client names cannot contain spaces"),
+        "{e}"
+    );
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let line = list.lines().find(|l| l.contains("name=victim")).unwrap();
+    let id: String = line
+        .split(' ')
+        .next()
+        .unwrap()
+        .trim_start_matches("id=")
+        .into();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert!(
+        redis::cmd("PING").query::<String>(&mut victim).is_err(),
+        "killed client must be disconnected"
+    );
+    assert!(
+        redis::cmd("COMMAND")
+            .arg("COUNT")
+            .query::<i64>(&mut c)
+            .unwrap()
+            > 150
+    );
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("get")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(info.len(), 1);
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("MSET")
+        .arg("a")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, vec!["a", "b"]);
+}
+
+#[test]
+fn requirepass_and_maxclients() {
+    let node = Node::start(&["--requirepass", "s3cret", "--maxclients", "3"]);
+    assert_eq!(
+        node.raw(b"GET k\r\n"),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        node.raw(b"AUTH wrong\r\n"),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(node.raw(b"AUTH s3cret\r\nPING\r\n"), b"+OK\r\n+PONG\r\n");
+    let url = format!("redis://:s3cret@127.0.0.1:{}/", node.port);
+    let client = redis::Client::open(url).unwrap();
+    let _a = client.get_connection().unwrap();
+    let _b = client.get_connection().unwrap();
+    let _c = client.get_connection().unwrap();
+    let r = common::raw_exchange(node.port, b"");
+    assert_eq!(r, b"-ERR max number of clients reached\r\n");
+}
+
+#[test]
+fn noeviction_answers_oom_and_reads_still_work() {
+    let node = Node::start(&["--maxmemory", "8mb", "--maxmemory-policy", "noeviction"]);
+    let mut c = node.client();
+    let big = "x".repeat(10_000);
+    let mut oom = None;
+    for i in 0..5000 {
+        match c.set::<_, _, ()>(format!("k{i}"), &big) {
+            Ok(()) => {}
+            Err(e) => {
+                oom = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let oom = oom.expect("writes must eventually be refused");
+    assert!(
+        oom.contains("command not allowed when used memory > 'maxmemory'"),
+        "{oom}"
+    );
+    assert_eq!(c.get::<_, String>("k0").unwrap().len(), 10_000);
+    let _: i64 = c.del("k0").unwrap();
+}
+
+#[test]
+fn allkeys_lru_evicts_and_stays_bounded() {
+    let node = Node::start(&["--maxmemory", "8mb", "--maxmemory-policy", "allkeys-lru"]);
+    let mut c = node.client();
+    let big = "x".repeat(10_000);
+    for i in 0..3000 {
+        c.set::<_, _, ()>(format!("k{i}"), &big).unwrap();
+    }
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    let evicted: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(evicted > 0);
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert!(dbsize < 3000, "{dbsize}");
+    let mem: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    let used: u64 = mem
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(used < 12 * 1024 * 1024, "used_memory {used}");
+}
+
+#[test]
+fn daemonize_pidfile_logfile_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let pidfile = dir.path().join("node.pid");
+    let logfile = dir.path().join("node.log");
+    let (ok, out) = run_bin(
+        &[
+            "node",
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            pidfile.to_str().unwrap(),
+            "--logfile",
+            logfile.to_str().unwrap(),
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--save",
+            "",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{out}");
+    wait_until("pidfile", Duration::from_secs(20), || pidfile.exists());
+    let url = format!("redis://127.0.0.1:{port}/");
+    wait_until("daemon answers", Duration::from_secs(20), || {
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .is_ok()
+    });
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid > 0);
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut c);
+    wait_until("pidfile removed", Duration::from_secs(20), || {
+        !pidfile.exists()
+    });
+    let log = std::fs::read_to_string(&logfile).unwrap();
+    assert!(log.contains("Ready to accept connections"), "{log}");
+}
+
+#[test]
+fn config_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(&conf, "port 7000\n# fine\nfrobnicate yes\n").unwrap();
+    let (ok, out) = run_bin(&["node", conf.to_str().unwrap()], dir.path());
+    assert!(!ok);
+    assert!(
+        out.contains("bad.conf") && out.contains("line 3") && out.contains("frobnicate"),
+        "{out}"
+    );
+    std::fs::write(&conf, "maxmemory lots\n").unwrap();
+    let (ok, out) = run_bin(&["node", conf.to_str().unwrap()], dir.path());
+    assert!(!ok && out.contains("line 1"), "{out}");
+}
