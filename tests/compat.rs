@@ -1,0 +1,139 @@
+//! Compatibility with the real Redis tools: redis-cli and redis-benchmark
+//! against our node. These need the Debian package `redis-tools`, so they
+//! are `#[ignore]`d in a plain `cargo test`; `.ci/run` installs the tools
+//! and runs them with `--include-ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::Node;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a tool with a hard deadline; returns (success, stdout+stderr).
+fn run_tool(bin: &str, args: &[&str], deadline: Duration) -> (bool, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {bin} (install redis-tools): {e}"));
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            return (status.success(), text);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin} {args:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
+fn redis_cli_talks_to_a_node() {
+    let node = Node::start(&[]);
+    let p = node.port.to_string();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["-p", p.as_str()];
+        all.extend_from_slice(args);
+        run_tool("redis-cli", &all, Duration::from_secs(20))
+    };
+    assert_eq!(cli(&["ping"]).1.trim(), "PONG");
+    assert_eq!(cli(&["set", "greeting", "hello"]).1.trim(), "OK");
+    assert_eq!(cli(&["get", "greeting"]).1.trim(), "hello");
+    let (ok, info) = cli(&["info"]);
+    assert!(ok);
+    for needle in [
+        "# Server",
+        "redis_version:",
+        "redis_mode:standalone",
+        "# Clients",
+        "# Memory",
+        "# Replication",
+        "role:master",
+        "# Keyspace",
+        "db0:keys=1",
+    ] {
+        assert!(
+            info.contains(needle),
+            "redis-cli info lacks {needle}:\n{info}"
+        );
+    }
+    assert_eq!(cli(&["lpush", "l", "a", "b"]).1.trim(), "2");
+    assert_eq!(cli(&["lrange", "l", "0", "-1"]).1, "b\na\n");
+}
+
+#[test]
+#[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
+fn redis_benchmark_default_suite_runs_without_errors() {
+    let node = Node::start(&[]);
+    let p = node.port.to_string();
+    let (ok, out) = run_tool(
+        "redis-benchmark",
+        &["-p", &p, "-n", "2000", "-c", "10", "--csv"],
+        Duration::from_secs(300),
+    );
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with('"') && !l.starts_with("\"test\""))
+        .collect();
+    for expected in [
+        "PING_INLINE",
+        "PING_MBULK",
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "RPOP",
+        "SADD",
+        "HSET",
+        "SPOP",
+        "ZADD",
+        "ZPOPMIN",
+        "LRANGE_100",
+        "LRANGE_600",
+        "MSET",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("\"{expected}"))),
+            "no result for {expected}:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("ERR") && !out.to_lowercase().contains("error"),
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
+fn redis_benchmark_pipelined_set_get() {
+    let node = Node::start(&[]);
+    let p = node.port.to_string();
+    let (ok, out) = run_tool(
+        "redis-benchmark",
+        &[
+            "-p", &p, "-t", "set,get", "-P", "16", "-n", "20000", "-r", "1000", "--csv",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("\"SET\"") && out.contains("\"GET\""), "{out}");
+    assert!(!out.contains("ERR"), "{out}");
+    // The keys really landed.
+    let mut c = node.client();
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert!(n > 0 && n <= 1000, "{n}");
+}
