@@ -23,6 +23,9 @@ pub enum Reply {
     Error(String),
     Int(i64),
     Bulk(Bytes),
+    /// A bulk string short enough to live inline (up to 23 bytes): the hot
+    /// GET path builds its reply without a heap allocation.
+    SmallBulk(compact_bytes::CompactBytes),
     /// RESP2 `$-1`, RESP3 `_`.
     Nil,
     /// RESP2 `*-1`, RESP3 `_`.
@@ -50,7 +53,21 @@ impl Reply {
         Reply::Simple(s.to_string())
     }
     pub fn bulk(b: impl AsRef<[u8]>) -> Reply {
-        Reply::Bulk(Bytes::copy_from_slice(b.as_ref()))
+        let b = b.as_ref();
+        if b.len() <= compact_bytes::CompactBytes::MAX_INLINE {
+            Reply::SmallBulk(compact_bytes::CompactBytes::new(b))
+        } else {
+            Reply::Bulk(Bytes::copy_from_slice(b))
+        }
+    }
+
+    /// The bytes of a bulk reply of either representation.
+    pub fn as_bulk(&self) -> Option<&[u8]> {
+        match self {
+            Reply::Bulk(b) => Some(b),
+            Reply::SmallBulk(b) => Some(b.as_slice()),
+            _ => None,
+        }
     }
     pub fn bulk_opt(b: Option<impl AsRef<[u8]>>) -> Reply {
         b.map_or(Reply::Nil, Reply::bulk)
@@ -136,6 +153,7 @@ impl Reply {
             Reply::Error(e) => put_line(out, b'-', e),
             Reply::Int(n) => put_int(out, *n),
             Reply::Bulk(b) => put_bulk(out, b),
+            Reply::SmallBulk(b) => put_bulk(out, b.as_slice()),
             Reply::Nil if r3 => out.extend_from_slice(b"_\r\n"),
             Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
             Reply::NilArray if r3 => out.extend_from_slice(b"_\r\n"),

@@ -15,7 +15,7 @@ use hashbrown::HashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-pub use value::{sds, Score, Sds, Value, ZSet};
+pub use value::{sds, Collection, Score, Sds, Value, ZSet};
 
 /// A key and its metadata.
 #[derive(Debug, Clone)]

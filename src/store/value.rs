@@ -131,6 +131,40 @@ impl Value {
     }
 }
 
+/// A collection type a key can hold, so typed access is written once.
+pub trait Collection: Sized {
+    fn of(v: &Value) -> Option<&Self>;
+    fn of_mut(v: &mut Value) -> Option<&mut Self>;
+    fn empty() -> Value;
+}
+
+macro_rules! collection {
+    ($t:ty, $variant:ident) => {
+        impl Collection for $t {
+            fn of(v: &Value) -> Option<&Self> {
+                match v {
+                    Value::$variant(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn of_mut(v: &mut Value) -> Option<&mut Self> {
+                match v {
+                    Value::$variant(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn empty() -> Value {
+                Value::$variant(Box::default())
+            }
+        }
+    };
+}
+
+collection!(VecDeque<Sds>, List);
+collection!(HashMap<Sds, Sds>, Hash);
+collection!(HashSet<Sds>, Set);
+collection!(ZSet, ZSet);
+
 /// A float with a total order, for the score index. NaN never gets in
 /// (commands reject it with "ERR resulting score is not a number").
 #[derive(Debug, Clone, Copy, PartialEq)]

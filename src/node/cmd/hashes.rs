@@ -1,12 +1,10 @@
 //! Hash commands.
 
 use super::flags::*;
-use super::{
-    err, float_arg, int_arg, is, not_integer, syntax_error, wrongtype, CmdResult, CommandSpec, Ctx,
-};
+use super::{err, float_arg, int_arg, is, not_integer, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::glob::glob_match;
 use crate::resp::{parse_i64, Reply};
-use crate::store::{sds, Sds, Value};
+use crate::store::{sds, Sds};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use rand::seq::IteratorRandom;
@@ -162,27 +160,11 @@ pub const COMMANDS: &[CommandSpec] = &[
 type Hash = HashMap<Sds, Sds>;
 
 fn hash_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d Hash>, Reply> {
-    match ctx.db.get(key, ctx.now) {
-        None => Ok(None),
-        Some(Value::Hash(h)) => Ok(Some(h)),
-        Some(_) => Err(wrongtype()),
-    }
+    super::read(ctx, key)
 }
 
-/// The hash at `key` for writing, created if missing.
 fn hash_mut<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<&'d mut Hash, Reply> {
-    if let Some(e) = ctx.db.peek(key, ctx.now) {
-        if !matches!(e.value, Value::Hash(_)) {
-            return Err(wrongtype());
-        }
-    }
-    match ctx
-        .db
-        .get_or_insert_with(key, ctx.now, || Value::Hash(Box::default()))
-    {
-        Value::Hash(h) => Ok(h),
-        _ => Err(wrongtype()),
-    }
+    super::write(ctx, key)
 }
 
 fn hset_pairs(ctx: &mut Ctx, a: &[Bytes], name: &str) -> Result<i64, Reply> {

@@ -213,13 +213,8 @@ pub const COMMANDS: &[CommandSpec] = &[
 
 type List = VecDeque<Sds>;
 
-/// The list at `key` for reading: Ok(None) when missing.
 fn list_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d List>, Reply> {
-    match ctx.db.get(key, ctx.now) {
-        None => Ok(None),
-        Some(Value::List(l)) => Ok(Some(l)),
-        Some(_) => Err(wrongtype()),
-    }
+    super::read(ctx, key)
 }
 
 /// Checks the key holds a list (or nothing) without touching it.

@@ -290,6 +290,32 @@ pub fn get_string<'d>(db: &'d mut Db, key: &[u8], now: u64) -> Result<Option<&'d
     }
 }
 
+/// A collection for reading: Ok(None) if the key is missing, WRONGTYPE if
+/// it holds another type.
+pub fn read<'d, T: crate::store::Collection>(
+    ctx: &'d mut Ctx,
+    key: &[u8],
+) -> Result<Option<&'d T>, Reply> {
+    match ctx.db.get(key, ctx.now) {
+        None => Ok(None),
+        Some(v) => T::of(v).map(Some).ok_or_else(wrongtype),
+    }
+}
+
+/// A collection for writing, created empty if the key is missing
+/// (callers remove it again with `remove_if_empty` when they leave it empty).
+pub fn write<'d, T: crate::store::Collection>(
+    ctx: &'d mut Ctx,
+    key: &[u8],
+) -> Result<&'d mut T, Reply> {
+    if let Some(e) = ctx.db.peek(key, ctx.now) {
+        if T::of(&e.value).is_none() {
+            return Err(wrongtype());
+        }
+    }
+    T::of_mut(ctx.db.get_or_insert_with(key, ctx.now, T::empty)).ok_or_else(wrongtype)
+}
+
 // ---- dispatch --------------------------------------------------------------
 
 fn quote_args(args: &[Bytes]) -> String {

@@ -164,6 +164,7 @@ fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
     Ok(match r {
         Reply::Int(n) => Value::Number(n as f64),
         Reply::Bulk(b) | Reply::Verbatim(b) => Value::String(lua.create_string(&b)?),
+        Reply::SmallBulk(b) => Value::String(lua.create_string(b.as_slice())?),
         Reply::Nil | Reply::NilArray => Value::Boolean(false),
         Reply::Ok => {
             let t = lua.create_table()?;
@@ -216,7 +217,7 @@ fn from_lua(v: Value) -> Reply {
         Value::Boolean(false) => Reply::Nil,
         Value::Integer(n) => Reply::Int(n),
         Value::Number(n) => Reply::Int(n as i64),
-        Value::String(s) => Reply::Bulk(Bytes::copy_from_slice(&s.as_bytes())),
+        Value::String(s) => Reply::bulk(&*s.as_bytes()),
         Value::Table(t) => table_reply(&t),
         _ => Reply::Nil,
     }

@@ -2,7 +2,7 @@
 
 use super::flags::*;
 use super::hashes::{matches, scan_opts};
-use super::{err, int_arg, is, syntax_error, wrongtype, CmdResult, CommandSpec, Ctx};
+use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::resp::Reply;
 use crate::store::{sds, Sds, Value};
 use bytes::Bytes;
@@ -169,26 +169,11 @@ pub const COMMANDS: &[CommandSpec] = &[
 type Set = HashSet<Sds>;
 
 fn set_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d Set>, Reply> {
-    match ctx.db.get(key, ctx.now) {
-        None => Ok(None),
-        Some(Value::Set(s)) => Ok(Some(s)),
-        Some(_) => Err(wrongtype()),
-    }
+    super::read(ctx, key)
 }
 
 fn set_mut<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<&'d mut Set, Reply> {
-    if let Some(e) = ctx.db.peek(key, ctx.now) {
-        if !matches!(e.value, Value::Set(_)) {
-            return Err(wrongtype());
-        }
-    }
-    match ctx
-        .db
-        .get_or_insert_with(key, ctx.now, || Value::Set(Box::default()))
-    {
-        Value::Set(s) => Ok(s),
-        _ => Err(wrongtype()),
-    }
+    super::write(ctx, key)
 }
 
 fn members_reply(items: impl IntoIterator<Item = Sds>) -> Reply {

@@ -304,26 +304,11 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 fn zset_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d ZSet>, Reply> {
-    match ctx.db.get(key, ctx.now) {
-        None => Ok(None),
-        Some(Value::ZSet(z)) => Ok(Some(z)),
-        Some(_) => Err(wrongtype()),
-    }
+    super::read(ctx, key)
 }
 
 fn zset_mut<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<&'d mut ZSet, Reply> {
-    if let Some(e) = ctx.db.peek(key, ctx.now) {
-        if !matches!(e.value, Value::ZSet(_)) {
-            return Err(wrongtype());
-        }
-    }
-    match ctx
-        .db
-        .get_or_insert_with(key, ctx.now, || Value::ZSet(Box::default()))
-    {
-        Value::ZSet(z) => Ok(z),
-        _ => Err(wrongtype()),
-    }
+    super::write(ctx, key)
 }
 
 fn score_reply(d: f64) -> Reply {
