@@ -429,3 +429,32 @@ fn config_errors_name_file_and_line() {
     let (ok, out) = run_bin(&["node", conf.to_str().unwrap()], dir.path());
     assert!(!ok && out.contains("line 1"), "{out}");
 }
+
+#[test]
+fn idle_clients_are_closed_after_timeout() {
+    let node = Node::start(&["--timeout", "1"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    // The server closes the idle connection: read returns 0 (EOF).
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn hello_negotiates_resp3() {
+    let node = Node::start(&[]);
+    let r = node.raw(b"HELLO 3\r\nHGETALL nokey\r\nGET nokey\r\nHELLO 4\r\n");
+    let text = String::from_utf8_lossy(&r);
+    assert!(text.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n"), "{text}");
+    assert!(
+        text.ends_with("%0\r\n_\r\n-NOPROTO unsupported protocol version\r\n"),
+        "{text}"
+    );
+}
