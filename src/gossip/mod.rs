@@ -1,5 +1,6 @@
-//! The cluster bus: the wire codec now; the sans-IO state machine (PING/PONG
-//! gossip, failure detection, elections, UPDATE) builds on it with cluster
-//! mode.
+//! The cluster bus: the wire codec and the sans-IO state machine (discovery,
+//! PING/PONG, failure detection, slot ownership by epoch). Elections and
+//! UPDATE messages arrive with failover.
 
+pub mod state;
 pub mod wire;

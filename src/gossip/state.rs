@@ -1,0 +1,758 @@
+//! The cluster bus as a sans-IO state machine: node discovery (MEET and
+//! gossip-driven handshakes), PING/PONG liveness, PFAIL → FAIL agreement by
+//! a majority of slot-owning masters, FAIL broadcast, and slot ownership by
+//! config epoch.
+//!
+//! No sockets and no clock: messages come in with [`Bus::handle`], time with
+//! [`Bus::tick`], and work goes out through [`Bus::poll_transmit`] and
+//! [`Bus::poll_event`]. A thin driver maps [`Link`]s to TCP connections.
+//! Tests run whole clusters in memory on a simulated clock.
+
+use crate::cluster::topology::{random_node_id, ClusterNode, Flags, NodeId, SlotSet};
+use crate::cluster::SLOTS;
+use crate::gossip::wire::{node_flags, Body, Gossip, Header, Message, MsgType};
+use std::collections::{BTreeMap, VecDeque};
+
+/// How a message reaches a peer; the driver owns the sockets behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Link {
+    /// Our outbound connection to a bus address.
+    To { ip: String, cport: u16 },
+    /// A connection a peer opened to us; replies go back on it.
+    From(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub link: Link,
+    pub msg: Message,
+}
+
+/// Things the node around the bus must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The configuration changed: write nodes.conf.
+    ConfigChanged,
+    /// A node was flagged FAIL (by us or by a peer's broadcast).
+    NodeFailed(NodeId),
+}
+
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `cluster-node-timeout` in ms.
+    pub node_timeout: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    node: ClusterNode,
+    /// Masters that reported this node as PFAIL/FAIL → when.
+    fail_reports: BTreeMap<NodeId, u64>,
+    /// When the node entered the table (handshake expiry).
+    created: u64,
+    /// Send MEET rather than PING until the peer answers.
+    meet: bool,
+    fail_time: u64,
+}
+
+pub struct Bus {
+    cfg: BusConfig,
+    me: ClusterNode,
+    peers: BTreeMap<NodeId, Peer>,
+    /// Slot → owning node id.
+    owners: Vec<Option<NodeId>>,
+    pub current_epoch: u64,
+    pub last_vote_epoch: u64,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+fn id_bytes(id: &str) -> [u8; 40] {
+    let mut b = [b'0'; 40];
+    for (d, s) in b.iter_mut().zip(id.bytes()) {
+        *d = s;
+    }
+    b
+}
+
+fn id_string(b: &[u8; 40]) -> NodeId {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn to_wire_flags(f: &Flags) -> u16 {
+    let mut w = 0;
+    for (on, bit) in [
+        (f.master, node_flags::MASTER),
+        (f.slave, node_flags::SLAVE),
+        (f.pfail, node_flags::PFAIL),
+        (f.fail, node_flags::FAIL),
+        (f.handshake, node_flags::HANDSHAKE),
+        (f.noaddr, node_flags::NOADDR),
+        (f.nofailover, node_flags::NOFAILOVER),
+    ] {
+        if on {
+            w |= bit;
+        }
+    }
+    w
+}
+
+impl Bus {
+    /// A bus for `me` (its id, address and role already set).
+    pub fn new(mut me: ClusterNode, cfg: BusConfig) -> Self {
+        me.flags.myself = true;
+        if !me.flags.slave {
+            me.flags.master = true;
+        }
+        let mut owners = vec![None; SLOTS];
+        for s in me.slots.iter() {
+            if let Some(o) = owners.get_mut(usize::from(s)) {
+                *o = Some(me.id.clone());
+            }
+        }
+        Bus {
+            cfg,
+            me,
+            peers: BTreeMap::new(),
+            owners,
+            current_epoch: 0,
+            last_vote_epoch: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn myself(&self) -> &ClusterNode {
+        &self.me
+    }
+
+    /// Every node, myself included, as CLUSTER NODES shows them.
+    pub fn nodes(&self) -> Vec<&ClusterNode> {
+        let mut v: Vec<&ClusterNode> = self.peers.values().map(|p| &p.node).collect();
+        v.push(&self.me);
+        v
+    }
+
+    pub fn node(&self, id: &str) -> Option<&ClusterNode> {
+        if id == self.me.id {
+            Some(&self.me)
+        } else {
+            self.peers.get(id).map(|p| &p.node)
+        }
+    }
+
+    pub fn slot_owner(&self, slot: u16) -> Option<&ClusterNode> {
+        let id = self.owners.get(usize::from(slot))?.as_ref()?;
+        self.node(id)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn changed(&mut self) {
+        if self.events.back() != Some(&Event::ConfigChanged) {
+            self.events.push_back(Event::ConfigChanged);
+        }
+    }
+
+    /// CLUSTER MEET: start a handshake with the node at ip:port@cport.
+    pub fn meet(&mut self, ip: &str, port: u16, cport: u16, now: u64) {
+        if self
+            .peers
+            .values()
+            .any(|p| p.node.ip == ip && p.node.cport == cport)
+            || (self.me.ip == ip && self.me.cport == cport)
+        {
+            return;
+        }
+        let mut node = ClusterNode::new(random_node_id(), ip, port, cport);
+        node.flags.handshake = true;
+        self.peers.insert(
+            node.id.clone(),
+            Peer {
+                node,
+                fail_reports: BTreeMap::new(),
+                created: now,
+                meet: true,
+                fail_time: 0,
+            },
+        );
+    }
+
+    /// CLUSTER ADDSLOTS for myself (the caller checked they are free).
+    pub fn add_slots(&mut self, slots: &[u16]) {
+        for &s in slots {
+            self.me.slots.insert(s);
+            if let Some(o) = self.owners.get_mut(usize::from(s)) {
+                *o = Some(self.me.id.clone());
+            }
+        }
+        self.changed();
+    }
+
+    /// CLUSTER SET-CONFIG-EPOCH.
+    pub fn set_config_epoch(&mut self, epoch: u64) {
+        self.me.config_epoch = epoch;
+        self.current_epoch = self.current_epoch.max(epoch);
+        self.changed();
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            sender: id_bytes(&self.me.id),
+            current_epoch: self.current_epoch,
+            config_epoch: self.me.config_epoch,
+            repl_offset: 0,
+            flags: to_wire_flags(&self.me.flags),
+            msg_flags: 0,
+            state: 0,
+            ip: self.me.ip.clone(),
+            hostname: self.me.hostname.clone(),
+            port: self.me.port,
+            cport: self.me.cport,
+            master: self.me.master_id.as_deref().map_or([0; 40], id_bytes),
+            slots: self.me.slots.clone(),
+        }
+    }
+
+    /// Gossip about other nodes: a few random ones plus every suspect, so
+    /// failure reports spread fast.
+    fn gossip_for(&self, to: Option<&str>) -> Vec<Gossip> {
+        use rand::seq::IteratorRandom;
+        let candidates = self.peers.values().filter(|p| {
+            !p.node.flags.handshake && !p.node.flags.noaddr && Some(p.node.id.as_str()) != to
+        });
+        let wanted = (self.peers.len() / 10).max(3);
+        let mut chosen: Vec<&Peer> = candidates.clone().choose_multiple(&mut rand::rng(), wanted);
+        for p in candidates.filter(|p| p.node.flags.pfail || p.node.flags.fail) {
+            if !chosen.iter().any(|c| c.node.id == p.node.id) {
+                chosen.push(p);
+            }
+        }
+        chosen
+            .into_iter()
+            .map(|p| Gossip {
+                id: id_bytes(&p.node.id),
+                ping_sent: p.node.ping_sent,
+                pong_received: p.node.pong_received,
+                ip: p.node.ip.clone(),
+                port: p.node.port,
+                cport: p.node.cport,
+                flags: to_wire_flags(&p.node.flags),
+            })
+            .collect()
+    }
+
+    fn send(&mut self, link: Link, kind: MsgType, to: Option<&str>) {
+        let body = match kind {
+            MsgType::Ping | MsgType::Pong | MsgType::Meet => Body::Gossip(self.gossip_for(to)),
+            _ => Body::Empty,
+        };
+        let msg = Message {
+            kind,
+            header: self.header(),
+            body,
+        };
+        self.out.push_back(Transmit { link, msg });
+    }
+
+    fn link_of(node: &ClusterNode) -> Link {
+        Link::To {
+            ip: node.ip.clone(),
+            cport: node.cport,
+        }
+    }
+
+    /// Masters that own at least one slot: the electorate for FAIL.
+    fn cluster_size(&self) -> usize {
+        let mut n = usize::from(self.me.flags.master && !self.me.slots.is_empty());
+        n += self
+            .peers
+            .values()
+            .filter(|p| p.node.flags.master && !p.node.slots.is_empty())
+            .count();
+        n
+    }
+
+    /// Housekeeping, about ten times a second.
+    pub fn tick(&mut self, now: u64) {
+        let timeout = self.cfg.node_timeout;
+        // Handshakes that never completed are dropped.
+        let expired: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.node.flags.handshake && now.saturating_sub(p.created) > timeout.max(1000))
+            .map(|p| p.node.id.clone())
+            .collect();
+        for id in expired {
+            self.peers.remove(&id);
+        }
+        let ids: Vec<NodeId> = self.peers.keys().cloned().collect();
+        for id in ids {
+            let Some(p) = self.peers.get(&id) else {
+                continue;
+            };
+            let node = &p.node;
+            let waiting = node.ping_sent != 0;
+            let due = !waiting
+                && (node.flags.handshake || now.saturating_sub(node.pong_received) > timeout / 2);
+            if due {
+                let kind = if p.meet { MsgType::Meet } else { MsgType::Ping };
+                let link = Self::link_of(node);
+                self.send(link, kind, Some(&id));
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.node.ping_sent = now;
+                }
+            } else if waiting
+                && now.saturating_sub(node.ping_sent) > timeout
+                && !node.flags.pfail
+                && !node.flags.fail
+                && !node.flags.handshake
+            {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.node.flags.pfail = true;
+                }
+                self.mark_failing_if_needed(&id, now);
+            }
+        }
+    }
+
+    fn mark_failing_if_needed(&mut self, id: &str, now: u64) {
+        let window = self.cfg.node_timeout * 2;
+        let me_master = self.me.flags.master;
+        let needed = self.cluster_size() / 2 + 1;
+        let Some(p) = self.peers.get_mut(id) else {
+            return;
+        };
+        if !p.node.flags.pfail || p.node.flags.fail {
+            return;
+        }
+        p.fail_reports
+            .retain(|_, t| now.saturating_sub(*t) <= window);
+        let votes = p.fail_reports.len() + usize::from(me_master);
+        if votes < needed {
+            return;
+        }
+        p.node.flags.pfail = false;
+        p.node.flags.fail = true;
+        p.fail_time = now;
+        let failed = id.to_string();
+        tracing::info!(node_id = %failed, votes, "marking node as failing (quorum reached)");
+        // Everyone learns at once, not gossip by gossip.
+        let links: Vec<Link> = self
+            .peers
+            .values()
+            .filter(|p| !p.node.flags.handshake && p.node.id != failed)
+            .map(|p| Self::link_of(&p.node))
+            .collect();
+        for link in links {
+            let msg = Message {
+                kind: MsgType::Fail,
+                header: self.header(),
+                body: Body::Fail {
+                    id: id_bytes(&failed),
+                },
+            };
+            self.out.push_back(Transmit { link, msg });
+        }
+        self.events.push_back(Event::NodeFailed(failed));
+        self.changed();
+    }
+
+    /// Takes the sender's view of itself: role, epochs, slots.
+    fn update_from_header(&mut self, h: &Header, now: u64) {
+        let sender = id_string(&h.sender);
+        self.current_epoch = self.current_epoch.max(h.current_epoch);
+        let is_master = h.flags & node_flags::MASTER != 0;
+        let Some(p) = self.peers.get_mut(&sender) else {
+            return;
+        };
+        let n = &mut p.node;
+        let before = (
+            n.flags.master,
+            n.flags.slave,
+            n.config_epoch,
+            n.master_id.clone(),
+            n.port,
+        );
+        n.flags.master = is_master;
+        n.flags.slave = !is_master;
+        n.config_epoch = h.config_epoch;
+        n.master_id = (h.master != [0; 40]).then(|| id_string(&h.master));
+        n.port = h.port;
+        // Hearing from a node clears our own suspicion.
+        if n.flags.pfail {
+            n.flags.pfail = false;
+        }
+        // A reachable replica, or a master without slots, is not failed.
+        let unfailed = n.flags.fail && (!is_master || h.slots.is_empty());
+        if unfailed {
+            n.flags.fail = false;
+        }
+        let after = (
+            n.flags.master,
+            n.flags.slave,
+            n.config_epoch,
+            n.master_id.clone(),
+            n.port,
+        );
+        let _ = now;
+        if unfailed || before != after {
+            self.changed();
+        }
+        if is_master {
+            self.claim_slots(&sender, &h.slots, h.config_epoch);
+        }
+    }
+
+    /// Gives `sender` every slot it claims whose owner has an older config
+    /// epoch: the newest configuration always wins.
+    fn claim_slots(&mut self, sender: &str, claimed: &SlotSet, epoch: u64) {
+        let mut moved = false;
+        for s in claimed.iter() {
+            let cur = self.owners.get(usize::from(s)).cloned().flatten();
+            if cur.as_deref() == Some(sender) {
+                continue;
+            }
+            let cur_epoch = cur
+                .as_deref()
+                .and_then(|id| self.node(id))
+                .map_or(0, |n| n.config_epoch);
+            if cur.is_some() && cur_epoch >= epoch {
+                continue;
+            }
+            if let Some(old) = cur {
+                if old == self.me.id {
+                    self.me.slots.remove(s);
+                } else if let Some(p) = self.peers.get_mut(&old) {
+                    p.node.slots.remove(s);
+                }
+            }
+            if let Some(p) = self.peers.get_mut(sender) {
+                p.node.slots.insert(s);
+            }
+            if let Some(o) = self.owners.get_mut(usize::from(s)) {
+                *o = Some(sender.to_string());
+            }
+            moved = true;
+        }
+        if moved {
+            self.changed();
+        }
+    }
+
+    fn process_gossip(&mut self, sender: &str, entries: &[Gossip], now: u64) {
+        let sender_is_master = self.peers.get(sender).is_some_and(|p| p.node.flags.master);
+        for g in entries {
+            let gid = id_string(&g.id);
+            if gid == self.me.id {
+                continue;
+            }
+            if self.peers.contains_key(&gid) {
+                if sender_is_master {
+                    let suspect = g.flags & (node_flags::PFAIL | node_flags::FAIL) != 0;
+                    if let Some(p) = self.peers.get_mut(&gid) {
+                        if suspect {
+                            p.fail_reports.insert(sender.to_string(), now);
+                        } else {
+                            p.fail_reports.remove(sender);
+                        }
+                    }
+                    if suspect {
+                        self.mark_failing_if_needed(&gid, now);
+                    }
+                }
+            } else if g.flags & (node_flags::NOADDR | node_flags::HANDSHAKE) == 0 {
+                // Someone we trust knows a node we do not: meet it.
+                self.meet(&g.ip, g.port, g.cport, now);
+            }
+        }
+    }
+
+    /// A message arrived on `link`.
+    pub fn handle(&mut self, link: Link, msg: Message, now: u64) {
+        let sender = id_string(&msg.header.sender);
+        if sender == self.me.id {
+            return;
+        }
+        let known = self.peers.contains_key(&sender);
+        match msg.kind {
+            MsgType::Meet | MsgType::Ping => {
+                if !known && msg.kind == MsgType::Meet {
+                    let h = &msg.header;
+                    let mut node = ClusterNode::new(sender.clone(), &h.ip, h.port, h.cport);
+                    node.flags.master = h.flags & node_flags::MASTER != 0;
+                    node.flags.slave = !node.flags.master;
+                    node.pong_received = now;
+                    // Drop a handshake entry for the same address, if any.
+                    self.peers.retain(|_, p| {
+                        !(p.node.flags.handshake && p.node.ip == h.ip && p.node.cport == h.cport)
+                    });
+                    self.peers.insert(
+                        sender.clone(),
+                        Peer {
+                            node,
+                            fail_reports: BTreeMap::new(),
+                            created: now,
+                            meet: false,
+                            fail_time: 0,
+                        },
+                    );
+                    self.changed();
+                }
+                if self.peers.contains_key(&sender) {
+                    self.update_from_header(&msg.header, now);
+                    if let Body::Gossip(g) = &msg.body {
+                        self.process_gossip(&sender, g, now);
+                    }
+                }
+                self.send(link, MsgType::Pong, Some(&sender));
+            }
+            MsgType::Pong => {
+                if !known {
+                    // The answer to our MEET/PING of a handshake node: it now
+                    // has a real id.
+                    let Link::To { ip, cport } = &link else {
+                        return;
+                    };
+                    let hs = self
+                        .peers
+                        .values()
+                        .find(|p| {
+                            p.node.flags.handshake && &p.node.ip == ip && p.node.cport == *cport
+                        })
+                        .map(|p| p.node.id.clone());
+                    let Some(hs) = hs else { return };
+                    let Some(mut p) = self.peers.remove(&hs) else {
+                        return;
+                    };
+                    p.node.id = sender.clone();
+                    p.node.flags.handshake = false;
+                    p.meet = false;
+                    self.peers.insert(sender.clone(), p);
+                    self.changed();
+                }
+                if let Some(p) = self.peers.get_mut(&sender) {
+                    p.node.pong_received = now;
+                    p.node.ping_sent = 0;
+                    p.node.link_connected = true;
+                    p.meet = false;
+                }
+                self.update_from_header(&msg.header, now);
+                if let Body::Gossip(g) = &msg.body {
+                    self.process_gossip(&sender, g, now);
+                }
+            }
+            MsgType::Fail => {
+                if let Body::Fail { id } = &msg.body {
+                    let failed = id_string(id);
+                    if known && failed != self.me.id {
+                        if let Some(p) = self.peers.get_mut(&failed) {
+                            if !p.node.flags.fail {
+                                p.node.flags.fail = true;
+                                p.node.flags.pfail = false;
+                                p.fail_time = now;
+                                self.events.push_back(Event::NodeFailed(failed));
+                                self.changed();
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// True when every slot has an owner that is not FAIL
+    /// (`cluster-require-full-coverage yes`).
+    pub fn state_ok(&self) -> bool {
+        self.owners.iter().all(|o| {
+            o.as_deref()
+                .and_then(|id| self.node(id))
+                .is_some_and(|n| !n.flags.fail)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// N buses in memory, wired by their bus addresses, on a simulated clock.
+    struct Sim {
+        buses: Vec<Bus>,
+        down: Vec<bool>,
+        now: u64,
+    }
+
+    impl Sim {
+        fn new(n: usize) -> Sim {
+            let buses = (0..n)
+                .map(|i| {
+                    let port = 7000 + i as u16;
+                    Bus::new(
+                        ClusterNode::new(random_node_id(), "127.0.0.1", port, port + 10000),
+                        BusConfig { node_timeout: 5000 },
+                    )
+                })
+                .collect();
+            Sim {
+                buses,
+                down: vec![false; n],
+                now: 1_000_000,
+            }
+        }
+
+        fn index_of(&self, cport: u16) -> Option<usize> {
+            self.buses.iter().position(|b| b.me.cport == cport)
+        }
+
+        /// Advances `ms` of simulated time in 100 ms steps, delivering all
+        /// messages between live nodes.
+        fn run(&mut self, ms: u64) {
+            for _ in 0..ms / 100 {
+                self.now += 100;
+                for (i, b) in self.buses.iter_mut().enumerate() {
+                    if !self.down[i] {
+                        b.tick(self.now);
+                    }
+                }
+                for _round in 0..10 {
+                    let mut inflight = Vec::new();
+                    for (i, b) in self.buses.iter_mut().enumerate() {
+                        while let Some(t) = b.poll_transmit() {
+                            inflight.push((i, t));
+                        }
+                    }
+                    if inflight.is_empty() {
+                        break;
+                    }
+                    for (from, t) in inflight {
+                        // From(i) on the receiving side means "node i's connection";
+                        // replies on From(i) go back to node i as arriving on
+                        // its To{receiver address} link.
+                        let (to, arrival) = match &t.link {
+                            Link::To { cport, .. } => match self.index_of(*cport) {
+                                Some(to) => (to, Link::From(from as u64)),
+                                None => continue,
+                            },
+                            Link::From(i) => {
+                                let me = &self.buses[from].me;
+                                (
+                                    *i as usize,
+                                    Link::To {
+                                        ip: me.ip.clone(),
+                                        cport: me.cport,
+                                    },
+                                )
+                            }
+                        };
+                        if self.down[from] || self.down[to] {
+                            continue;
+                        }
+                        let now = self.now;
+                        self.buses[to].handle(arrival, t.msg, now);
+                    }
+                }
+            }
+        }
+
+        fn everyone_knows_everyone(&self) -> bool {
+            self.buses.iter().all(|b| {
+                b.peers.len() == self.buses.len() - 1
+                    && b.peers.values().all(|p| !p.node.flags.handshake)
+            })
+        }
+    }
+
+    fn three_masters_three_replicas() -> Sim {
+        let mut sim = Sim::new(6);
+        let per = SLOTS / 3;
+        for i in 0..3 {
+            let lo = i * per;
+            let hi = if i == 2 { SLOTS } else { lo + per };
+            let slots: Vec<u16> = (lo as u16..hi as u16).collect();
+            sim.buses[i].add_slots(&slots);
+            sim.buses[i].set_config_epoch(i as u64 + 1);
+        }
+        for i in 3..6 {
+            sim.buses[i].me.flags.master = false;
+            sim.buses[i].me.flags.slave = true;
+        }
+        // Like redis-cli: the first node meets all the others.
+        let now = sim.now;
+        for i in 1..6 {
+            let (port, cport) = (sim.buses[i].me.port, sim.buses[i].me.cport);
+            sim.buses[0].meet("127.0.0.1", port, cport, now);
+        }
+        sim
+    }
+
+    #[test]
+    fn meet_then_gossip_forms_a_full_mesh() {
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        assert!(sim.everyone_knows_everyone(), "mesh incomplete");
+        // Everyone agrees on who owns every slot.
+        for b in &sim.buses {
+            assert!(b.state_ok());
+            for slot in [0u16, 5461, 16383] {
+                let owner = b.slot_owner(slot).map(|n| n.port);
+                assert_eq!(owner, sim.buses[0].slot_owner(slot).map(|n| n.port));
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_master_is_failed_by_majority_within_two_timeouts() {
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        assert!(sim.everyone_knows_everyone());
+        let dead = sim.buses[2].me.id.clone();
+        sim.down[2] = true;
+        // Not before node-timeout...
+        sim.run(4_000);
+        assert!(sim.buses[0].node(&dead).is_some_and(|n| !n.flags.fail));
+        // ...and by everyone after it (PFAIL, reports, quorum, broadcast).
+        sim.run(8_000);
+        for (i, b) in sim.buses.iter().enumerate() {
+            if i != 2 {
+                let n = b.node(&dead).unwrap();
+                assert!(
+                    n.flags.fail,
+                    "node {i} does not see the dead master as failed: {}",
+                    n.flags.render()
+                );
+                assert!(!b.state_ok(), "its slots are uncovered");
+            }
+        }
+    }
+
+    #[test]
+    fn newer_config_epoch_takes_over_slots() {
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        // Node 3 (a replica) is promoted: it claims node 0's slots with a
+        // higher epoch, as an election winner would.
+        let slots: Vec<u16> = sim.buses[0].me.slots.iter().collect();
+        sim.buses[3].me.flags.master = true;
+        sim.buses[3].me.flags.slave = false;
+        sim.buses[3].me.master_id = None;
+        sim.buses[3].add_slots(&slots);
+        sim.buses[3].set_config_epoch(10);
+        sim.run(6_000);
+        let new_owner = sim.buses[3].me.port;
+        for b in &sim.buses {
+            assert_eq!(b.slot_owner(0).map(|n| n.port), Some(new_owner));
+        }
+        assert!(
+            sim.buses[0].me.slots.is_empty(),
+            "the old master gave its slots up"
+        );
+    }
+}
