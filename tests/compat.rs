@@ -137,3 +137,62 @@ fn redis_benchmark_pipelined_set_get() {
     let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert!(n > 0 && n <= 1000, "{n}");
 }
+
+#[test]
+#[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
+fn redis_cli_cluster_create_and_check_against_slotway_nodes() {
+    let nodes: Vec<Node> = (0..6)
+        .map(|_| Node::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(Node::addr).collect();
+    let mut args: Vec<&str> = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+    let (ok, out) = run_tool("redis-cli", &args, Duration::from_secs(120));
+    assert!(ok, "{out}");
+    assert!(out.contains("[OK] All 16384 slots covered."), "{out}");
+    assert!(
+        out.contains("Master[0] -> Slots 0 - 5460")
+            && out.contains("Master[2] -> Slots 10923 - 16383"),
+        "{out}"
+    );
+    let (ok, out) = run_tool(
+        "redis-cli",
+        &["--cluster", "check", &addrs[0]],
+        Duration::from_secs(60),
+    );
+    assert!(
+        ok && out.contains("[OK] All nodes agree about slots configuration."),
+        "{out}"
+    );
+    // redis-cli -c follows MOVED to whichever master owns each key.
+    let p = nodes[0].port.to_string();
+    for key in ["foo", "bar", "baz"] {
+        let (_, set) = run_tool(
+            "redis-cli",
+            &["-c", "-p", &p, "set", key, "v"],
+            Duration::from_secs(20),
+        );
+        assert_eq!(set.trim(), "OK", "{set}");
+        let (_, get) = run_tool(
+            "redis-cli",
+            &["-c", "-p", &p, "get", key],
+            Duration::from_secs(20),
+        );
+        assert_eq!(get.trim(), "v");
+    }
+    // Roles reach every node through the bus.
+    common::wait_until(
+        "3 masters and 3 slaves in CLUSTER NODES",
+        Duration::from_secs(30),
+        || {
+            let (_, listing) = run_tool(
+                "redis-cli",
+                &["-p", &p, "cluster", "nodes"],
+                Duration::from_secs(20),
+            );
+            listing.lines().filter(|l| l.contains("master")).count() == 3
+                && listing.lines().filter(|l| l.contains("slave")).count() == 3
+        },
+    );
+}

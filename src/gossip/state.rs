@@ -184,6 +184,164 @@ impl Bus {
         );
     }
 
+    /// Rebuilds the state saved in nodes.conf: same id, peers, slots and
+    /// epochs; links start disconnected and are re-established by ticks.
+    pub fn restore(conf: crate::cluster::topology::NodesConf, cfg: BusConfig) -> Option<Self> {
+        let mut me = None;
+        let mut peers = BTreeMap::new();
+        for mut n in conf.nodes {
+            n.ping_sent = 0;
+            n.link_connected = false;
+            if n.flags.myself {
+                me = Some(n);
+            } else {
+                peers.insert(
+                    n.id.clone(),
+                    Peer {
+                        node: n,
+                        fail_reports: BTreeMap::new(),
+                        created: 0,
+                        meet: false,
+                        fail_time: 0,
+                    },
+                );
+            }
+        }
+        let mut bus = Bus::new(me?, cfg);
+        for p in peers.values() {
+            for s in p.node.slots.iter() {
+                if let Some(o) = bus.owners.get_mut(usize::from(s)) {
+                    *o = Some(p.node.id.clone());
+                }
+            }
+        }
+        bus.peers = peers;
+        bus.current_epoch = conf.current_epoch;
+        bus.last_vote_epoch = conf.last_vote_epoch;
+        Some(bus)
+    }
+
+    /// The address this node announces (it may change between restarts).
+    pub fn set_address(&mut self, ip: &str, port: u16, cport: u16) {
+        self.me.ip = ip.to_string();
+        self.me.port = port;
+        self.me.cport = cport;
+    }
+
+    /// Replicas of `master`.
+    pub fn replicas_of(&self, master: &str) -> Vec<&ClusterNode> {
+        self.peers
+            .values()
+            .map(|p| &p.node)
+            .filter(|n| n.master_id.as_deref() == Some(master))
+            .collect()
+    }
+
+    /// What nodes.conf holds.
+    pub fn nodes_conf(&self) -> crate::cluster::topology::NodesConf {
+        crate::cluster::topology::NodesConf {
+            nodes: self.nodes().into_iter().cloned().collect(),
+            migrations: Default::default(),
+            current_epoch: self.current_epoch,
+            last_vote_epoch: self.last_vote_epoch,
+        }
+    }
+
+    /// CLUSTER DELSLOTS for slots this node owns or knows as owned.
+    pub fn del_slots(&mut self, slots: &[u16]) {
+        for &s in slots {
+            if let Some(Some(owner)) = self.owners.get(usize::from(s)).cloned() {
+                if owner == self.me.id {
+                    self.me.slots.remove(s);
+                } else if let Some(p) = self.peers.get_mut(&owner) {
+                    p.node.slots.remove(s);
+                }
+            }
+            if let Some(o) = self.owners.get_mut(usize::from(s)) {
+                *o = None;
+            }
+        }
+        self.changed();
+    }
+
+    /// Tells every known node about a change of ours now, instead of at
+    /// their next ping (Redis broadcasts a PONG the same way).
+    pub fn broadcast_pong(&mut self) {
+        let targets: Vec<(Link, NodeId)> = self
+            .peers
+            .values()
+            .filter(|p| !p.node.flags.handshake)
+            .map(|p| (Self::link_of(&p.node), p.node.id.clone()))
+            .collect();
+        for (link, id) in targets {
+            self.send(link, MsgType::Pong, Some(&id));
+        }
+    }
+
+    /// CLUSTER REPLICATE: become a replica of `master`.
+    pub fn replicate(&mut self, master: &str) -> Result<(), &'static str> {
+        if master == self.me.id {
+            return Err("ERR Can't replicate myself");
+        }
+        let Some(p) = self.peers.get(master) else {
+            return Err("ERR Unknown node");
+        };
+        if p.node.flags.slave {
+            return Err("ERR I can only replicate a master, not a replica.");
+        }
+        if !self.me.slots.is_empty() {
+            return Err("ERR To set a master the node must be empty and without assigned slots.");
+        }
+        self.me.flags.master = false;
+        self.me.flags.slave = true;
+        self.me.master_id = Some(master.to_string());
+        self.changed();
+        self.broadcast_pong();
+        Ok(())
+    }
+
+    /// CLUSTER FORGET.
+    pub fn forget(&mut self, id: &str) -> Result<(), &'static str> {
+        if id == self.me.id {
+            return Err("ERR I tried hard but I can't forget myself...");
+        }
+        if self.me.master_id.as_deref() == Some(id) {
+            return Err("ERR Can't forget my master!");
+        }
+        if self.peers.remove(id).is_none() {
+            return Err("ERR Unknown node");
+        }
+        for o in self.owners.iter_mut() {
+            if o.as_deref() == Some(id) {
+                *o = None;
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// CLUSTER BUMPEPOCH: returns (bumped, new epoch).
+    pub fn bump_epoch(&mut self) -> (bool, u64) {
+        let max_other = self
+            .peers
+            .values()
+            .map(|p| p.node.config_epoch)
+            .max()
+            .unwrap_or(0);
+        if self.me.config_epoch == 0 || self.me.config_epoch <= max_other {
+            self.current_epoch += 1;
+            self.me.config_epoch = self.current_epoch;
+            self.changed();
+            return (true, self.me.config_epoch);
+        }
+        (false, self.me.config_epoch)
+    }
+
+    /// Failure reports held about `id`.
+    pub fn failure_reports(&self, id: &str) -> Option<usize> {
+        self.peers.get(id).map(|p| p.fail_reports.len())
+    }
+
     /// CLUSTER ADDSLOTS for myself (the caller checked they are free).
     pub fn add_slots(&mut self, slots: &[u16]) {
         for &s in slots {
@@ -202,11 +360,20 @@ impl Bus {
         self.changed();
     }
 
+    /// A replica advertises its master's config epoch, as in Redis.
+    fn advertised_epoch(&self) -> u64 {
+        self.me
+            .master_id
+            .as_deref()
+            .and_then(|m| self.peers.get(m))
+            .map_or(self.me.config_epoch, |m| m.node.config_epoch)
+    }
+
     fn header(&self) -> Header {
         Header {
             sender: id_bytes(&self.me.id),
             current_epoch: self.current_epoch,
-            config_epoch: self.me.config_epoch,
+            config_epoch: self.advertised_epoch(),
             repl_offset: 0,
             flags: to_wire_flags(&self.me.flags),
             msg_flags: 0,
@@ -282,6 +449,8 @@ impl Bus {
     /// Housekeeping, about ten times a second.
     pub fn tick(&mut self, now: u64) {
         let timeout = self.cfg.node_timeout;
+        // CLUSTER NODES shows "now" (to the second) as myself's pong time.
+        self.me.pong_received = now / 1000 * 1000;
         // Handshakes that never completed are dropped.
         let expired: Vec<NodeId> = self
             .peers

@@ -2,6 +2,7 @@
 //! the periodic housekeeping (expiry, LRU clock).
 
 pub mod client;
+pub mod cluster;
 pub mod cmd;
 pub mod connection;
 pub mod pubsub;

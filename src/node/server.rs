@@ -30,6 +30,8 @@ pub enum NodeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::node::cluster::ClusterError),
     #[error("cannot use dir {path}: {source}")]
     Dir {
         path: String,
@@ -139,7 +141,57 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
     let port = cfg.port;
     let hz = cfg.hz;
     let policy = cfg.maxmemory_policy;
-    let shared = Arc::new(Shared::new(table, cfg));
+    let cluster = if cfg.cluster_enabled {
+        // The address peers and clients are told: the first concrete bind
+        // address, loopback when bound to everything.
+        let ip = cfg
+            .bind
+            .iter()
+            .map(|b| b.trim_start_matches('-'))
+            .find(|b| {
+                *b != "*"
+                    && *b != "::*"
+                    && b.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| !ip.is_unspecified())
+            })
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        let cport = if cfg.cluster_port != 0 {
+            cfg.cluster_port
+        } else {
+            port.saturating_add(10000)
+        };
+        // start() already changed into `dir`, as redis-server does.
+        let path = std::path::PathBuf::from(&cfg.cluster_config_file);
+        let handle = Arc::new(crate::node::cluster::ClusterHandle::open(
+            path,
+            &ip,
+            port,
+            cport,
+            cfg.cluster_node_timeout,
+        )?);
+        let bind_ip = if ip == "127.0.0.1" && cfg.bind.iter().any(|b| b == "*") {
+            "0.0.0.0".to_string()
+        } else {
+            ip.clone()
+        };
+        let listener = crate::node::cluster::bind(&bind_ip, cport).await?;
+        Some((handle, listener))
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared::new(
+        table,
+        cfg,
+        cluster.as_ref().map(|(h, _)| h.clone()),
+    ));
+    if let Some((h, listener)) = cluster {
+        tokio::spawn(crate::node::cluster::run(
+            h,
+            listener,
+            shared.shutdown.subscribe(),
+        ));
+    }
     shared.lock().db.set_policy(policy);
     tracing::info!(
         port,

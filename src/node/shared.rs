@@ -53,10 +53,16 @@ pub struct Shared {
     /// Highest `used_memory` seen (INFO used_memory_peak).
     pub peak_memory: AtomicU64,
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Cluster mode state; None when `cluster-enabled no`.
+    pub cluster: Option<Arc<crate::node::cluster::ClusterHandle>>,
 }
 
 impl Shared {
-    pub fn new(table: ConfigTable, config: NodeConfig) -> Self {
+    pub fn new(
+        table: ConfigTable,
+        config: NodeConfig,
+        cluster: Option<Arc<crate::node::cluster::ClusterHandle>>,
+    ) -> Self {
         let port = config.port;
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let run_id: String = (0..40)
@@ -79,6 +85,7 @@ impl Shared {
             lastsave: AtomicU64::new(crate::node::client::unix_ms() / 1000),
             peak_memory: AtomicU64::new(0),
             shutdown,
+            cluster,
         }
     }
 

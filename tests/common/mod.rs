@@ -46,7 +46,19 @@ impl Node {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
-        let port = free_port();
+        Self::start_in_port(dir, free_port(), extra)
+    }
+
+    /// Stops the process and hands its directory back (to restart in it).
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    pub fn start_in_port(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Node {
         let mut args: Vec<String> = vec![
             "node".into(),
             "--port".into(),

@@ -7,6 +7,7 @@
 //! Redis ones (`COMMAND INFO`); cluster routing and the proxy use them.
 
 pub mod client_cmd;
+pub mod cluster_cmd;
 pub mod hashes;
 pub mod info;
 pub mod keys;
@@ -371,6 +372,14 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
         return err("NOAUTH Authentication required.");
     }
     ctx.client.last_cmd = spec.name;
+    if let Some(cl) = ctx.shared.cluster.as_ref() {
+        let view = cl.view.load();
+        let full = ctx.shared.config.load().cluster_require_full_coverage;
+        if let Err(r) = crate::node::cluster::check(&view, spec, args, ctx.client.readonly, full) {
+            ctx.client.flag_multi_error();
+            return r.reply();
+        }
+    }
     if ctx.client.in_multi()
         && !matches!(
             spec.name,

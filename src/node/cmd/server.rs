@@ -208,6 +208,15 @@ pub const COMMANDS: &[CommandSpec] = &[
         step: 0,
         handler: debug,
     },
+    CommandSpec {
+        name: "cluster",
+        arity: -2,
+        flags: STALE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: super::cluster_cmd::cluster,
+    },
 ];
 
 fn ping(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {

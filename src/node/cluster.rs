@@ -1,0 +1,438 @@
+//! Cluster mode on a node: the bus driver (TCP on the cluster port around
+//! the sans-IO [`Bus`]), nodes.conf persistence, and the slot checks every
+//! keyed command passes (MOVED, CROSSSLOT, CLUSTERDOWN).
+//!
+//! The request path reads a [`SlotView`] snapshot through `ArcSwap` and
+//! never locks the bus. Lock order: keyspace lock, then bus lock; the driver
+//! only ever takes the bus lock.
+
+use crate::cluster::topology::{random_node_id, ClusterNode, NodesConf};
+use crate::cluster::{key_hash_slot, SLOTS};
+use crate::gossip::state::{Bus, BusConfig, Event, Link};
+use crate::gossip::wire::Message;
+use crate::node::client::unix_ms;
+use crate::node::cmd::{flags, CommandSpec};
+use crate::resp::{parse_i64, Reply};
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const NO_OWNER: u16 = u16::MAX;
+
+/// Who serves which slot, as the request path needs it.
+pub struct SlotView {
+    /// slot → index into `addrs`, or NO_OWNER.
+    owners: Vec<u16>,
+    /// (ip, port) of each owner; `mine[i]` tells if it is this node.
+    addrs: Vec<(String, u16)>,
+    mine: Vec<bool>,
+    /// My master's index when I am a replica (reads after READONLY).
+    my_master: Option<u16>,
+    pub ok: bool,
+}
+
+impl SlotView {
+    fn from_bus(bus: &Bus) -> SlotView {
+        let mut index: HashMap<String, u16> = HashMap::new();
+        let mut addrs = Vec::new();
+        let mut mine = Vec::new();
+        let mut owners = vec![NO_OWNER; SLOTS];
+        let me = bus.myself().id.clone();
+        for (slot, o) in owners.iter_mut().enumerate() {
+            if let Some(n) = bus.slot_owner(slot as u16) {
+                let i = *index.entry(n.id.clone()).or_insert_with(|| {
+                    addrs.push((n.ip.clone(), n.port));
+                    mine.push(n.id == me);
+                    (addrs.len() - 1) as u16
+                });
+                *o = i;
+            }
+        }
+        let my_master = bus
+            .myself()
+            .master_id
+            .as_ref()
+            .and_then(|m| index.get(m).copied());
+        SlotView {
+            owners,
+            addrs,
+            mine,
+            my_master,
+            ok: bus.state_ok(),
+        }
+    }
+}
+
+/// Why a command may not run here.
+pub enum Redirect {
+    Moved(u16, String, u16),
+    CrossSlot,
+    Unbound,
+    Down,
+}
+
+impl Redirect {
+    pub fn reply(&self) -> Reply {
+        match self {
+            Redirect::Moved(slot, ip, port) => Reply::Error(format!("MOVED {slot} {ip}:{port}")),
+            Redirect::CrossSlot => {
+                Reply::error("CROSSSLOT Keys in request don't hash to the same slot")
+            }
+            Redirect::Unbound => Reply::error("CLUSTERDOWN Hash slot not served"),
+            Redirect::Down => Reply::error("CLUSTERDOWN The cluster is down"),
+        }
+    }
+}
+
+/// Keys of a call, including commands whose keys follow a `numkeys`.
+pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Vec<&'a Bytes> {
+    let numkeys_at = |at: usize, first: usize| -> Vec<&'a Bytes> {
+        let n = args.get(at).and_then(|b| parse_i64(b)).unwrap_or(0).max(0) as usize;
+        args.iter().skip(first).take(n).collect()
+    };
+    match spec.name {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => numkeys_at(2, 3),
+        "zunion" | "zinter" | "zdiff" | "sintercard" | "lmpop" | "zmpop" => numkeys_at(1, 2),
+        "blmpop" | "bzmpop" => numkeys_at(2, 3),
+        "zunionstore" | "zinterstore" | "zdiffstore" => {
+            let mut v: Vec<&Bytes> = args.get(1).into_iter().collect();
+            v.extend(numkeys_at(2, 3));
+            v
+        }
+        _ => spec
+            .key_positions(args.len())
+            .into_iter()
+            .filter_map(|i| args.get(i))
+            .collect(),
+    }
+}
+
+/// The slot check Redis makes before running a keyed command.
+pub fn check(
+    view: &SlotView,
+    spec: &CommandSpec,
+    args: &[Bytes],
+    readonly_client: bool,
+    require_full_coverage: bool,
+) -> Result<(), Redirect> {
+    let keys = command_keys(spec, args);
+    let Some(first) = keys.first() else {
+        return Ok(());
+    };
+    let slot = key_hash_slot(first);
+    if keys.iter().skip(1).any(|k| key_hash_slot(k) != slot) {
+        return Err(Redirect::CrossSlot);
+    }
+    if !view.ok && require_full_coverage {
+        return Err(Redirect::Down);
+    }
+    let owner = view
+        .owners
+        .get(usize::from(slot))
+        .copied()
+        .unwrap_or(NO_OWNER);
+    if owner == NO_OWNER {
+        return Err(Redirect::Unbound);
+    }
+    if view.mine.get(usize::from(owner)).copied().unwrap_or(false) {
+        return Ok(());
+    }
+    if readonly_client && spec.has(flags::READONLY) && view.my_master == Some(owner) {
+        return Ok(());
+    }
+    let (ip, port) = view
+        .addrs
+        .get(usize::from(owner))
+        .cloned()
+        .unwrap_or_default();
+    Err(Redirect::Moved(slot, ip, port))
+}
+
+/// Cluster state of a node, shared with its connections.
+pub struct ClusterHandle {
+    bus: Mutex<Bus>,
+    pub view: ArcSwap<SlotView>,
+    conf_path: PathBuf,
+    links: Mutex<HashMap<Link, mpsc::Sender<Bytes>>>,
+    next_conn: AtomicU64,
+    pub stats_sent: AtomicU64,
+    pub stats_received: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("cannot listen on the cluster bus port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+}
+
+/// Writes nodes.conf atomically: temp file, fsync, rename, fsync of the dir.
+pub fn save_nodes_conf(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp-save");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        }) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+impl ClusterHandle {
+    /// Loads nodes.conf if present (rejoining with the same id), else
+    /// starts as a new lone master.
+    pub fn open(
+        conf_path: PathBuf,
+        ip: &str,
+        port: u16,
+        cport: u16,
+        node_timeout: u64,
+    ) -> Result<Self, ClusterError> {
+        let cfg = BusConfig { node_timeout };
+        let bus = if conf_path.exists() {
+            let text =
+                std::fs::read_to_string(&conf_path).map_err(|source| ClusterError::Read {
+                    path: conf_path.display().to_string(),
+                    source,
+                })?;
+            let conf = NodesConf::parse(&text).map_err(|e| ClusterError::Corrupt {
+                path: conf_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mut bus = Bus::restore(conf, cfg).ok_or_else(|| ClusterError::Corrupt {
+                path: conf_path.display().to_string(),
+                reason: "no myself line".into(),
+            })?;
+            bus.set_address(ip, port, cport);
+            tracing::info!(node_id = %bus.myself().id, "Node configuration loaded, I'm {}", bus.myself().id);
+            bus
+        } else {
+            let me = ClusterNode::new(random_node_id(), ip, port, cport);
+            let bus = Bus::new(me, cfg);
+            tracing::info!(node_id = %bus.myself().id, "No cluster configuration found, I'm {}", bus.myself().id);
+            bus
+        };
+        let view = ArcSwap::from_pointee(SlotView::from_bus(&bus));
+        let h = ClusterHandle {
+            bus: Mutex::new(bus),
+            view,
+            conf_path,
+            links: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            stats_sent: AtomicU64::new(0),
+            stats_received: AtomicU64::new(0),
+        };
+        h.save();
+        Ok(h)
+    }
+
+    pub fn bus(&self) -> MutexGuard<'_, Bus> {
+        self.bus.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn save(&self) {
+        let text = self.bus().nodes_conf().render();
+        if let Err(e) = save_nodes_conf(&self.conf_path, &text) {
+            tracing::warn!(path = %self.conf_path.display(), error = %e, "cannot save nodes.conf");
+        }
+    }
+
+    /// Sends what the bus queued and acts on its events. Call after any
+    /// change to the bus.
+    pub fn pump(self: &Arc<Self>) {
+        let (transmits, events, view) = {
+            let mut bus = self.bus();
+            let mut t = Vec::new();
+            while let Some(x) = bus.poll_transmit() {
+                t.push(x);
+            }
+            let mut e = Vec::new();
+            while let Some(x) = bus.poll_event() {
+                e.push(x);
+            }
+            let view = (!e.is_empty()).then(|| SlotView::from_bus(&bus));
+            (t, e, view)
+        };
+        if let Some(v) = view {
+            self.view.store(Arc::new(v));
+        }
+        if events.contains(&Event::ConfigChanged) {
+            self.save();
+        }
+        for t in transmits {
+            let mut buf = BytesMut::new();
+            t.msg.encode(&mut buf);
+            self.send(t.link, buf.freeze());
+        }
+    }
+
+    fn send(self: &Arc<Self>, link: Link, frame: Bytes) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = links.get(&link) {
+            if tx.try_send(frame.clone()).is_ok() {
+                self.stats_sent.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            links.remove(&link);
+        }
+        let Link::To { ip, cport } = &link else {
+            return; // the peer's inbound connection is gone; it will reconnect
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        let _ = tx.try_send(frame);
+        links.insert(link.clone(), tx);
+        tokio::spawn(outbound(self.clone(), link.clone(), ip.clone(), *cport, rx));
+    }
+
+    fn drop_link(&self, link: &Link) {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(link);
+    }
+
+    fn deliver(self: &Arc<Self>, link: Link, msg: Message) {
+        self.stats_received.fetch_add(1, Ordering::Relaxed);
+        self.bus().handle(link, msg, unix_ms());
+        self.pump();
+    }
+}
+
+/// Reads bus frames from a socket and feeds them to the bus.
+async fn read_frames(h: Arc<ClusterHandle>, link: Link, mut rd: tokio::net::tcp::OwnedReadHalf) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        loop {
+            match Message::decode(&mut buf) {
+                Ok(Some(m)) => h.deliver(link.clone(), m),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad bus frame, closing link");
+                    return;
+                }
+            }
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn write_frames(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(f) = rx.recv().await {
+        if wr.write_all(&f).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn outbound(
+    h: Arc<ClusterHandle>,
+    link: Link,
+    ip: String,
+    cport: u16,
+    rx: mpsc::Receiver<Bytes>,
+) {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect((ip.as_str(), cport)),
+    )
+    .await;
+    let Ok(Ok(stream)) = conn else {
+        h.drop_link(&link);
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let writer = tokio::spawn(write_frames(wr, rx));
+    read_frames(h.clone(), link.clone(), rd).await;
+    writer.abort();
+    h.drop_link(&link);
+}
+
+/// Runs the bus: accepts peers on the cluster port and ticks the state
+/// machine ten times a second until shutdown.
+pub async fn run(
+    h: Arc<ClusterHandle>,
+    listener: TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let id = h.next_conn.fetch_add(1, Ordering::Relaxed);
+                let link = Link::From(id);
+                let (rd, wr) = stream.into_split();
+                let (tx, rx) = mpsc::channel(1024);
+                h.links
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(link.clone(), tx);
+                let h2 = h.clone();
+                tokio::spawn(async move {
+                    let writer = tokio::spawn(write_frames(wr, rx));
+                    read_frames(h2.clone(), link.clone(), rd).await;
+                    writer.abort();
+                    h2.drop_link(&link);
+                });
+            }
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                h.bus().tick(unix_ms());
+                h.pump();
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    acceptor.abort();
+    h.save();
+}
+
+/// Binds the cluster port (port + 10000 unless `cluster-port` is set).
+pub async fn bind(addr_ip: &str, cport: u16) -> Result<TcpListener, ClusterError> {
+    let ip = if addr_ip.is_empty() {
+        "0.0.0.0"
+    } else {
+        addr_ip
+    };
+    TcpListener::bind((ip, cport))
+        .await
+        .map_err(|source| ClusterError::Bind {
+            port: cport,
+            source,
+        })
+}

@@ -1,0 +1,335 @@
+//! CLUSTER subcommands (the ones cluster creation, checking and clients
+//! need) plus the CLUSTER KEYSLOT family that works on any node.
+
+use super::{err, int_arg, is, syntax_error, CmdResult, Ctx};
+use crate::cluster::topology::{render_node_line, ClusterNode};
+use crate::cluster::{key_hash_slot, SLOTS};
+use crate::node::cluster::ClusterHandle;
+use crate::resp::Reply;
+use bytes::Bytes;
+use std::sync::Arc;
+
+fn handle<'c>(ctx: &'c Ctx) -> Result<&'c Arc<ClusterHandle>, Reply> {
+    ctx.shared
+        .cluster
+        .as_ref()
+        .ok_or_else(|| err("ERR This instance has cluster support disabled"))
+}
+
+fn slot_arg(b: &[u8]) -> Result<u16, Reply> {
+    let n = int_arg(b).map_err(|_| err("ERR Invalid or out of range slot"))?;
+    u16::try_from(n)
+        .ok()
+        .filter(|s| usize::from(*s) < SLOTS)
+        .ok_or_else(|| err("ERR Invalid or out of range slot"))
+}
+
+fn node_entry(n: &ClusterNode) -> Reply {
+    Reply::Array(vec![
+        Reply::bulk(&n.ip),
+        Reply::Int(i64::from(n.port)),
+        Reply::bulk(&n.id),
+        Reply::Array(vec![]),
+    ])
+}
+
+pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let sub = &a[1];
+    let now = ctx.now;
+    if is(sub, "keyslot") && a.len() == 3 {
+        return Ok(Reply::Int(i64::from(key_hash_slot(&a[2]))));
+    }
+    if is(sub, "countkeysinslot") && a.len() == 3 {
+        let slot = slot_arg(&a[2])?;
+        return Ok(Reply::Int(ctx.db.count_keys_in_slot(slot) as i64));
+    }
+    if is(sub, "getkeysinslot") && a.len() == 4 {
+        let slot = slot_arg(&a[2])?;
+        let n = int_arg(&a[3])?;
+        if n < 0 {
+            return Err(err("ERR Invalid number of keys"));
+        }
+        return Ok(Reply::Array(
+            ctx.db
+                .keys_in_slot(slot)
+                .take(n as usize)
+                .map(Reply::bulk)
+                .collect(),
+        ));
+    }
+    let h = handle(ctx)?.clone();
+    let reply = if is(sub, "myid") {
+        Reply::bulk(&h.bus().myself().id)
+    } else if is(sub, "nodes") {
+        let bus = h.bus();
+        let mut text = String::new();
+        for n in bus.nodes() {
+            text.push_str(&render_node_line(n, None));
+            text.push('\n');
+        }
+        Reply::Verbatim(Bytes::from(text))
+    } else if is(sub, "info") {
+        let bus = h.bus();
+        let view = h.view.load();
+        let nodes = bus.nodes();
+        let assigned = (0..SLOTS as u16)
+            .filter(|s| bus.slot_owner(*s).is_some())
+            .count();
+        let failing = |pfail: bool| {
+            (0..SLOTS as u16)
+                .filter(|s| {
+                    bus.slot_owner(*s)
+                        .is_some_and(|n| if pfail { n.flags.pfail } else { n.flags.fail })
+                })
+                .count()
+        };
+        let (pf, f) = (failing(true), failing(false));
+        let size = nodes
+            .iter()
+            .filter(|n| n.flags.master && !n.slots.is_empty())
+            .count();
+        let text = format!(
+            "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{}\r\ncluster_slots_pfail:{pf}\r\ncluster_slots_fail:{f}\r\ncluster_known_nodes:{}\r\ncluster_size:{size}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{}\r\ncluster_stats_messages_sent:{}\r\ncluster_stats_messages_received:{}\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
+            if view.ok { "ok" } else { "fail" },
+            assigned - pf - f,
+            nodes.len(),
+            bus.current_epoch,
+            bus.myself().master_id.as_deref().and_then(|m| bus.node(m)).map_or(bus.myself().config_epoch, |m| m.config_epoch),
+            h.stats_sent.load(std::sync::atomic::Ordering::Relaxed),
+            h.stats_received.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        Reply::Verbatim(Bytes::from(text))
+    } else if is(sub, "meet") && (a.len() == 4 || a.len() == 5) {
+        let ip = String::from_utf8_lossy(&a[2]).into_owned();
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Reply::Error(format!(
+                "ERR Invalid node address specified: {ip}:{}",
+                String::from_utf8_lossy(&a[3])
+            )));
+        }
+        let port =
+            u16::try_from(int_arg(&a[3])?).map_err(|_| err("ERR Invalid base port specified"))?;
+        let cport = match a.get(4) {
+            Some(c) => {
+                u16::try_from(int_arg(c)?).map_err(|_| err("ERR Invalid bus port specified"))?
+            }
+            None => port
+                .checked_add(10000)
+                .ok_or_else(|| err("ERR Invalid base port specified"))?,
+        };
+        h.bus().meet(&ip, port, cport, now);
+        Reply::Ok
+    } else if (is(sub, "addslots") || is(sub, "delslots")) && a.len() >= 3 {
+        let slots = a[2..]
+            .iter()
+            .map(|s| slot_arg(s))
+            .collect::<Result<Vec<u16>, Reply>>()?;
+        slot_change(&h, sub, &slots)?
+    } else if (is(sub, "addslotsrange") || is(sub, "delslotsrange"))
+        && a.len() >= 4
+        && a.len() % 2 == 0
+    {
+        let mut slots = Vec::new();
+        for pair in a[2..].chunks_exact(2) {
+            let (lo, hi) = (slot_arg(&pair[0])?, slot_arg(&pair[1])?);
+            if lo > hi {
+                return Err(Reply::Error(format!(
+                    "ERR start slot number {lo} is greater than end slot number {hi}"
+                )));
+            }
+            slots.extend(lo..=hi);
+        }
+        let base = if is(sub, "addslotsrange") {
+            "addslots"
+        } else {
+            "delslots"
+        };
+        slot_change(&h, base.as_bytes(), &slots)?
+    } else if is(sub, "set-config-epoch") && a.len() == 3 {
+        let e = int_arg(&a[2])?;
+        if e < 0 {
+            return Err(Reply::Error(format!(
+                "ERR Invalid config epoch specified: {e}"
+            )));
+        }
+        let mut bus = h.bus();
+        if bus.nodes().len() > 1 {
+            return Err(err("ERR The user can assign a config epoch only when the node does not know any other node."));
+        }
+        if bus.myself().config_epoch != 0 {
+            return Err(err("ERR Node config epoch is already non-zero"));
+        }
+        bus.set_config_epoch(e as u64);
+        Reply::Ok
+    } else if is(sub, "replicate") && a.len() == 3 {
+        if !ctx.db.is_empty() {
+            return Err(err(
+                "ERR To set a master the node must be empty and without assigned slots.",
+            ));
+        }
+        let id = String::from_utf8_lossy(&a[2]).into_owned();
+        h.bus().replicate(&id).map_err(err)?;
+        Reply::Ok
+    } else if is(sub, "forget") && a.len() == 3 {
+        h.bus()
+            .forget(&String::from_utf8_lossy(&a[2]))
+            .map_err(err)?;
+        Reply::Ok
+    } else if is(sub, "bumpepoch") && a.len() == 2 {
+        let (bumped, e) = h.bus().bump_epoch();
+        Reply::Simple(format!("{} {e}", if bumped { "BUMPED" } else { "STILL" }))
+    } else if is(sub, "saveconfig") && a.len() == 2 {
+        h.save();
+        Reply::Ok
+    } else if is(sub, "count-failure-reports") && a.len() == 3 {
+        let n = h
+            .bus()
+            .failure_reports(&String::from_utf8_lossy(&a[2]))
+            .ok_or_else(|| {
+                Reply::Error(format!(
+                    "ERR Unknown node {}",
+                    String::from_utf8_lossy(&a[2])
+                ))
+            })?;
+        Reply::Int(n as i64)
+    } else if (is(sub, "replicas") || is(sub, "slaves")) && a.len() == 3 {
+        let bus = h.bus();
+        let id = String::from_utf8_lossy(&a[2]).into_owned();
+        if bus.node(&id).is_none() {
+            return Err(Reply::Error(format!("ERR Unknown node {id}")));
+        }
+        Reply::Array(
+            bus.replicas_of(&id)
+                .into_iter()
+                .map(|n| Reply::bulk(render_node_line(n, None)))
+                .collect(),
+        )
+    } else if is(sub, "slots") && a.len() == 2 {
+        let bus = h.bus();
+        let mut out = Vec::new();
+        let mut slot = 0usize;
+        while slot < SLOTS {
+            let Some(owner) = bus.slot_owner(slot as u16) else {
+                slot += 1;
+                continue;
+            };
+            let start = slot;
+            while slot + 1 < SLOTS
+                && bus
+                    .slot_owner(slot as u16 + 1)
+                    .is_some_and(|o| o.id == owner.id)
+            {
+                slot += 1;
+            }
+            let mut entry = vec![
+                Reply::Int(start as i64),
+                Reply::Int(slot as i64),
+                node_entry(owner),
+            ];
+            for r in bus.replicas_of(&owner.id) {
+                if !r.flags.fail {
+                    entry.push(node_entry(r));
+                }
+            }
+            out.push(Reply::Array(entry));
+            slot += 1;
+        }
+        Reply::Array(out)
+    } else if is(sub, "shards") && a.len() == 2 {
+        let bus = h.bus();
+        let mut out = Vec::new();
+        for m in bus.nodes().into_iter().filter(|n| n.flags.master) {
+            let mut ranges = Vec::new();
+            for (lo, hi) in m.slots.ranges() {
+                ranges.push(Reply::Int(i64::from(lo)));
+                ranges.push(Reply::Int(i64::from(hi)));
+            }
+            let describe = |n: &ClusterNode, role: &str| {
+                Reply::Map(vec![
+                    (Reply::bulk("id"), Reply::bulk(&n.id)),
+                    (Reply::bulk("port"), Reply::Int(i64::from(n.port))),
+                    (Reply::bulk("ip"), Reply::bulk(&n.ip)),
+                    (Reply::bulk("endpoint"), Reply::bulk(&n.ip)),
+                    (Reply::bulk("role"), Reply::bulk(role)),
+                    (Reply::bulk("replication-offset"), Reply::Int(0)),
+                    (
+                        Reply::bulk("health"),
+                        Reply::bulk(if n.flags.fail { "fail" } else { "online" }),
+                    ),
+                ])
+            };
+            let mut nodes = vec![describe(m, "master")];
+            nodes.extend(
+                bus.replicas_of(&m.id)
+                    .into_iter()
+                    .map(|r| describe(r, "replica")),
+            );
+            out.push(Reply::Map(vec![
+                (Reply::bulk("slots"), Reply::Array(ranges)),
+                (Reply::bulk("nodes"), Reply::Array(nodes)),
+            ]));
+        }
+        Reply::Array(out)
+    } else if is(sub, "reset") && a.len() <= 3 {
+        return Err(err("ERR CLUSTER RESET is not supported yet"));
+    } else if is(sub, "help") {
+        Reply::array_of_bulks([
+            "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ADDSLOTS <slot> [<slot> ...]",
+            "ADDSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
+            "BUMPEPOCH",
+            "COUNT-FAILURE-REPORTS <node-id>",
+            "COUNTKEYSINSLOT <slot>",
+            "DELSLOTS <slot> [<slot> ...]",
+            "DELSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
+            "FORGET <node-id>",
+            "GETKEYSINSLOT <slot> <count>",
+            "INFO",
+            "KEYSLOT <key>",
+            "MEET <ip> <port> [<bus-port>]",
+            "MYID",
+            "NODES",
+            "REPLICATE <node-id>",
+            "REPLICAS <node-id>",
+            "SAVECONFIG",
+            "SET-CONFIG-EPOCH <epoch>",
+            "SHARDS",
+            "SLOTS",
+            "HELP",
+        ])
+    } else {
+        return Err(Reply::Error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
+            String::from_utf8_lossy(sub)
+        )));
+    };
+    h.pump();
+    Ok(reply)
+}
+
+fn slot_change(h: &Arc<ClusterHandle>, sub: &[u8], slots: &[u16]) -> Result<Reply, Reply> {
+    let mut bus = h.bus();
+    let adding = is(sub, "addslots");
+    let mut seen = std::collections::HashSet::new();
+    for &s in slots {
+        if !seen.insert(s) {
+            return Err(Reply::Error(format!(
+                "ERR Slot {s} specified multiple times"
+            )));
+        }
+        let owned = bus.slot_owner(s).is_some();
+        if adding && owned {
+            return Err(Reply::Error(format!("ERR Slot {s} is already busy")));
+        }
+        if !adding && !owned {
+            return Err(Reply::Error(format!("ERR Slot {s} is already unassigned")));
+        }
+    }
+    if adding {
+        bus.add_slots(slots);
+    } else {
+        bus.del_slots(slots);
+    }
+    let _ = syntax_error;
+    Ok(Reply::Ok)
+}

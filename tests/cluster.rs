@@ -1,0 +1,178 @@
+//! Cluster mode on real node processes: building a 3+3 cluster with CLUSTER
+//! commands (as redis-cli does), redirects, a cluster-aware client that no
+//! one here wrote (redis-rs `cluster`), and rejoining from nodes.conf.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::{wait_until, Node};
+use std::time::Duration;
+
+fn cmd(node: &Node, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut c = node.client();
+    let mut q = redis::cmd(args[0]);
+    for a in &args[1..] {
+        q.arg(*a);
+    }
+    q.query(&mut c)
+}
+
+fn text(node: &Node, args: &[&str]) -> String {
+    let mut c = node.client();
+    let mut q = redis::cmd(args[0]);
+    for a in &args[1..] {
+        q.arg(*a);
+    }
+    q.query::<String>(&mut c).unwrap()
+}
+
+/// Six nodes, three masters with the redis-cli slot split, three replicas.
+fn build_cluster() -> Vec<Node> {
+    let nodes: Vec<Node> = (0..6)
+        .map(|_| Node::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
+        .collect();
+    let ranges = [("0", "5460"), ("5461", "10922"), ("10923", "16383")];
+    for (i, (lo, hi)) in ranges.iter().enumerate() {
+        cmd(&nodes[i], &["CLUSTER", "ADDSLOTSRANGE", lo, hi]).unwrap();
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        cmd(n, &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]).unwrap();
+    }
+    for n in &nodes[1..] {
+        cmd(
+            &nodes[0],
+            &["CLUSTER", "MEET", "127.0.0.1", &n.port.to_string()],
+        )
+        .unwrap();
+    }
+    wait_until("all nodes know each other", Duration::from_secs(30), || {
+        nodes
+            .iter()
+            .all(|n| text(n, &["CLUSTER", "INFO"]).contains("cluster_known_nodes:6"))
+    });
+    for i in 0..3 {
+        let master_id = text(&nodes[i], &["CLUSTER", "MYID"]);
+        cmd(&nodes[i + 3], &["CLUSTER", "REPLICATE", &master_id]).unwrap();
+    }
+    wait_until(
+        "every node sees 3 masters and 3 slaves",
+        Duration::from_secs(30),
+        || {
+            nodes.iter().all(|n| {
+                let t = text(n, &["CLUSTER", "NODES"]);
+                t.lines()
+                    .filter(|l| l.contains(" slave ") || l.contains(",slave "))
+                    .count()
+                    == 3
+            }) && nodes
+                .iter()
+                .all(|n| text(n, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        },
+    );
+    nodes
+}
+
+#[test]
+fn a_three_plus_three_cluster_serves_every_slot_with_redirects() {
+    let nodes = build_cluster();
+    // CLUSTER NODES in Redis's exact line format.
+    let listing = text(&nodes[0], &["CLUSTER", "NODES"]);
+    let mine = listing.lines().find(|l| l.contains("myself")).unwrap();
+    let f: Vec<&str> = mine.split(' ').collect();
+    assert_eq!(f.len(), 9, "{mine}");
+    assert_eq!(f[0].len(), 40);
+    assert_eq!(
+        f[1],
+        format!("127.0.0.1:{}@{}", nodes[0].port, nodes[0].port + 10000)
+    );
+    assert_eq!(f[2], "myself,master");
+    assert_eq!(f[3], "-");
+    assert_eq!(f[7], "connected");
+    assert_eq!(f[8], "0-5460");
+    // A key of another master's slot is redirected.
+    let e = cmd(&nodes[0], &["GET", "foo"]).unwrap_err();
+    assert_eq!(e.code(), Some("MOVED"), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("12182 127.0.0.1:{}", nodes[2].port)),
+        "{e}"
+    );
+    let e = cmd(&nodes[2], &["MSET", "foo", "1", "bar", "2"]).unwrap_err();
+    assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
+    let mut c = nodes[0].client();
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("{user1000}.following")
+        .query(&mut c)
+        .unwrap();
+    let tag: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("user1000")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(slot, tag, "hash tags pick the slot");
+
+    // A cluster-aware client no one here wrote follows the redirects.
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let client = redis::cluster::ClusterClient::new(urls).unwrap();
+    let mut cc = client.get_connection().unwrap();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .query(&mut cc)
+            .unwrap();
+    }
+    for i in 0..200 {
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(&mut cc)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    // Keys really are spread over the three masters.
+    for m in &nodes[..3] {
+        let mut c = m.client();
+        let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+        assert!(n > 30, "master {} holds {n} keys", m.port);
+    }
+}
+
+#[test]
+fn a_restarted_node_rejoins_from_nodes_conf() {
+    let mut nodes = build_cluster();
+    let id = text(&nodes[1], &["CLUSTER", "MYID"]);
+    let conf = std::fs::read_to_string(nodes[1].dir_path().join("nodes.conf")).unwrap();
+    assert!(
+        conf.lines().any(|l| l.starts_with(&id)
+            && l.contains("myself,master")
+            && l.ends_with("5461-10922")),
+        "{conf}"
+    );
+    assert!(
+        conf.ends_with("\n")
+            && conf
+                .lines()
+                .last()
+                .unwrap()
+                .starts_with("vars currentEpoch "),
+        "{conf}"
+    );
+    // Stop node 1 and start a new process in the same dir on the same port.
+    let port = nodes[1].port;
+    let old = nodes.remove(1);
+    let dir = old.into_dir();
+    let back = Node::start_in_port(
+        dir,
+        port,
+        &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+    );
+    assert_eq!(
+        text(&back, &["CLUSTER", "MYID"]),
+        id,
+        "same identity after restart"
+    );
+    wait_until("rejoined cluster", Duration::from_secs(30), || {
+        let info = text(&back, &["CLUSTER", "INFO"]);
+        info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
+    });
+}
