@@ -36,15 +36,36 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Cluster administration (create, check, reshard).
+    /// Cluster administration, same semantics as `redis-cli --cluster`.
     Cluster {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        cmd: ClusterCmd,
     },
     /// Start a local 3-master/3-replica cluster and the proxy.
     Up {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Create a cluster: `slotway cluster create H:P... --replicas 1 --yes`.
+    Create {
+        /// Node addresses (ip:port), at least 3 masters' worth.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Replicas per master.
+        #[arg(long, alias = "cluster-replicas", default_value_t = 0)]
+        replicas: usize,
+        /// Accept the proposed layout without asking.
+        #[arg(long, alias = "cluster-yes")]
+        yes: bool,
+    },
+    /// Check that every node agrees and every slot is covered.
+    Check {
+        /// Any node of the cluster (ip:port).
+        node: String,
     },
 }
 
@@ -65,7 +86,22 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Proxy { .. } => slotway::cli::not_yet("proxy"),
-        Cmd::Cluster { .. } => slotway::cli::not_yet("cluster"),
+        Cmd::Cluster { cmd } => {
+            let mut out = std::io::stdout();
+            let res = match cmd {
+                ClusterCmd::Create {
+                    nodes,
+                    replicas,
+                    yes,
+                } => slotway::cli::cluster::create(&nodes, replicas, yes, &mut out),
+                ClusterCmd::Check { node } => slotway::cli::cluster::check(&node, &mut out),
+            };
+            if let Err(e) = res {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Up { .. } => slotway::cli::not_yet("up"),
     }
 }

@@ -176,3 +176,43 @@ fn a_restarted_node_rejoins_from_nodes_conf() {
         info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
     });
 }
+
+#[test]
+fn slotway_cluster_create_and_check_build_the_same_cluster() {
+    let nodes: Vec<Node> = (0..6)
+        .map(|_| Node::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
+        .collect();
+    let mut args: Vec<String> = vec!["cluster".into(), "create".into()];
+    args.extend(nodes.iter().map(Node::addr));
+    args.extend(["--replicas".into(), "1".into(), "--yes".into()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = common::run_bin(&argv, &nodes[0].dir_path());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Master[0] -> Slots 0 - 5460")
+            && out.contains("Master[1] -> Slots 5461 - 10922")
+            && out.contains("Master[2] -> Slots 10923 - 16383"),
+        "{out}"
+    );
+    assert!(out.contains("[OK] All 16384 slots covered."), "{out}");
+    let (ok, out) = common::run_bin(
+        &["cluster", "check", &nodes[3].addr()],
+        &nodes[0].dir_path(),
+    );
+    assert!(
+        ok && out.contains("[OK] All nodes agree about slots configuration."),
+        "{out}"
+    );
+    wait_until("roles everywhere", Duration::from_secs(30), || {
+        nodes.iter().all(|n| {
+            text(n, &["CLUSTER", "NODES"])
+                .lines()
+                .filter(|l| l.contains("slave"))
+                .count()
+                == 3
+        })
+    });
+    // Creating again is refused: the nodes are no longer empty.
+    let (ok, out) = common::run_bin(&argv, &nodes[0].dir_path());
+    assert!(!ok && out.contains("is not empty"), "{out}");
+}
