@@ -28,6 +28,15 @@ pub struct Transmit {
     pub msg: Message,
 }
 
+/// CLUSTER SETSLOT actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetSlot {
+    Migrating(NodeId),
+    Importing(NodeId),
+    Stable,
+    Node(NodeId),
+}
+
 /// Things the node around the bus must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -59,10 +68,16 @@ pub struct Bus {
     cfg: BusConfig,
     me: ClusterNode,
     peers: BTreeMap<NodeId, Peer>,
+    /// Slots this node is migrating away / importing (CLUSTER SETSLOT).
+    pub migrations: crate::cluster::topology::Migrations,
+    /// Forgotten node ids → until when gossip about them is ignored.
+    banned: BTreeMap<NodeId, u64>,
     /// Slot → owning node id.
     owners: Vec<Option<NodeId>>,
     pub current_epoch: u64,
     pub last_vote_epoch: u64,
+    /// The last time seen by tick/handle, for commands that take no clock.
+    now_hint: u64,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -114,9 +129,12 @@ impl Bus {
             cfg,
             me,
             peers: BTreeMap::new(),
+            migrations: Default::default(),
+            banned: BTreeMap::new(),
             owners,
             current_epoch: 0,
             last_vote_epoch: 0,
+            now_hint: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -216,6 +234,7 @@ impl Bus {
             }
         }
         bus.peers = peers;
+        bus.migrations = conf.migrations;
         bus.current_epoch = conf.current_epoch;
         bus.last_vote_epoch = conf.last_vote_epoch;
         Some(bus)
@@ -241,7 +260,7 @@ impl Bus {
     pub fn nodes_conf(&self) -> crate::cluster::topology::NodesConf {
         crate::cluster::topology::NodesConf {
             nodes: self.nodes().into_iter().cloned().collect(),
-            migrations: Default::default(),
+            migrations: self.migrations.clone(),
             current_epoch: self.current_epoch,
             last_vote_epoch: self.last_vote_epoch,
         }
@@ -311,6 +330,8 @@ impl Bus {
         if self.peers.remove(id).is_none() {
             return Err("ERR Unknown node");
         }
+        // Other nodes still gossip about it for a while; do not re-add it.
+        self.banned.insert(id.to_string(), self.now_hint + 60_000);
         for o in self.owners.iter_mut() {
             if o.as_deref() == Some(id) {
                 *o = None;
@@ -335,6 +356,99 @@ impl Bus {
             return (true, self.me.config_epoch);
         }
         (false, self.me.config_epoch)
+    }
+
+    /// CLUSTER SETSLOT slot IMPORTING|MIGRATING|STABLE|NODE.
+    pub fn set_slot(
+        &mut self,
+        slot: u16,
+        action: SetSlot,
+        keys_in_slot: usize,
+    ) -> Result<(), String> {
+        let owner = self.owners.get(usize::from(slot)).cloned().flatten();
+        let mine = owner.as_deref() == Some(self.me.id.as_str());
+        match action {
+            SetSlot::Migrating(to) => {
+                if !mine {
+                    return Err(format!("ERR I'm not the owner of hash slot {slot}"));
+                }
+                if !self.peers.contains_key(&to) {
+                    return Err(format!("ERR I don't know about node {to}"));
+                }
+                self.migrations.migrating.insert(slot, to);
+            }
+            SetSlot::Importing(from) => {
+                if mine {
+                    return Err(format!("ERR I'm already the owner of hash slot {slot}"));
+                }
+                if !self.peers.contains_key(&from) {
+                    return Err(format!("ERR I don't know about node {from}"));
+                }
+                self.migrations.importing.insert(slot, from);
+            }
+            SetSlot::Stable => {
+                self.migrations.migrating.remove(&slot);
+                self.migrations.importing.remove(&slot);
+            }
+            SetSlot::Node(id) => {
+                if id != self.me.id && !self.peers.contains_key(&id) {
+                    return Err(format!("ERR Unknown node {id}"));
+                }
+                if mine && id != self.me.id && keys_in_slot > 0 {
+                    return Err(format!("ERR Can't assign hashslot {slot} to a different node while I still hold keys for this hash slot."));
+                }
+                // Handing the slot on: the migration is over once no key of
+                // it is left here (the owner table may already show the new
+                // owner, learned from its broadcast).
+                if id != self.me.id && keys_in_slot == 0 {
+                    self.migrations.migrating.remove(&slot);
+                }
+                let imported =
+                    id == self.me.id && self.migrations.importing.remove(&slot).is_some();
+                if let Some(old) = owner {
+                    if old == self.me.id {
+                        self.me.slots.remove(slot);
+                    } else if let Some(p) = self.peers.get_mut(&old) {
+                        p.node.slots.remove(slot);
+                    }
+                }
+                if id == self.me.id {
+                    self.me.slots.insert(slot);
+                } else if let Some(p) = self.peers.get_mut(&id) {
+                    p.node.slots.insert(slot);
+                }
+                if let Some(o) = self.owners.get_mut(usize::from(slot)) {
+                    *o = Some(id);
+                }
+                if imported {
+                    // The slot's new home must win against the old owner's
+                    // claim: take a config epoch nobody else has.
+                    self.bump_epoch();
+                    self.broadcast_pong();
+                }
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// CLUSTER RESET SOFT|HARD: forget every node, drop slots, become an
+    /// empty master (HARD also takes a new id and zeroes the epochs).
+    pub fn reset(&mut self, hard: bool) {
+        self.peers.clear();
+        self.owners.iter_mut().for_each(|o| *o = None);
+        self.me.slots = SlotSet::default();
+        self.me.flags.master = true;
+        self.me.flags.slave = false;
+        self.me.master_id = None;
+        self.migrations = Default::default();
+        if hard {
+            self.me.id = random_node_id();
+            self.current_epoch = 0;
+            self.last_vote_epoch = 0;
+            self.me.config_epoch = 0;
+        }
+        self.changed();
     }
 
     /// Failure reports held about `id`.
@@ -451,6 +565,8 @@ impl Bus {
         let timeout = self.cfg.node_timeout;
         // CLUSTER NODES shows "now" (to the second) as myself's pong time.
         self.me.pong_received = now / 1000 * 1000;
+        self.now_hint = now;
+        self.banned.retain(|_, until| *until > now);
         // Handshakes that never completed are dropped.
         let expired: Vec<NodeId> = self
             .peers
@@ -622,6 +738,9 @@ impl Bus {
             if gid == self.me.id {
                 continue;
             }
+            if self.banned.contains_key(&gid) {
+                continue;
+            }
             if self.peers.contains_key(&gid) {
                 if sender_is_master {
                     let suspect = g.flags & (node_flags::PFAIL | node_flags::FAIL) != 0;
@@ -646,7 +765,8 @@ impl Bus {
     /// A message arrived on `link`.
     pub fn handle(&mut self, link: Link, msg: Message, now: u64) {
         let sender = id_string(&msg.header.sender);
-        if sender == self.me.id {
+        self.now_hint = now;
+        if sender == self.me.id || self.banned.contains_key(&sender) {
             return;
         }
         let known = self.peers.contains_key(&sender);

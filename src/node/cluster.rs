@@ -36,6 +36,10 @@ pub struct SlotView {
     mine: Vec<bool>,
     /// My master's index when I am a replica (reads after READONLY).
     my_master: Option<u16>,
+    /// Slots I am migrating away → where their keys go.
+    migrating: HashMap<u16, (String, u16)>,
+    /// Slots I am importing (served to clients that sent ASKING).
+    importing: std::collections::HashSet<u16>,
     pub ok: bool,
 }
 
@@ -61,11 +65,20 @@ impl SlotView {
             .master_id
             .as_ref()
             .and_then(|m| index.get(m).copied());
+        let migrating = bus
+            .migrations
+            .migrating
+            .iter()
+            .filter_map(|(slot, to)| bus.node(to).map(|n| (*slot, (n.ip.clone(), n.port))))
+            .collect();
+        let importing = bus.migrations.importing.keys().copied().collect();
         SlotView {
             owners,
             addrs,
             mine,
             my_master,
+            migrating,
+            importing,
             ok: bus.state_ok(),
         }
     }
@@ -74,6 +87,8 @@ impl SlotView {
 /// Why a command may not run here.
 pub enum Redirect {
     Moved(u16, String, u16),
+    Ask(u16, String, u16),
+    TryAgain,
     CrossSlot,
     Unbound,
     Down,
@@ -83,6 +98,10 @@ impl Redirect {
     pub fn reply(&self) -> Reply {
         match self {
             Redirect::Moved(slot, ip, port) => Reply::Error(format!("MOVED {slot} {ip}:{port}")),
+            Redirect::Ask(slot, ip, port) => Reply::Error(format!("ASK {slot} {ip}:{port}")),
+            Redirect::TryAgain => {
+                Reply::error("TRYAGAIN Multiple keys request during rehashing of slot")
+            }
             Redirect::CrossSlot => {
                 Reply::error("CROSSSLOT Keys in request don't hash to the same slot")
             }
@@ -102,6 +121,16 @@ pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Vec<&'a Bytes>
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => numkeys_at(2, 3),
         "zunion" | "zinter" | "zdiff" | "sintercard" | "lmpop" | "zmpop" => numkeys_at(1, 2),
         "blmpop" | "bzmpop" => numkeys_at(2, 3),
+        "migrate" => match args.get(3) {
+            Some(k) if k.is_empty() => {
+                let at = args
+                    .iter()
+                    .position(|a| a.eq_ignore_ascii_case(b"keys"))
+                    .map_or(args.len(), |i| i + 1);
+                args.iter().skip(at).collect()
+            }
+            other => other.into_iter().collect(),
+        },
         "zunionstore" | "zinterstore" | "zdiffstore" => {
             let mut v: Vec<&Bytes> = args.get(1).into_iter().collect();
             v.extend(numkeys_at(2, 3));
@@ -115,14 +144,17 @@ pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Vec<&'a Bytes>
     }
 }
 
-/// The slot check Redis makes before running a keyed command.
+/// The slot check Redis makes before running a keyed command. `exists`
+/// tells whether a key is here (needed only for slots being migrated).
 pub fn check(
     view: &SlotView,
     spec: &CommandSpec,
     args: &[Bytes],
-    readonly_client: bool,
+    client: (bool, bool),
     require_full_coverage: bool,
+    exists: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<(), Redirect> {
+    let (readonly_client, asking) = client;
     let keys = command_keys(spec, args);
     let Some(first) = keys.first() else {
         return Ok(());
@@ -131,8 +163,35 @@ pub fn check(
     if keys.iter().skip(1).any(|k| key_hash_slot(k) != slot) {
         return Err(Redirect::CrossSlot);
     }
+    let importing = view.importing.contains(&slot);
+    let migrating = view.migrating.get(&slot);
+    // MIGRATE itself must run whatever state its keys are in.
+    if spec.name == "migrate" && (importing || migrating.is_some()) {
+        return Ok(());
+    }
     if !view.ok && require_full_coverage {
         return Err(Redirect::Down);
+    }
+    let asking = asking || spec.name == "restore-asking";
+    let missing = if importing || migrating.is_some() {
+        keys.iter().filter(|k| !exists(k)).count()
+    } else {
+        0
+    };
+    if let Some((ip, port)) = migrating {
+        if missing > 0 {
+            if keys.len() > 1 && missing < keys.len() {
+                return Err(Redirect::TryAgain);
+            }
+            return Err(Redirect::Ask(slot, ip.clone(), *port));
+        }
+        return Ok(());
+    }
+    if importing && asking {
+        if keys.len() > 1 && missing > 0 {
+            return Err(Redirect::TryAgain);
+        }
+        return Ok(());
     }
     let owner = view
         .owners

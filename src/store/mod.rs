@@ -8,6 +8,7 @@
 //! Every change to a key goes through this type, so it is the one place that
 //! tells WATCHers and blocked clients that a key changed.
 
+pub mod dump;
 pub mod value;
 
 use crate::cluster::{key_hash_slot, SLOTS};

@@ -4,6 +4,7 @@
 use super::{err, int_arg, is, syntax_error, CmdResult, Ctx};
 use crate::cluster::topology::{render_node_line, ClusterNode};
 use crate::cluster::{key_hash_slot, SLOTS};
+use crate::gossip::state::SetSlot;
 use crate::node::cluster::ClusterHandle;
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -64,7 +65,10 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let bus = h.bus();
         let mut text = String::new();
         for n in bus.nodes() {
-            text.push_str(&render_node_line(n, None));
+            text.push_str(&render_node_line(
+                n,
+                n.flags.myself.then_some(&bus.migrations),
+            ));
             text.push('\n');
         }
         Reply::Verbatim(Bytes::from(text))
@@ -271,7 +275,40 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         Reply::Array(out)
     } else if is(sub, "reset") && a.len() <= 3 {
-        return Err(err("ERR CLUSTER RESET is not supported yet"));
+        let hard = match a.get(2) {
+            None => false,
+            Some(m) if is(m, "soft") => false,
+            Some(m) if is(m, "hard") => true,
+            Some(_) => return Err(syntax_error()),
+        };
+        if h.bus().myself().flags.master && !ctx.db.is_empty() {
+            return Err(err(
+                "ERR CLUSTER RESET can't be called with master nodes containing keys",
+            ));
+        }
+        h.bus().reset(hard);
+        Reply::Ok
+    } else if is(sub, "setslot") && a.len() >= 4 {
+        let slot = slot_arg(&a[2])?;
+        let id = |i: usize| {
+            a.get(i)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(syntax_error)
+        };
+        let action = if is(&a[3], "migrating") && a.len() == 5 {
+            SetSlot::Migrating(id(4)?)
+        } else if is(&a[3], "importing") && a.len() == 5 {
+            SetSlot::Importing(id(4)?)
+        } else if is(&a[3], "stable") && a.len() == 4 {
+            SetSlot::Stable
+        } else if is(&a[3], "node") && a.len() == 5 {
+            SetSlot::Node(id(4)?)
+        } else {
+            return Err(syntax_error());
+        };
+        let keys = ctx.db.count_keys_in_slot(slot);
+        h.bus().set_slot(slot, action, keys).map_err(Reply::Error)?;
+        Reply::Ok
     } else if is(sub, "help") {
         Reply::array_of_bulks([
             "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",

@@ -12,6 +12,7 @@ pub mod hashes;
 pub mod info;
 pub mod keys;
 pub mod lists;
+pub mod migrate;
 pub mod multi;
 pub mod pubsub;
 pub mod scripting;
@@ -169,8 +170,9 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 10] {
+fn families() -> [&'static [CommandSpec]; 11] {
     [
+        migrate::COMMANDS,
         strings::COMMANDS,
         keys::COMMANDS,
         hashes::COMMANDS,
@@ -372,10 +374,21 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
         return err("NOAUTH Authentication required.");
     }
     ctx.client.last_cmd = spec.name;
+    // ASKING covers exactly the next command.
+    let asking = std::mem::take(&mut ctx.client.asking);
     if let Some(cl) = ctx.shared.cluster.as_ref() {
         let view = cl.view.load();
         let full = ctx.shared.config.load().cluster_require_full_coverage;
-        if let Err(r) = crate::node::cluster::check(&view, spec, args, ctx.client.readonly, full) {
+        let (db, now) = (&mut *ctx.db, ctx.now);
+        let mut exists = |k: &[u8]| db.contains(k, now);
+        if let Err(r) = crate::node::cluster::check(
+            &view,
+            spec,
+            args,
+            (ctx.client.readonly, asking),
+            full,
+            &mut exists,
+        ) {
             ctx.client.flag_multi_error();
             return r.reply();
         }
