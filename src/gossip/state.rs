@@ -159,6 +159,11 @@ impl Bus {
         }
     }
 
+    /// Owner id of every slot, indexed by slot.
+    pub fn owner_ids(&self) -> &[Option<NodeId>] {
+        &self.owners
+    }
+
     pub fn slot_owner(&self, slot: u16) -> Option<&ClusterNode> {
         let id = self.owners.get(usize::from(slot))?.as_ref()?;
         self.node(id)
@@ -698,6 +703,14 @@ impl Bus {
     /// Gives `sender` every slot it claims whose owner has an older config
     /// epoch: the newest configuration always wins.
     fn claim_slots(&mut self, sender: &str, claimed: &SlotSet, epoch: u64) {
+        // Nearly every ping repeats what we already know: skip the walk.
+        if self
+            .peers
+            .get(sender)
+            .is_some_and(|p| p.node.slots == *claimed)
+        {
+            return;
+        }
         let mut moved = false;
         for s in claimed.iter() {
             let cur = self.owners.get(usize::from(s)).cloned().flatten();

@@ -50,15 +50,29 @@ impl SlotView {
         let mut mine = Vec::new();
         let mut owners = vec![NO_OWNER; SLOTS];
         let me = bus.myself().id.clone();
-        for (slot, o) in owners.iter_mut().enumerate() {
-            if let Some(n) = bus.slot_owner(slot as u16) {
-                let i = *index.entry(n.id.clone()).or_insert_with(|| {
-                    addrs.push((n.ip.clone(), n.port));
-                    mine.push(n.id == me);
-                    (addrs.len() - 1) as u16
-                });
-                *o = i;
-            }
+        // Runs of slots share an owner: look the id up once per run.
+        let mut last: Option<(&str, u16)> = None;
+        for (o, id) in owners.iter_mut().zip(bus.owner_ids()) {
+            let Some(id) = id.as_deref() else { continue };
+            let i = match last {
+                Some((lid, li)) if lid == id => li,
+                _ => {
+                    let i = match index.get(id) {
+                        Some(i) => *i,
+                        None => {
+                            let Some(n) = bus.node(id) else { continue };
+                            addrs.push((n.ip.clone(), n.port));
+                            mine.push(n.id == me);
+                            let i = (addrs.len() - 1) as u16;
+                            index.insert(id.to_string(), i);
+                            i
+                        }
+                    };
+                    last = Some((id, i));
+                    i
+                }
+            };
+            *o = i;
         }
         let my_master = bus
             .myself()

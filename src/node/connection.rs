@@ -19,6 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+/// A blocked command about to be re-run.
+struct Resumed {
+    deadline: Option<u64>,
+    timed_out: bool,
+}
+
 /// How a batch of pipelined commands ended.
 enum BatchEnd {
     Done,
@@ -33,12 +39,17 @@ enum BatchEnd {
 }
 
 /// Runs queued commands until the queue is empty or one blocks.
+///
+/// `resumed` is set when the front command is one that blocked before and is
+/// being re-run: `timed_out` says its deadline passed, and if it blocks again
+/// it keeps `deadline` (the one of its first run) rather than restarting its
+/// timeout on every wake-up that found nothing to take.
 fn run_batch(
     shared: &Shared,
     client: &mut Client,
     pending: &mut VecDeque<Vec<Bytes>>,
     out: &mut BytesMut,
-    mut timed_out: bool,
+    mut resumed: Option<Resumed>,
 ) -> BatchEnd {
     let mut guard = shared.lock();
     let now = unix_ms();
@@ -52,14 +63,15 @@ fn run_batch(
             now,
             action: None,
             nested: false,
-            timed_out,
+            timed_out: resumed.as_ref().is_some_and(|r| r.timed_out),
             extra: Vec::new(),
         };
         let reply = execute(&mut ctx, args);
         let action = ctx.action.take();
         let extra = std::mem::take(&mut ctx.extra);
-        timed_out = false;
+        let first_deadline = resumed.take().map(|r| r.deadline);
         if let Some(Action::Block { keys, deadline }) = action {
+            let deadline = first_deadline.unwrap_or(deadline);
             let waker = Arc::new(Notify::new());
             for k in &keys {
                 db.block_on(k, &waker);
@@ -109,7 +121,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
     let mut parser = RequestParser::new();
     let mut pending: VecDeque<Vec<Bytes>> = VecDeque::new();
     let mut shutdown_rx = shared.shutdown.subscribe();
-    let mut timed_out = false;
+    let mut resumed: Option<Resumed> = None;
 
     'conn: loop {
         let cfg = shared.config.load();
@@ -131,8 +143,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         }
         let mut end = BatchEnd::Done;
         if !pending.is_empty() {
-            end = run_batch(&shared, &mut client, &mut pending, &mut out, timed_out);
-            timed_out = false;
+            end = run_batch(&shared, &mut client, &mut pending, &mut out, resumed.take());
             client.publish_batch(&shared.stats, unix_ms());
         }
         if let Some(e) = &protocol_error {
@@ -171,10 +182,15 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 };
                 tokio::pin!(sleep);
                 let mut gone = false;
+                let mut timed_out = false;
                 loop {
+                    // Biased: a client that already hung up must be noticed
+                    // before a wake-up, or it would pop an element that
+                    // nobody receives.
                     tokio::select! {
-                        _ = waker.notified() => break,
-                        _ = &mut sleep => { timed_out = true; break; }
+                        biased;
+                        _ = handle.kill.notified() => { gone = true; break; }
+                        _ = shutdown_rx.changed() => { gone = true; break; }
                         r = rd.read_buf(&mut rbuf) => {
                             // Keep reading so a client that hangs up is noticed;
                             // its next commands wait behind the blocked one.
@@ -183,8 +199,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                                 Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
                             }
                         }
-                        _ = handle.kill.notified() => { gone = true; break; }
-                        _ = shutdown_rx.changed() => { gone = true; break; }
+                        _ = waker.notified() => break,
+                        _ = &mut sleep => { timed_out = true; break; }
                     }
                 }
                 {
@@ -196,6 +212,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 if gone {
                     break;
                 }
+                resumed = Some(Resumed {
+                    deadline,
+                    timed_out,
+                });
                 continue 'conn;
             }
             BatchEnd::Done => {}

@@ -638,7 +638,14 @@ impl Db {
 
     /// Clients currently blocked on some key (INFO `blocked_clients`).
     pub fn blocked_waiters(&self) -> usize {
-        self.signals.blocked.values().map(Vec::len).sum()
+        // A client blocked on several keys is registered under each of them.
+        let mut seen = std::collections::HashSet::new();
+        self.signals
+            .blocked
+            .values()
+            .flatten()
+            .filter(|w| seen.insert(Arc::as_ptr(w)))
+            .count()
     }
 }
 
@@ -701,6 +708,20 @@ mod tests {
         assert!(f.load(Ordering::Acquire));
         db.unwatch(b"k", &f);
         assert!(db.signals.watched.is_empty());
+    }
+
+    #[test]
+    fn blocked_client_on_several_keys_counts_once() {
+        let mut db = Db::new();
+        let a = Arc::new(tokio::sync::Notify::new());
+        let b = Arc::new(tokio::sync::Notify::new());
+        db.block_on(b"k1", &a);
+        db.block_on(b"k2", &a);
+        db.block_on(b"k1", &b);
+        assert_eq!(db.blocked_waiters(), 2);
+        db.unblock(b"k1", &a);
+        db.unblock(b"k2", &a);
+        assert_eq!(db.blocked_waiters(), 1);
     }
 
     #[test]

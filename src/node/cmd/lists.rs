@@ -1,14 +1,19 @@
-//! List commands, including the blocking pops (BLPOP, BRPOP, BLMOVE,
-//! BRPOPLPUSH, BLMPOP).
+//! List commands: pushes and pops at both ends, ranges, positional access,
+//! moves between lists, and their blocking forms (BLPOP, BLMOVE, BLMPOP...).
+//!
+//! Writes look the key up with `peek` first and take mutable access only when
+//! they will really change the list, because `get_mut` announces a change:
+//! a failed LSET or an LREM that matched nothing must not dirty WATCHers.
 
 use super::flags::*;
 use super::{
     err, int_arg, is, syntax_error, timeout_arg, wrongtype, Action, CmdResult, CommandSpec, Ctx,
 };
-use crate::resp::Reply;
-use crate::store::{sds, Sds, Value};
+use crate::resp::{parse_i64, Reply};
+use crate::store::{sds, Db, Sds, Value};
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::ops::Range;
 
 pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
@@ -155,6 +160,8 @@ pub const COMMANDS: &[CommandSpec] = &[
         step: 1,
         handler: rpoplpush,
     },
+    // Keys follow a numkeys argument: no fixed positions (see
+    // `movable_key_positions`).
     CommandSpec {
         name: "lmpop",
         arity: -4,
@@ -167,7 +174,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "blpop",
         arity: -3,
-        flags: WRITE | BLOCKING,
+        flags: WRITE | NOSCRIPT | BLOCKING,
         first_key: 1,
         last_key: -2,
         step: 1,
@@ -176,7 +183,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "brpop",
         arity: -3,
-        flags: WRITE | BLOCKING,
+        flags: WRITE | NOSCRIPT | BLOCKING,
         first_key: 1,
         last_key: -2,
         step: 1,
@@ -185,7 +192,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "blmove",
         arity: 6,
-        flags: WRITE | DENYOOM | BLOCKING,
+        flags: WRITE | DENYOOM | NOSCRIPT | BLOCKING,
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -194,7 +201,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "brpoplpush",
         arity: 4,
-        flags: WRITE | DENYOOM | BLOCKING,
+        flags: WRITE | DENYOOM | NOSCRIPT | BLOCKING,
         first_key: 1,
         last_key: 2,
         step: 1,
@@ -211,29 +218,26 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
 ];
 
+/// Key positions of the list commands whose keys follow a numkeys argument
+/// (LMPOP, BLMPOP), for callers that route by key. None for other commands
+/// or when numkeys is invalid (the command itself will report the error).
+pub fn movable_key_positions(args: &[Bytes]) -> Option<Vec<usize>> {
+    let name = args.first()?;
+    let numkeys_idx = if is(name, "lmpop") {
+        1
+    } else if is(name, "blmpop") {
+        2
+    } else {
+        return None;
+    };
+    numkeys_range(args, numkeys_idx).ok().map(Iterator::collect)
+}
+
+// ---- helpers -------------------------------------------------------------
+
 type List = VecDeque<Sds>;
 
-fn list_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d List>, Reply> {
-    super::read(ctx, key)
-}
-
-/// Checks the key holds a list (or nothing) without touching it.
-fn check_list(ctx: &mut Ctx, key: &[u8]) -> Result<bool, Reply> {
-    match ctx.db.peek(key, ctx.now).map(|e| &e.value) {
-        None => Ok(false),
-        Some(Value::List(_)) => Ok(true),
-        Some(_) => Err(wrongtype()),
-    }
-}
-
-fn list_mut<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Option<&'d mut List> {
-    match ctx.db.get_mut(key, ctx.now) {
-        Some(Value::List(l)) => Some(l),
-        _ => None,
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum End {
     Left,
     Right,
@@ -249,21 +253,123 @@ fn end_arg(b: &[u8]) -> Result<End, Reply> {
     }
 }
 
+fn bulk(s: &Sds) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(s))
+}
+
+/// A list for reading (counts a keyspace hit or miss).
+fn read_list<'d>(db: &'d mut Db, key: &[u8], now: u64) -> Result<Option<&'d List>, Reply> {
+    match db.get(key, now) {
+        None => Ok(None),
+        Some(Value::List(l)) => Ok(Some(l)),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+/// The length of a list about to be written, without announcing a change:
+/// None when the key is missing.
+fn len_for_write(db: &mut Db, key: &[u8], now: u64) -> Result<Option<usize>, Reply> {
+    match db.peek(key, now).map(|e| &e.value) {
+        None => Ok(None),
+        Some(Value::List(l)) => Ok(Some(l.len())),
+        Some(_) => Err(wrongtype()),
+    }
+}
+
+/// Mutable access to a list already known to exist (announces the change).
+fn list_mut<'d>(db: &'d mut Db, key: &[u8], now: u64) -> Option<&'d mut List> {
+    match db.get_mut(key, now) {
+        Some(Value::List(l)) => Some(l),
+        _ => None,
+    }
+}
+
+/// The list at `key`, created empty if missing; the caller has checked the
+/// type. Err only if that check was skipped.
+fn list_or_create<'d>(db: &'d mut Db, key: &[u8], now: u64) -> Result<&'d mut List, Reply> {
+    match db.get_or_insert_with(key, now, || Value::List(Box::default())) {
+        Value::List(l) => Ok(l),
+        _ => Err(wrongtype()),
+    }
+}
+
+/// Pops up to `n` elements from one end of an existing list, deleting the key
+/// when it empties.
+fn pop_n(db: &mut Db, key: &[u8], now: u64, end: End, n: usize) -> Vec<Sds> {
+    let mut out = Vec::new();
+    if let Some(l) = list_mut(db, key, now) {
+        let n = n.min(l.len());
+        out.reserve(n);
+        for _ in 0..n {
+            let v = match end {
+                End::Left => l.pop_front(),
+                End::Right => l.pop_back(),
+            };
+            match v {
+                Some(v) => out.push(v),
+                None => break,
+            }
+        }
+    }
+    db.remove_if_empty(key, now);
+    out
+}
+
+/// Redis's normalisation of an index: negative counts from the tail.
+fn index_of(idx: i64, len: usize) -> Option<usize> {
+    let len = i64::try_from(len).ok()?;
+    let i = if idx < 0 { len + idx } else { idx };
+    (0..len).contains(&i).then_some(i as usize)
+}
+
+/// The inclusive range `start..=end` of a list of `len` (LRANGE/LTRIM rules);
+/// None when it selects nothing.
+fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = i64::try_from(len).ok()?;
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let end = if end < 0 { len + end } else { end };
+    if start > end || start >= len {
+        return None;
+    }
+    Some((start as usize, end.min(len - 1) as usize))
+}
+
+/// If nothing could be served: block when allowed; otherwise the reply for
+/// a timeout (nil array, for every blocking command, as Redis 7.0 sends) or,
+/// inside MULTI/scripts, the reply of the non-blocking form.
+fn block_or_nil(ctx: &mut Ctx, keys: &[Bytes], deadline: Option<u64>, nested: Reply) -> CmdResult {
+    if ctx.can_block() {
+        ctx.action = Some(Action::Block {
+            keys: keys.to_vec(),
+            deadline,
+        });
+        return Ok(Reply::NilArray);
+    }
+    if ctx.timed_out {
+        Ok(Reply::NilArray)
+    } else {
+        Ok(nested)
+    }
+}
+
+// ---- push / pop ----------------------------------------------------------
+
 fn push(ctx: &mut Ctx, a: &[Bytes], end: End, only_existing: bool) -> CmdResult {
-    let exists = check_list(ctx, &a[1])?;
-    if only_existing && !exists {
+    let key = &a[1];
+    if len_for_write(ctx.db, key, ctx.now)?.is_none() && only_existing {
         return Ok(Reply::Int(0));
     }
-    let v = ctx
-        .db
-        .get_or_insert_with(&a[1], ctx.now, || Value::List(Box::default()));
-    let Value::List(l) = v else {
-        return Err(wrongtype());
-    };
-    for e in &a[2..] {
-        match end {
-            End::Left => l.push_front(sds(e)),
-            End::Right => l.push_back(sds(e)),
+    let l = list_or_create(ctx.db, key, ctx.now)?;
+    let vals = &a[2..];
+    match end {
+        End::Left => vals.iter().for_each(|v| l.push_front(sds(v))),
+        End::Right => {
+            l.reserve(vals.len());
+            vals.iter().for_each(|v| l.push_back(sds(v)));
         }
     }
     Ok(Reply::Int(l.len() as i64))
@@ -282,25 +388,6 @@ fn rpushx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     push(ctx, a, End::Right, true)
 }
 
-/// Pops up to `count` elements from one end, removing the key when empty.
-fn pop_n(ctx: &mut Ctx, key: &[u8], end: End, count: usize) -> Vec<Sds> {
-    let mut out = Vec::new();
-    if let Some(l) = list_mut(ctx, key) {
-        while out.len() < count {
-            let e = match end {
-                End::Left => l.pop_front(),
-                End::Right => l.pop_back(),
-            };
-            match e {
-                Some(e) => out.push(e),
-                None => break,
-            }
-        }
-    }
-    ctx.db.remove_if_empty(key, ctx.now);
-    out
-}
-
 fn pop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
     if a.len() > 3 {
         return Err(super::wrong_arity(if end == End::Left {
@@ -310,16 +397,16 @@ fn pop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
         }));
     }
     let count = match a.get(2) {
-        Some(c) => {
-            let n = int_arg(c).map_err(|_| err("ERR value is out of range, must be positive"))?;
-            if n < 0 {
-                return Err(err("ERR value is out of range, must be positive"));
-            }
-            Some(n as usize)
-        }
         None => None,
+        Some(c) => Some(
+            parse_i64(c)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| err("ERR value is out of range, must be positive"))?,
+        ),
     };
-    if !check_list(ctx, &a[1])? {
+    let key = &a[1];
+    // A missing key answers nil of the reply's shape, even for COUNT 0.
+    if len_for_write(ctx.db, key, ctx.now)?.is_none() {
         return Ok(if count.is_some() {
             Reply::NilArray
         } else {
@@ -327,10 +414,16 @@ fn pop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
         });
     }
     match count {
-        None => Ok(pop_n(ctx, &a[1], end, 1)
-            .pop()
-            .map_or(Reply::Nil, Reply::bulk)),
-        Some(n) => Ok(Reply::array_of_bulks(pop_n(ctx, &a[1], end, n))),
+        None => Ok(pop_n(ctx.db, key, ctx.now, end, 1)
+            .first()
+            .map_or(Reply::Nil, bulk)),
+        Some(0) => Ok(Reply::Array(Vec::new())),
+        Some(n) => Ok(Reply::Array(
+            pop_n(ctx.db, key, ctx.now, end, n)
+                .iter()
+                .map(bulk)
+                .collect(),
+        )),
     }
 }
 
@@ -341,122 +434,35 @@ fn rpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     pop(ctx, a, End::Right)
 }
 
+// ---- reads ---------------------------------------------------------------
+
 fn llen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(
-        list_ref(ctx, &a[1])?.map_or(0, |l| l.len()) as i64
+        read_list(ctx.db, &a[1], ctx.now)?.map_or(0, |l| l.len() as i64),
     ))
 }
 
 fn lrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (start, stop) = (int_arg(&a[2])?, int_arg(&a[3])?);
-    let Some(l) = list_ref(ctx, &a[1])? else {
-        return Ok(Reply::Array(vec![]));
+    let start = int_arg(&a[2])?;
+    let end = int_arg(&a[3])?;
+    let Some(l) = read_list(ctx.db, &a[1], ctx.now)? else {
+        return Ok(Reply::Array(Vec::new()));
     };
-    Ok(match super::strings::clamp_range(start, stop, l.len()) {
-        Some((lo, hi)) => Reply::Array(l.range(lo..=hi).map(Reply::bulk).collect()),
-        None => Reply::Array(vec![]),
-    })
-}
-
-fn index_of(i: i64, len: usize) -> Option<usize> {
-    let i = if i < 0 { len as i64 + i } else { i };
-    (0..len as i64).contains(&i).then_some(i as usize)
+    let items = match clamp_range(start, end, l.len()) {
+        Some((s, e)) => l.range(s..=e).map(bulk).collect(),
+        None => Vec::new(),
+    };
+    Ok(Reply::Array(items))
 }
 
 fn lindex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let i = int_arg(&a[2])?;
-    let Some(l) = list_ref(ctx, &a[1])? else {
+    let Some(l) = read_list(ctx.db, &a[1], ctx.now)? else {
         return Ok(Reply::Nil);
     };
-    Ok(index_of(i, l.len())
+    let idx = int_arg(&a[2])?;
+    Ok(index_of(idx, l.len())
         .and_then(|i| l.get(i))
-        .map_or(Reply::Nil, Reply::bulk))
-}
-
-fn lset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let i = int_arg(&a[2])?;
-    if !check_list(ctx, &a[1])? {
-        return Err(err("ERR no such key"));
-    }
-    let l = list_mut(ctx, &a[1]).ok_or_else(|| err("ERR no such key"))?;
-    let i = index_of(i, l.len()).ok_or_else(|| err("ERR index out of range"))?;
-    if let Some(slot) = l.get_mut(i) {
-        *slot = sds(&a[3]);
-    }
-    Ok(Reply::Ok)
-}
-
-fn linsert(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let before = if is(&a[2], "before") {
-        true
-    } else if is(&a[2], "after") {
-        false
-    } else {
-        return Err(syntax_error());
-    };
-    if !check_list(ctx, &a[1])? {
-        return Ok(Reply::Int(0));
-    }
-    let Some(l) = list_mut(ctx, &a[1]) else {
-        return Ok(Reply::Int(0));
-    };
-    let Some(pos) = l.iter().position(|e| e.as_slice() == &a[3][..]) else {
-        return Ok(Reply::Int(-1));
-    };
-    l.insert(if before { pos } else { pos + 1 }, sds(&a[4]));
-    Ok(Reply::Int(l.len() as i64))
-}
-
-fn lrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let count = int_arg(&a[2])?;
-    if !check_list(ctx, &a[1])? {
-        return Ok(Reply::Int(0));
-    }
-    let target = &a[3][..];
-    let mut removed = 0i64;
-    if let Some(l) = list_mut(ctx, &a[1]) {
-        let limit = if count == 0 { i64::MAX } else { count.abs() };
-        if count >= 0 {
-            let mut i = 0;
-            while i < l.len() && removed < limit {
-                if l.get(i).is_some_and(|e| e.as_slice() == target) {
-                    l.remove(i);
-                    removed += 1;
-                } else {
-                    i += 1;
-                }
-            }
-        } else {
-            let mut i = l.len();
-            while i > 0 && removed < limit {
-                i -= 1;
-                if l.get(i).is_some_and(|e| e.as_slice() == target) {
-                    l.remove(i);
-                    removed += 1;
-                }
-            }
-        }
-    }
-    ctx.db.remove_if_empty(&a[1], ctx.now);
-    Ok(Reply::Int(removed))
-}
-
-fn ltrim(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (start, stop) = (int_arg(&a[2])?, int_arg(&a[3])?);
-    if !check_list(ctx, &a[1])? {
-        return Ok(Reply::Ok);
-    }
-    if let Some(l) = list_mut(ctx, &a[1]) {
-        match super::strings::clamp_range(start, stop, l.len()) {
-            Some((lo, hi)) => {
-                l.truncate(hi + 1);
-                l.drain(..lo);
-            }
-            None => l.clear(),
-        }
-    }
-    ctx.db.remove_if_empty(&a[1], ctx.now);
-    Ok(Reply::Ok)
+        .map_or(Reply::Nil, bulk))
 }
 
 fn lpos(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -465,134 +471,314 @@ fn lpos(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut maxlen: usize = 0;
     let mut i = 3;
     while i < a.len() {
-        let v = a.get(i + 1).ok_or_else(syntax_error)?;
-        if is(&a[i], "rank") {
-            rank = int_arg(v)?;
-            if rank == 0 {
-                return Err(err("ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list"));
+        let (opt, val) = (&a[i], a.get(i + 1));
+        match val {
+            Some(v) if is(opt, "rank") => {
+                rank = int_arg(v)?;
+                if rank == 0 {
+                    return Err(err("ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list"));
+                }
             }
-        } else if is(&a[i], "count") {
-            let c = int_arg(v)?;
-            if c < 0 {
-                return Err(err("ERR COUNT can't be negative"));
+            Some(v) if is(opt, "count") => {
+                count = Some(
+                    parse_i64(v)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or_else(|| err("ERR COUNT can't be negative"))?,
+                );
             }
-            count = Some(c as usize);
-        } else if is(&a[i], "maxlen") {
-            let m = int_arg(v)?;
-            if m < 0 {
-                return Err(err("ERR MAXLEN can't be negative"));
+            Some(v) if is(opt, "maxlen") => {
+                maxlen = parse_i64(v)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| err("ERR MAXLEN can't be negative"))?;
             }
-            maxlen = m as usize;
-        } else {
-            return Err(syntax_error());
+            _ => return Err(syntax_error()),
         }
         i += 2;
     }
-    let target = a[2].clone();
-    let Some(l) = list_ref(ctx, &a[1])? else {
+    let elem: &[u8] = &a[2];
+    let Some(l) = read_list(ctx.db, &a[1], ctx.now)? else {
         return Ok(if count.is_some() {
-            Reply::Array(vec![])
+            Reply::Array(Vec::new())
         } else {
             Reply::Nil
         });
     };
-    let want = match count {
-        Some(0) => usize::MAX,
-        Some(c) => c,
-        None => 1,
+    let from_tail = rank < 0;
+    // Redis negates RANK in a C long: LLONG_MIN stays negative, which makes
+    // the first match qualify and the COUNT limit never trigger. Mirror it.
+    let (skip, limit) = if rank == i64::MIN {
+        (0, usize::MAX)
+    } else {
+        let skip = usize::try_from(rank.unsigned_abs() - 1).unwrap_or(usize::MAX);
+        (skip, count.filter(|&c| c > 0).unwrap_or(usize::MAX))
     };
-    let mut skip = rank.unsigned_abs() - 1;
-    let mut found = Vec::new();
+    let scan = if maxlen == 0 {
+        l.len()
+    } else {
+        maxlen.min(l.len())
+    };
     let len = l.len();
-    let limit = if maxlen == 0 { len } else { maxlen.min(len) };
-    for step in 0..limit {
-        let idx = if rank > 0 { step } else { len - 1 - step };
-        if l.get(idx).is_some_and(|e| e.as_slice() == &target[..]) {
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            found.push(Reply::Int(idx as i64));
-            if found.len() >= want {
-                break;
+    let mut found = Vec::new();
+    let mut matches = 0usize;
+    for step in 0..scan {
+        let idx = if from_tail { len - 1 - step } else { step };
+        if l.get(idx).is_some_and(|v| v.as_slice() == elem) {
+            matches += 1;
+            if matches > skip {
+                found.push(idx);
+                if count.is_none() || found.len() >= limit {
+                    break;
+                }
             }
         }
     }
     Ok(match count {
-        Some(_) => Reply::Array(found),
-        None => found.pop().unwrap_or(Reply::Nil),
+        Some(_) => Reply::Array(found.into_iter().map(|i| Reply::Int(i as i64)).collect()),
+        None => found.first().map_or(Reply::Nil, |&i| Reply::Int(i as i64)),
     })
 }
 
-/// LMOVE core: pops from `src` at `from`, pushes to `dst` at `to`.
-fn do_move(
+// ---- in-place writes -----------------------------------------------------
+
+fn lset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let key = &a[1];
+    let Some(len) = len_for_write(ctx.db, key, ctx.now)? else {
+        return Err(err("ERR no such key"));
+    };
+    let idx = int_arg(&a[2])?;
+    let i = index_of(idx, len).ok_or_else(|| err("ERR index out of range"))?;
+    if let Some(slot) = list_mut(ctx.db, key, ctx.now).and_then(|l| l.get_mut(i)) {
+        *slot = sds(&a[3]);
+    }
+    Ok(Reply::Ok)
+}
+
+fn linsert(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let after = if is(&a[2], "after") {
+        true
+    } else if is(&a[2], "before") {
+        false
+    } else {
+        return Err(syntax_error());
+    };
+    let key = &a[1];
+    let pivot: &[u8] = &a[3];
+    let pos = match ctx.db.peek(key, ctx.now).map(|e| &e.value) {
+        None => return Ok(Reply::Int(0)),
+        Some(Value::List(l)) => l.iter().position(|v| v.as_slice() == pivot),
+        Some(_) => return Err(wrongtype()),
+    };
+    let Some(pos) = pos else {
+        return Ok(Reply::Int(-1));
+    };
+    let Some(l) = list_mut(ctx.db, key, ctx.now) else {
+        return Ok(Reply::Int(0));
+    };
+    l.insert(pos + usize::from(after), sds(&a[4]));
+    Ok(Reply::Int(l.len() as i64))
+}
+
+fn lrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let count = int_arg(&a[2])?;
+    let key = &a[1];
+    let elem: &[u8] = &a[3];
+    let from_tail = count < 0;
+    let limit = if count == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX)
+    };
+    // Find what to remove before touching the key, so that removing nothing
+    // is not announced as a change.
+    let doomed: Vec<usize> = match ctx.db.peek(key, ctx.now).map(|e| &e.value) {
+        None => return Ok(Reply::Int(0)),
+        Some(Value::List(l)) => {
+            let matching = |(_, v): &(usize, &Sds)| v.as_slice() == elem;
+            if from_tail {
+                let mut v: Vec<usize> = l
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter(matching)
+                    .take(limit)
+                    .map(|(i, _)| i)
+                    .collect();
+                v.reverse();
+                v
+            } else {
+                l.iter()
+                    .enumerate()
+                    .filter(matching)
+                    .take(limit)
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+        }
+        Some(_) => return Err(wrongtype()),
+    };
+    if doomed.is_empty() {
+        return Ok(Reply::Int(0));
+    }
+    if let Some(l) = list_mut(ctx.db, key, ctx.now) {
+        if let [only] = doomed.as_slice() {
+            l.remove(*only);
+        } else {
+            let mut next = doomed.iter().peekable();
+            let mut i = 0usize;
+            l.retain(|_| {
+                let drop = next.peek().is_some_and(|&&d| d == i);
+                if drop {
+                    next.next();
+                }
+                i += 1;
+                !drop
+            });
+        }
+    }
+    ctx.db.remove_if_empty(key, ctx.now);
+    Ok(Reply::Int(doomed.len() as i64))
+}
+
+fn ltrim(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let start = int_arg(&a[2])?;
+    let end = int_arg(&a[3])?;
+    let key = &a[1];
+    let Some(len) = len_for_write(ctx.db, key, ctx.now)? else {
+        return Ok(Reply::Ok);
+    };
+    let keep = clamp_range(start, end, len);
+    if let Some(l) = list_mut(ctx.db, key, ctx.now) {
+        match keep {
+            Some((s, e)) => {
+                l.truncate(e + 1);
+                l.drain(..s);
+            }
+            None => l.clear(),
+        }
+    }
+    ctx.db.remove_if_empty(key, ctx.now);
+    Ok(Reply::Ok)
+}
+
+// ---- moves ---------------------------------------------------------------
+
+/// Moves one element from `src` to `dst`; Ok(None) when `src` is missing.
+/// `dst`'s type is checked only when there is something to move, as Redis.
+fn move_one(
     ctx: &mut Ctx,
     src: &[u8],
     dst: &[u8],
     from: End,
     to: End,
 ) -> Result<Option<Sds>, Reply> {
-    if !check_list(ctx, src)? {
+    if len_for_write(ctx.db, src, ctx.now)?.is_none() {
         return Ok(None);
     }
-    check_list(ctx, dst)?;
-    let Some(e) = pop_n(ctx, src, from, 1).pop() else {
+    len_for_write(ctx.db, dst, ctx.now)?;
+    let Some(v) = list_mut(ctx.db, src, ctx.now).and_then(|l| match from {
+        End::Left => l.pop_front(),
+        End::Right => l.pop_back(),
+    }) else {
         return Ok(None);
     };
-    let v = ctx
-        .db
-        .get_or_insert_with(dst, ctx.now, || Value::List(Box::default()));
-    if let Value::List(l) = v {
-        match to {
-            End::Left => l.push_front(e.clone()),
-            End::Right => l.push_back(e.clone()),
-        }
+    // Push before deleting an emptied `src`: with src == dst the list must
+    // survive its own rotation.
+    let l = list_or_create(ctx.db, dst, ctx.now)?;
+    match to {
+        End::Left => l.push_front(v.clone()),
+        End::Right => l.push_back(v.clone()),
     }
-    Ok(Some(e))
+    ctx.db.remove_if_empty(src, ctx.now);
+    Ok(Some(v))
 }
 
 fn lmove(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (from, to) = (end_arg(&a[3])?, end_arg(&a[4])?);
-    Ok(do_move(ctx, &a[1], &a[2], from, to)?.map_or(Reply::Nil, Reply::bulk))
+    let from = end_arg(&a[3])?;
+    let to = end_arg(&a[4])?;
+    Ok(move_one(ctx, &a[1], &a[2], from, to)?.map_or(Reply::Nil, |v| bulk(&v)))
 }
 
 fn rpoplpush(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(do_move(ctx, &a[1], &a[2], End::Right, End::Left)?.map_or(Reply::Nil, Reply::bulk))
+    Ok(move_one(ctx, &a[1], &a[2], End::Right, End::Left)?.map_or(Reply::Nil, |v| bulk(&v)))
 }
 
-/// Parses `numkeys key... LEFT|RIGHT [COUNT n]` starting at `a[at]`.
-fn mpop_args(a: &[Bytes], at: usize) -> Result<(Vec<Bytes>, End, usize), Reply> {
-    let n = int_arg(&a[at]).map_err(|_| err("ERR numkeys should be greater than 0"))?;
-    if n <= 0 {
-        return Err(err("ERR numkeys should be greater than 0"));
+fn blocking_move(ctx: &mut Ctx, a: &[Bytes], from: End, to: End, timeout: &[u8]) -> CmdResult {
+    let deadline = timeout_arg(timeout, ctx.now)?;
+    match move_one(ctx, &a[1], &a[2], from, to)? {
+        Some(v) => Ok(bulk(&v)),
+        None => block_or_nil(ctx, &a[1..2], deadline, Reply::Nil),
     }
-    let n = n as usize;
-    let keys = a.get(at + 1..at + 1 + n).ok_or_else(syntax_error)?.to_vec();
-    let end = end_arg(a.get(at + 1 + n).ok_or_else(syntax_error)?)?;
-    let mut count = 1usize;
-    let rest = a.get(at + 2 + n..).unwrap_or_default();
-    match rest {
-        [] => {}
-        [c, v] if is(c, "count") => {
-            let v = int_arg(v).map_err(|_| err("ERR count should be greater than 0"))?;
-            if v <= 0 {
-                return Err(err("ERR count should be greater than 0"));
+}
+
+fn blmove(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let from = end_arg(&a[3])?;
+    let to = end_arg(&a[4])?;
+    blocking_move(ctx, a, from, to, &a[5])
+}
+
+fn brpoplpush(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    blocking_move(ctx, a, End::Right, End::Left, &a[3])
+}
+
+// ---- multi-key pops ------------------------------------------------------
+
+/// Positions of the keys announced by the numkeys argument at `numkeys_idx`.
+fn numkeys_range(a: &[Bytes], numkeys_idx: usize) -> Result<Range<usize>, Reply> {
+    let numkeys = a
+        .get(numkeys_idx)
+        .and_then(|n| parse_i64(n))
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| err("ERR numkeys should be greater than 0"))?;
+    let first = numkeys_idx + 1;
+    // The keys must leave room for LEFT|RIGHT after them.
+    match first.checked_add(numkeys) {
+        Some(end) if end < a.len() => Ok(first..end),
+        _ => Err(syntax_error()),
+    }
+}
+
+struct MpopArgs {
+    keys: Range<usize>,
+    end: End,
+    count: usize,
+}
+
+/// `numkeys key... LEFT|RIGHT [COUNT n]`, in Redis's order of checks.
+fn parse_mpop(a: &[Bytes], numkeys_idx: usize) -> Result<MpopArgs, Reply> {
+    let keys = numkeys_range(a, numkeys_idx)?;
+    let end = end_arg(&a[keys.end])?;
+    let mut count = None;
+    let mut i = keys.end + 1;
+    while i < a.len() {
+        match a.get(i + 1) {
+            Some(v) if count.is_none() && is(&a[i], "count") => {
+                count = Some(
+                    parse_i64(v)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| err("ERR count should be greater than 0"))?,
+                );
             }
-            count = v as usize;
+            _ => return Err(syntax_error()),
         }
-        _ => return Err(syntax_error()),
+        i += 2;
     }
-    Ok((keys, end, count))
+    Ok(MpopArgs {
+        keys,
+        end,
+        count: count.unwrap_or(1),
+    })
 }
 
-/// First non-empty list among `keys` → [key, [elements]].
-fn mpop_try(ctx: &mut Ctx, keys: &[Bytes], end: End, count: usize) -> Result<Option<Reply>, Reply> {
-    for k in keys {
-        if check_list(ctx, k)? {
-            let els = pop_n(ctx, k, end, count);
+/// Pops from the first non-empty list among the keys: `[key, [elements]]`.
+fn mpop(ctx: &mut Ctx, a: &[Bytes], m: &MpopArgs) -> Result<Option<Reply>, Reply> {
+    for key in &a[m.keys.clone()] {
+        if len_for_write(ctx.db, key, ctx.now)?.is_some() {
+            let items = pop_n(ctx.db, key, ctx.now, m.end, m.count);
             return Ok(Some(Reply::Array(vec![
-                Reply::Bulk(k.clone()),
-                Reply::array_of_bulks(els),
+                Reply::Bulk(key.clone()),
+                Reply::Array(items.iter().map(bulk).collect()),
             ])));
         }
     }
@@ -600,65 +786,291 @@ fn mpop_try(ctx: &mut Ctx, keys: &[Bytes], end: End, count: usize) -> Result<Opt
 }
 
 fn lmpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (keys, end, count) = mpop_args(a, 1)?;
-    Ok(mpop_try(ctx, &keys, end, count)?.unwrap_or(Reply::NilArray))
-}
-
-/// Blocks on `keys` until `deadline`, or gives the timeout reply.
-fn block_or(
-    ctx: &mut Ctx,
-    keys: Vec<Bytes>,
-    deadline: Option<u64>,
-    timeout_reply: Reply,
-) -> CmdResult {
-    if ctx.can_block() {
-        ctx.action = Some(Action::Block { keys, deadline });
-    }
-    Ok(timeout_reply)
-}
-
-fn bpop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
-    let deadline = timeout_arg(&a[a.len() - 1], ctx.now)?;
-    let keys = &a[1..a.len() - 1];
-    for k in keys {
-        if check_list(ctx, k)? {
-            if let Some(e) = pop_n(ctx, k, end, 1).pop() {
-                return Ok(Reply::Array(vec![Reply::Bulk(k.clone()), Reply::bulk(e)]));
-            }
-        }
-    }
-    block_or(ctx, keys.to_vec(), deadline, Reply::NilArray)
-}
-
-fn blpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    bpop(ctx, a, End::Left)
-}
-fn brpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    bpop(ctx, a, End::Right)
-}
-
-fn bmove(ctx: &mut Ctx, src: &Bytes, dst: &Bytes, from: End, to: End, timeout: &[u8]) -> CmdResult {
-    let deadline = timeout_arg(timeout, ctx.now)?;
-    match do_move(ctx, src, dst, from, to)? {
-        Some(e) => Ok(Reply::bulk(e)),
-        None => block_or(ctx, vec![src.clone()], deadline, Reply::Nil),
-    }
-}
-
-fn blmove(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (from, to) = (end_arg(&a[3])?, end_arg(&a[4])?);
-    bmove(ctx, &a[1], &a[2], from, to, &a[5])
-}
-
-fn brpoplpush(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    bmove(ctx, &a[1], &a[2], End::Right, End::Left, &a[3])
+    let m = parse_mpop(a, 1)?;
+    Ok(mpop(ctx, a, &m)?.unwrap_or(Reply::NilArray))
 }
 
 fn blmpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let m = parse_mpop(a, 2)?;
     let deadline = timeout_arg(&a[1], ctx.now)?;
-    let (keys, end, count) = mpop_args(a, 2)?;
-    match mpop_try(ctx, &keys, end, count)? {
+    match mpop(ctx, a, &m)? {
         Some(r) => Ok(r),
-        None => block_or(ctx, keys, deadline, Reply::NilArray),
+        None => block_or_nil(ctx, &a[m.keys], deadline, Reply::NilArray),
+    }
+}
+
+// ---- BLPOP / BRPOP -------------------------------------------------------
+
+fn blocking_pop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
+    let last = a.len() - 1;
+    let deadline = timeout_arg(&a[last], ctx.now)?;
+    let keys = &a[1..last];
+    for key in keys {
+        if len_for_write(ctx.db, key, ctx.now)?.is_some() {
+            if let Some(v) = pop_n(ctx.db, key, ctx.now, end, 1).first() {
+                return Ok(Reply::Array(vec![Reply::Bulk(key.clone()), bulk(v)]));
+            }
+        }
+    }
+    block_or_nil(ctx, keys, deadline, Reply::NilArray)
+}
+
+fn blpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    blocking_pop(ctx, a, End::Left)
+}
+fn brpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    blocking_pop(ctx, a, End::Right)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::client::{Client, ClientHandle};
+    use crate::node::cmd::{execute, State};
+    use crate::node::shared::Shared;
+    use crate::runtime::config::{ConfigTable, NodeConfig};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A keyspace and one client, to run commands the way EXEC or the
+    /// connection would.
+    struct Harness {
+        shared: Shared,
+        state: State,
+        client: Client,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let table = ConfigTable::default();
+            let cfg = NodeConfig::from_table(&table).unwrap();
+            let handle = Arc::new(ClientHandle {
+                id: 1,
+                addr: String::new(),
+                laddr: String::new(),
+                created_ms: 0,
+                last_interaction_ms: AtomicU64::new(0),
+                name: Mutex::new(None),
+                last_cmd: Mutex::new("NULL"),
+                killed: AtomicBool::new(false),
+                kill: tokio::sync::Notify::new(),
+                sub_count: AtomicU64::new(0),
+                psub_count: AtomicU64::new(0),
+                in_multi: AtomicBool::new(false),
+                resp: AtomicU64::new(2),
+            });
+            Harness {
+                shared: Shared::new(table, cfg, None),
+                state: State::new(),
+                client: Client::new(handle, true).0,
+            }
+        }
+
+        fn run(&mut self, cmd: &str, nested: bool, timed_out: bool) -> (Reply, Option<Action>) {
+            let State { db, scripts } = &mut self.state;
+            let mut ctx = Ctx {
+                db,
+                scripts,
+                client: &mut self.client,
+                shared: &self.shared,
+                now: 1_000_000,
+                action: None,
+                nested,
+                timed_out,
+                extra: Vec::new(),
+            };
+            let reply = execute(&mut ctx, &args(cmd));
+            (reply, ctx.action.take())
+        }
+
+        fn reply(&mut self, cmd: &str) -> Reply {
+            self.run(cmd, false, false).0
+        }
+    }
+
+    fn block_of(action: Option<Action>) -> Option<(Vec<String>, Option<u64>)> {
+        match action {
+            Some(Action::Block { keys, deadline }) => Some((
+                keys.iter()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect(),
+                deadline,
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn blocking_commands_block_on_the_right_keys() {
+        let mut h = Harness::new();
+        let (_, a) = h.run("blpop k1 k2 0", false, false);
+        assert_eq!(block_of(a), Some((vec!["k1".into(), "k2".into()], None)));
+        let (_, a) = h.run("brpop k1 1.5", false, false);
+        assert_eq!(block_of(a), Some((vec!["k1".into()], Some(1_001_500))));
+        let (_, a) = h.run("blmove src dst left right 0.2", false, false);
+        assert_eq!(block_of(a), Some((vec!["src".into()], Some(1_000_200))));
+        let (_, a) = h.run("brpoplpush src dst 0", false, false);
+        assert_eq!(block_of(a), Some((vec!["src".into()], None)));
+        let (_, a) = h.run("blmpop 0 2 m1 m2 left count 3", false, false);
+        assert_eq!(block_of(a), Some((vec!["m1".into(), "m2".into()], None)));
+        // Data present: served, no block.
+        h.reply("rpush m2 a");
+        let (r, a) = h.run("blmpop 0 2 m1 m2 left count 3", false, false);
+        assert!(a.is_none());
+        assert!(matches!(r, Reply::Array(ref v) if v.len() == 2));
+    }
+
+    #[test]
+    fn nested_and_timed_out_replies() {
+        let mut h = Harness::new();
+        for (cmd, nested_reply) in [
+            ("blpop k 0", Reply::NilArray),
+            ("brpop k j 0", Reply::NilArray),
+            ("blmpop 0 1 k left", Reply::NilArray),
+            // Inside MULTI the non-blocking form answers: LMOVE's nil bulk.
+            ("blmove k d left left 0", Reply::Nil),
+            ("brpoplpush k d 0", Reply::Nil),
+        ] {
+            let (r, a) = h.run(cmd, true, false);
+            assert!(a.is_none(), "{cmd}");
+            assert_eq!(format!("{r:?}"), format!("{nested_reply:?}"), "{cmd}");
+            // A real timeout is a nil array for every one of them.
+            let (r, a) = h.run(cmd, false, true);
+            assert!(a.is_none(), "{cmd}");
+            assert!(matches!(r, Reply::NilArray), "{cmd}: {r:?}");
+        }
+        // A timed-out re-run still serves data that arrived meanwhile.
+        h.reply("rpush k v");
+        let (r, _) = h.run("blmove k d left left 1", false, true);
+        assert!(matches!(r, Reply::Bulk(ref b) if &b[..] == b"v"));
+    }
+
+    #[test]
+    fn writes_that_change_nothing_leave_watchers_alone() {
+        let mut h = Harness::new();
+        h.reply("rpush l a b");
+        h.reply("set s x");
+        let flag = Arc::new(AtomicBool::new(false));
+        for k in [&b"l"[..], b"s", b"missing"] {
+            h.state.db.watch(k, &flag);
+        }
+        for cmd in [
+            "lset l 5 x",
+            "lset missing 0 x",
+            "lrem l 0 zz",
+            "linsert l before zz x",
+            "lpop missing",
+            "rpop missing 2",
+            "lpushx missing a",
+            "lpush s a",
+            "lmove missing l left left",
+            "lmove l s left left",
+            "ltrim missing 0 1",
+            "lmpop 1 missing left",
+            "lrange l 0 -1",
+            "lpos l a",
+        ] {
+            h.reply(cmd);
+            assert!(!flag.load(Ordering::Acquire), "{cmd} dirtied a watcher");
+        }
+        h.reply("lpop l");
+        assert!(flag.load(Ordering::Acquire));
+    }
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn range_clamping_matches_redis() {
+        assert_eq!(clamp_range(0, -1, 5), Some((0, 4)));
+        assert_eq!(clamp_range(-100, 100, 5), Some((0, 4)));
+        assert_eq!(clamp_range(3, 1, 5), None);
+        assert_eq!(clamp_range(5, 10, 5), None);
+        assert_eq!(clamp_range(-2, -1, 5), Some((3, 4)));
+        assert_eq!(clamp_range(i64::MIN, i64::MAX, 3), Some((0, 2)));
+        assert_eq!(clamp_range(0, -1, 0), None);
+        assert_eq!(clamp_range(0, i64::MIN, 3), None);
+    }
+
+    #[test]
+    fn index_normalisation() {
+        assert_eq!(index_of(0, 3), Some(0));
+        assert_eq!(index_of(-1, 3), Some(2));
+        assert_eq!(index_of(-3, 3), Some(0));
+        assert_eq!(index_of(-4, 3), None);
+        assert_eq!(index_of(3, 3), None);
+        assert_eq!(index_of(i64::MIN, 3), None);
+        assert_eq!(index_of(i64::MAX, 3), None);
+    }
+
+    #[test]
+    fn mpop_argument_checks() {
+        let ok = parse_mpop(&args("lmpop 2 a b right count 3"), 1);
+        assert!(matches!(ok, Ok(MpopArgs { keys, end: End::Right, count: 3 }) if keys == (2..4)));
+        let e = |s: &str, idx| match parse_mpop(&args(s), idx) {
+            Err(Reply::Error(e)) => e,
+            _ => String::new(),
+        };
+        assert_eq!(
+            e("lmpop 0 a left", 1),
+            "ERR numkeys should be greater than 0"
+        );
+        assert_eq!(
+            e("lmpop x a left", 1),
+            "ERR numkeys should be greater than 0"
+        );
+        assert_eq!(e("lmpop 2 a b", 1), "ERR syntax error");
+        assert_eq!(e("lmpop 9223372036854775807 a left", 1), "ERR syntax error");
+        assert_eq!(e("lmpop 1 a up", 1), "ERR syntax error");
+        assert_eq!(
+            e("lmpop 1 a left count 0", 1),
+            "ERR count should be greater than 0"
+        );
+        assert_eq!(e("lmpop 1 a left count 1 count 2", 1), "ERR syntax error");
+        assert_eq!(e("lmpop 1 a left count", 1), "ERR syntax error");
+        assert_eq!(e("blmpop 0 1 a middle", 2), "ERR syntax error");
+    }
+
+    #[test]
+    fn timeouts_follow_redis_rounding() {
+        let t = |s: &str| match timeout_arg(s.as_bytes(), 1000) {
+            Ok(d) => Ok(d),
+            Err(Reply::Error(e)) => Err(e),
+            Err(_) => Err(String::new()),
+        };
+        assert_eq!(t("0"), Ok(None));
+        assert_eq!(t("-0"), Ok(None));
+        assert_eq!(t("-0.0001"), Ok(None));
+        assert_eq!(t("0.0001"), Ok(Some(1001)));
+        assert_eq!(t("0.2"), Ok(Some(1200)));
+        assert_eq!(t("1"), Ok(Some(2000)));
+        let negative = Err("ERR timeout is negative".to_string());
+        assert_eq!(t("-1"), negative);
+        assert_eq!(t("inf"), negative);
+        assert_eq!(t("-inf"), negative);
+        assert_eq!(t("1e400"), negative);
+        assert_eq!(t("9999999999999999"), negative);
+        let nan = Err("ERR timeout is not a float or out of range".to_string());
+        assert_eq!(t("x"), nan);
+        assert_eq!(t("nan"), nan);
+        assert_eq!(t(" 1"), nan);
+        assert_eq!(t(""), nan);
+    }
+
+    #[test]
+    fn movable_keys_of_mpop() {
+        assert_eq!(
+            movable_key_positions(&args("LMPOP 2 a b LEFT")),
+            Some(vec![2, 3])
+        );
+        assert_eq!(
+            movable_key_positions(&args("blmpop 0 1 a LEFT")),
+            Some(vec![3])
+        );
+        assert_eq!(movable_key_positions(&args("lmpop 0 a LEFT")), None);
+        assert_eq!(movable_key_positions(&args("lpop a")), None);
     }
 }

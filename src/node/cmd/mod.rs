@@ -265,17 +265,22 @@ pub fn parse_float(b: &[u8]) -> Option<f64> {
 
 /// A positive timeout in seconds (float allowed) as used by blocking
 /// commands; returns the absolute deadline, None for 0 (block forever).
+///
+/// Mirrors Redis 7.0: seconds become whole milliseconds rounded up (so
+/// 0.0001 is 1 ms, -0.0001 is 0 = forever), cast to a C `long long`; values
+/// that do not fit (inf, 1e400) come out negative there, hence "negative".
 pub fn timeout_arg(b: &[u8], now: u64) -> Result<Option<u64>, Reply> {
-    let secs = parse_float(b)
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| err("ERR timeout is not a float or out of range"))?;
-    if secs < 0.0 {
+    let secs = parse_float(b).ok_or_else(|| err("ERR timeout is not a float or out of range"))?;
+    let ms = (secs * 1000.0).ceil();
+    // 2^63: the first value a long long cannot hold.
+    const LL_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if !(ms > -LL_LIMIT && ms < LL_LIMIT) || ms < 0.0 {
         return Err(err("ERR timeout is negative"));
     }
-    if secs == 0.0 {
+    if ms == 0.0 {
         return Ok(None);
     }
-    Ok(Some(now + (secs * 1000.0) as u64))
+    Ok(Some(now.saturating_add(ms as u64)))
 }
 
 /// Case-insensitive comparison of an argument with an option name.
