@@ -695,8 +695,69 @@ impl Bus {
         if unfailed || before != after {
             self.changed();
         }
+        self.handle_epoch_collision(&sender, is_master, h.config_epoch);
         if is_master {
             self.claim_slots(&sender, &h.slots, h.config_epoch);
+        }
+    }
+
+    /// Two masters with the same config epoch: the one with the smaller id
+    /// takes a new, unique epoch (Redis's collision rule), so every claim
+    /// can be ordered.
+    fn handle_epoch_collision(&mut self, sender: &str, sender_master: bool, epoch: u64) {
+        if !sender_master || !self.me.flags.master || epoch != self.me.config_epoch || epoch == 0 {
+            return;
+        }
+        if sender <= self.me.id.as_str() {
+            return;
+        }
+        self.current_epoch += 1;
+        self.me.config_epoch = self.current_epoch;
+        tracing::info!(node_id = %self.me.id, epoch = self.me.config_epoch, "config epoch collision resolved");
+        self.changed();
+    }
+
+    fn maybe_update(&mut self, link: &Link, sender: &str, h: &Header) {
+        let master = h.flags & node_flags::MASTER != 0;
+        let current = self
+            .peers
+            .get(sender)
+            .is_some_and(|p| p.node.slots == h.slots);
+        if master && !current {
+            self.send_updates(link, sender, &h.slots, h.config_epoch);
+        }
+    }
+
+    /// When `sender` claims slots that a node with a newer config epoch owns,
+    /// tell it (UPDATE) so it stops serving them at once.
+    fn send_updates(&mut self, link: &Link, sender: &str, claimed: &SlotSet, epoch: u64) {
+        let mut stale_owners: Vec<NodeId> = Vec::new();
+        for s in claimed.iter() {
+            if let Some(Some(owner)) = self.owners.get(usize::from(s)) {
+                if owner != sender && !stale_owners.contains(owner) {
+                    let newer = self.node(owner).is_some_and(|n| n.config_epoch > epoch);
+                    if newer {
+                        stale_owners.push(owner.clone());
+                    }
+                }
+            }
+        }
+        for owner in stale_owners {
+            let Some(n) = self.node(&owner) else { continue };
+            let body = Body::Update {
+                id: id_bytes(&n.id),
+                config_epoch: n.config_epoch,
+                slots: Box::new(n.slots.clone()),
+            };
+            let msg = Message {
+                kind: MsgType::Update,
+                header: self.header(),
+                body,
+            };
+            self.out.push_back(Transmit {
+                link: link.clone(),
+                msg,
+            });
         }
     }
 
@@ -809,6 +870,7 @@ impl Bus {
                 }
                 if self.peers.contains_key(&sender) {
                     self.update_from_header(&msg.header, now);
+                    self.maybe_update(&link, &sender, &msg.header);
                     if let Body::Gossip(g) = &msg.body {
                         self.process_gossip(&sender, g, now);
                     }
@@ -846,8 +908,30 @@ impl Bus {
                     p.meet = false;
                 }
                 self.update_from_header(&msg.header, now);
+                self.maybe_update(&link, &sender, &msg.header);
                 if let Body::Gossip(g) = &msg.body {
                     self.process_gossip(&sender, g, now);
+                }
+            }
+            MsgType::Update => {
+                if let Body::Update {
+                    id,
+                    config_epoch,
+                    slots,
+                } = &msg.body
+                {
+                    let owner = id_string(id);
+                    if owner == self.me.id {
+                        return;
+                    }
+                    if let Some(p) = self.peers.get_mut(&owner) {
+                        if p.node.config_epoch < *config_epoch {
+                            p.node.config_epoch = *config_epoch;
+                        }
+                    }
+                    if self.peers.contains_key(&owner) {
+                        self.claim_slots(&owner, slots, *config_epoch);
+                    }
                 }
             }
             MsgType::Fail => {
@@ -1033,6 +1117,44 @@ mod tests {
                 assert!(!b.state_ok(), "its slots are uncovered");
             }
         }
+    }
+
+    #[test]
+    fn equal_config_epochs_are_made_unique() {
+        let mut sim = three_masters_three_replicas();
+        // Masters 0 and 1 collide on epoch 2.
+        sim.buses[0].me.config_epoch = 2;
+        sim.run(10_000);
+        let e0 = sim.buses[0].me.config_epoch;
+        let e1 = sim.buses[1].me.config_epoch;
+        assert_ne!(e0, e1, "collision resolved");
+    }
+
+    #[test]
+    fn a_returning_stale_master_gives_up_its_slots() {
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        // Node 0 is cut off while node 3 takes its slots with a newer epoch.
+        sim.down[0] = true;
+        let slots: Vec<u16> = sim.buses[0].me.slots.iter().collect();
+        sim.buses[3].me.flags.master = true;
+        sim.buses[3].me.flags.slave = false;
+        sim.buses[3].me.master_id = None;
+        sim.buses[3].add_slots(&slots);
+        sim.buses[3].set_config_epoch(20);
+        sim.run(6_000);
+        // Node 0 comes back still claiming them; newer claims (PING headers
+        // or an UPDATE) correct it.
+        sim.down[0] = false;
+        sim.run(6_000);
+        assert!(
+            sim.buses[0].me.slots.is_empty(),
+            "stale master gave up its slots"
+        );
+        assert_eq!(
+            sim.buses[0].slot_owner(0).map(|n| n.port),
+            Some(sim.buses[3].me.port)
+        );
     }
 
     #[test]
