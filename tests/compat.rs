@@ -165,8 +165,18 @@ fn redis_cli_cluster_create_and_check_against_slotway_nodes() {
         ok && out.contains("[OK] All nodes agree about slots configuration."),
         "{out}"
     );
-    // redis-cli -c follows MOVED to whichever master owns each key.
+    // A master takes writes only after its startup delay (as in Redis).
     let p = nodes[0].port.to_string();
+    common::wait_until("cluster_state:ok", Duration::from_secs(20), || {
+        run_tool(
+            "redis-cli",
+            &["-p", &p, "cluster", "info"],
+            Duration::from_secs(20),
+        )
+        .1
+        .contains("cluster_state:ok")
+    });
+    // redis-cli -c follows MOVED to whichever master owns each key.
     for key in ["foo", "bar", "baz"] {
         let (_, set) = run_tool(
             "redis-cli",
@@ -280,6 +290,20 @@ fn add_node_reshard_del_node_lose_no_key_under_load() {
                 .contains("cluster_known_nodes:4")
         })
     });
+    // A node that just joined refuses keys (RESTORE-ASKING too) until it
+    // has learned every slot's owner and reports cluster_state:ok.
+    common::wait_until(
+        "new node in cluster_state ok",
+        Duration::from_secs(30),
+        || {
+            let mut c = nodes[3].client();
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut c)
+                .unwrap()
+                .contains("cluster_state:ok")
+        },
+    );
     // Small moves keep the debug-build test fast; rebalance uses the same
     // per-slot migration and was exercised by hand (see the issue note).
     cli(&[

@@ -124,6 +124,14 @@ fn info_sections_and_fields() {
         .arg(16383)
         .query(&mut c)
         .unwrap();
+    // As in Redis, a master declares the state ok only after a short delay.
+    common::wait_until("cluster_state:ok", Duration::from_secs(10), || {
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut c)
+            .unwrap()
+            .contains("cluster_state:ok")
+    });
     c.set::<_, _, ()>("k", "v").unwrap();
     let info: String = redis::cmd("INFO").query(&mut c).unwrap();
     for needle in [

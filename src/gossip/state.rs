@@ -7,10 +7,16 @@
 //! [`Bus::tick`], and work goes out through [`Bus::poll_transmit`] and
 //! [`Bus::poll_event`]. A thin driver maps [`Link`]s to TCP connections.
 //! Tests run whole clusters in memory on a simulated clock.
+//!
+//! Elections, votes, manual failover, replica migration and the cluster
+//! state live in the `failover` submodule.
+
+mod failover;
 
 use crate::cluster::topology::{random_node_id, ClusterNode, Flags, NodeId, SlotSet};
 use crate::cluster::SLOTS;
-use crate::gossip::wire::{node_flags, Body, Gossip, Header, Message, MsgType};
+use crate::gossip::wire::{msg_flags, node_flags, Body, Gossip, Header, Message, MsgType};
+pub use failover::FailoverMode;
 use std::collections::{BTreeMap, VecDeque};
 
 /// How a message reaches a peer; the driver owns the sockets behind it.
@@ -44,12 +50,50 @@ pub enum Event {
     ConfigChanged,
     /// A node was flagged FAIL (by us or by a peer's broadcast).
     NodeFailed(NodeId),
+    /// My role changed: `Some(master)` → replicate that node; `None` → I
+    /// am a master now (promoted), keep the data and accept writes.
+    RoleChanged(Option<NodeId>),
+    /// Manual failover, master side: hold client writes until this unix ms
+    /// (0: resume now) so the replica can catch up with the final offset.
+    PauseWrites(u64),
+    /// `cluster_state` flipped between ok and fail.
+    StateChanged,
 }
 
-#[derive(Debug, Clone)]
+/// The cluster directives the bus obeys; the node may change them at run
+/// time (CONFIG SET) through [`Bus::set_config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
     /// `cluster-node-timeout` in ms.
     pub node_timeout: u64,
+    /// `cluster-replica-no-failover`: never start an automatic election.
+    pub replica_no_failover: bool,
+    /// `cluster-replica-validity-factor`: a replica whose data is older than
+    /// `repl-ping-replica-period + node_timeout × factor` does not run for
+    /// election (0: always may).
+    pub replica_validity_factor: u64,
+    /// `cluster-migration-barrier`: replicas a master keeps before one of
+    /// them may migrate to an orphaned master.
+    pub migration_barrier: u64,
+    /// `cluster-allow-replica-migration`.
+    pub allow_replica_migration: bool,
+    /// `cluster-require-full-coverage`: an uncovered slot makes the whole
+    /// cluster state fail.
+    pub require_full_coverage: bool,
+}
+
+impl BusConfig {
+    /// Redis's defaults for everything but the node timeout.
+    pub fn new(node_timeout: u64) -> Self {
+        BusConfig {
+            node_timeout,
+            replica_no_failover: false,
+            replica_validity_factor: 10,
+            migration_barrier: 1,
+            allow_replica_migration: true,
+            require_full_coverage: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +106,36 @@ struct Peer {
     /// Send MEET rather than PING until the peer answers.
     meet: bool,
     fail_time: u64,
+    /// The replication offset the node last advertised (election rank).
+    repl_offset: u64,
+    /// When we last voted for a replica of this master (one vote per
+    /// master per 2 × node timeout).
+    voted_time: u64,
+    /// Has had replicas: a candidate target for replica migration when it
+    /// loses them all (Redis's MIGRATE_TO flag).
+    migrate_to: bool,
+    /// Since when this master has slots but no working replica.
+    orphaned_since: Option<u64>,
+    /// When we last sent it a PING (`ping_sent` keeps the oldest
+    /// unanswered one, for failure detection).
+    last_ping: u64,
+}
+
+impl Peer {
+    fn new(node: ClusterNode, created: u64, meet: bool) -> Peer {
+        Peer {
+            node,
+            fail_reports: BTreeMap::new(),
+            created,
+            meet,
+            fail_time: 0,
+            repl_offset: 0,
+            voted_time: 0,
+            migrate_to: false,
+            orphaned_since: None,
+            last_ping: 0,
+        }
+    }
 }
 
 pub struct Bus {
@@ -80,6 +154,17 @@ pub struct Bus {
     now_hint: u64,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Elections, votes and manual failover in progress.
+    fo: failover::FailoverState,
+    /// Replication facts the node feeds in ([`Bus::set_replication`]).
+    repl_offset: u64,
+    master_link_down_since: Option<u64>,
+    /// `cluster_state:ok`, as last computed by the state update.
+    state_ok: bool,
+    /// Time of the first tick (a master waits before declaring itself ok).
+    first_tick: Option<u64>,
+    /// Last time this node found itself in a minority partition.
+    among_minority_time: u64,
 }
 
 fn id_bytes(id: &str) -> [u8; 40] {
@@ -137,6 +222,12 @@ impl Bus {
             now_hint: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            fo: failover::FailoverState::default(),
+            repl_offset: 0,
+            master_link_down_since: None,
+            state_ok: false,
+            first_tick: None,
+            among_minority_time: 0,
         }
     }
 
@@ -195,16 +286,8 @@ impl Bus {
         }
         let mut node = ClusterNode::new(random_node_id(), ip, port, cport);
         node.flags.handshake = true;
-        self.peers.insert(
-            node.id.clone(),
-            Peer {
-                node,
-                fail_reports: BTreeMap::new(),
-                created: now,
-                meet: true,
-                fail_time: 0,
-            },
-        );
+        self.peers
+            .insert(node.id.clone(), Peer::new(node, now, true));
     }
 
     /// Rebuilds the state saved in nodes.conf: same id, peers, slots and
@@ -218,16 +301,7 @@ impl Bus {
             if n.flags.myself {
                 me = Some(n);
             } else {
-                peers.insert(
-                    n.id.clone(),
-                    Peer {
-                        node: n,
-                        fail_reports: BTreeMap::new(),
-                        created: 0,
-                        meet: false,
-                        fail_time: 0,
-                    },
-                );
+                peers.insert(n.id.clone(), Peer::new(n, 0, false));
             }
         }
         let mut bus = Bus::new(me?, cfg);
@@ -316,11 +390,7 @@ impl Bus {
         if !self.me.slots.is_empty() {
             return Err("ERR To set a master the node must be empty and without assigned slots.");
         }
-        self.me.flags.master = false;
-        self.me.flags.slave = true;
-        self.me.master_id = Some(master.to_string());
-        self.changed();
-        self.broadcast_pong();
+        self.set_master(master);
         Ok(())
     }
 
@@ -489,20 +559,29 @@ impl Bus {
     }
 
     fn header(&self) -> Header {
+        // A replica advertises its master's slots (as Redis does), so a
+        // voter can tell whether the replica's view of them is current.
+        let slots = self
+            .me
+            .master_id
+            .as_deref()
+            .and_then(|m| self.peers.get(m))
+            .map_or_else(|| self.me.slots.clone(), |m| m.node.slots.clone());
+        let paused = self.me.flags.master && self.fo.mf_end != 0;
         Header {
             sender: id_bytes(&self.me.id),
             current_epoch: self.current_epoch,
             config_epoch: self.advertised_epoch(),
-            repl_offset: 0,
+            repl_offset: self.repl_offset,
             flags: to_wire_flags(&self.me.flags),
-            msg_flags: 0,
-            state: 0,
+            msg_flags: if paused { msg_flags::PAUSED } else { 0 },
+            state: u8::from(!self.state_ok),
             ip: self.me.ip.clone(),
             hostname: self.me.hostname.clone(),
             port: self.me.port,
             cport: self.me.cport,
             master: self.me.master_id.as_deref().map_or([0; 40], id_bytes),
-            slots: self.me.slots.clone(),
+            slots,
         }
     }
 
@@ -591,14 +670,26 @@ impl Bus {
             let waiting = node.ping_sent != 0;
             let due = !waiting
                 && (node.flags.handshake || now.saturating_sub(node.pong_received) > timeout / 2);
-            if due {
+            // An unanswered PING is repeated every half timeout (Redis
+            // reconnects the link and pings again), or a healed partition
+            // would never be noticed; `ping_sent` keeps the first one.
+            let retry = waiting && now.saturating_sub(p.last_ping) > (timeout / 2).max(500);
+            if due || retry {
                 let kind = if p.meet { MsgType::Meet } else { MsgType::Ping };
                 let link = Self::link_of(node);
                 self.send(link, kind, Some(&id));
                 if let Some(p) = self.peers.get_mut(&id) {
-                    p.node.ping_sent = now;
+                    if p.node.ping_sent == 0 {
+                        p.node.ping_sent = now;
+                    }
+                    p.last_ping = now;
                 }
-            } else if waiting
+            }
+            let Some(p) = self.peers.get(&id) else {
+                continue;
+            };
+            let node = &p.node;
+            if waiting
                 && now.saturating_sub(node.ping_sent) > timeout
                 && !node.flags.pfail
                 && !node.flags.fail
@@ -607,7 +698,37 @@ impl Bus {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.node.flags.pfail = true;
                 }
+                tracing::debug!(node_id = %id, "node is not reachable (PFAIL)");
                 self.mark_failing_if_needed(&id, now);
+                self.spread_suspicion(&id, now);
+            }
+        }
+        self.failover_tick(now);
+    }
+
+    /// Pings every other node at once with gossip about a new suspect, so
+    /// the FAIL quorum forms within one round trip instead of waiting for
+    /// each peer's next regular ping (the failover window is mostly this
+    /// wait).
+    fn spread_suspicion(&mut self, suspect: &str, now: u64) {
+        let targets: Vec<(Link, NodeId)> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.node.id != suspect
+                    && !p.node.flags.handshake
+                    && !p.node.flags.pfail
+                    && !p.node.flags.fail
+            })
+            .map(|p| (Self::link_of(&p.node), p.node.id.clone()))
+            .collect();
+        for (link, id) in targets {
+            self.send(link, MsgType::Ping, Some(&id));
+            if let Some(p) = self.peers.get_mut(&id) {
+                if p.node.ping_sent == 0 {
+                    p.node.ping_sent = now;
+                }
+                p.last_ping = now;
             }
         }
     }
@@ -662,6 +783,8 @@ impl Bus {
         let Some(p) = self.peers.get_mut(&sender) else {
             return;
         };
+        p.repl_offset = h.repl_offset;
+        let undo_after = self.cfg.node_timeout * failover::FAIL_UNDO_TIME_MULT;
         let n = &mut p.node;
         let before = (
             n.flags.master,
@@ -670,19 +793,27 @@ impl Bus {
             n.master_id.clone(),
             n.port,
         );
+        let demoted = n.flags.master && !is_master;
         n.flags.master = is_master;
         n.flags.slave = !is_master;
         n.config_epoch = h.config_epoch;
         n.master_id = (h.master != [0; 40]).then(|| id_string(&h.master));
         n.port = h.port;
+        n.flags.nofailover = h.flags & node_flags::NOFAILOVER != 0;
         // Hearing from a node clears our own suspicion.
         if n.flags.pfail {
             n.flags.pfail = false;
         }
-        // A reachable replica, or a master without slots, is not failed.
-        let unfailed = n.flags.fail && (!is_master || h.slots.is_empty());
+        // A reachable replica or slot-less master is not failed; nor is a
+        // master nobody replaced long after it was failed (Redis's undo).
+        let unfailed = n.flags.fail
+            && (!is_master
+                || h.slots.is_empty()
+                || n.slots.is_empty()
+                || now.saturating_sub(p.fail_time) > undo_after);
         if unfailed {
             n.flags.fail = false;
+            tracing::info!(node_id = %sender, "clear FAIL state for node: it is reachable again");
         }
         let after = (
             n.flags.master,
@@ -691,7 +822,19 @@ impl Bus {
             n.master_id.clone(),
             n.port,
         );
-        let _ = now;
+        // A master that turned into a replica serves no slot any more;
+        // its former slots wait for their new owner's claim.
+        if demoted {
+            let gone: Vec<u16> = n.slots.iter().collect();
+            n.slots = SlotSet::default();
+            for s in gone {
+                if let Some(o) = self.owners.get_mut(usize::from(s)) {
+                    if o.as_deref() == Some(sender.as_str()) {
+                        *o = None;
+                    }
+                }
+            }
+        }
         if unfailed || before != after {
             self.changed();
         }
@@ -772,10 +915,21 @@ impl Bus {
         {
             return;
         }
+        // The master whose slots this node serves (itself, or its master).
+        let cur_master = if self.me.flags.master {
+            Some(self.me.id.clone())
+        } else {
+            self.me.master_id.clone()
+        };
         let mut moved = false;
+        let mut migrated_ours = 0usize;
         for s in claimed.iter() {
             let cur = self.owners.get(usize::from(s)).cloned().flatten();
             if cur.as_deref() == Some(sender) {
+                continue;
+            }
+            // A slot being imported here changes hands only by SETSLOT.
+            if self.migrations.importing.contains_key(&s) {
                 continue;
             }
             let cur_epoch = cur
@@ -796,12 +950,32 @@ impl Bus {
                 p.node.slots.insert(s);
             }
             if let Some(o) = self.owners.get_mut(usize::from(s)) {
+                if o.is_some() && *o == cur_master {
+                    migrated_ours += 1;
+                }
                 *o = Some(sender.to_string());
             }
             moved = true;
         }
         if moved {
             self.changed();
+        }
+        // All the slots of my master (or mine) now belong to the sender:
+        // it replaced my master, so follow it (a returning old master
+        // turns into a replica of the node promoted in its place).
+        if migrated_ours > 0 {
+            if let Some(cm) = cur_master {
+                let left = self.node(&cm).map_or(0, |n| n.slots.count());
+                if left == 0
+                    && (self.cfg.allow_replica_migration || claimed.count() == migrated_ours)
+                {
+                    tracing::info!(
+                        node_id = %sender,
+                        "configuration change detected: reconfiguring myself as a replica of the new owner of my slots"
+                    );
+                    self.set_master(sender);
+                }
+            }
         }
     }
 
@@ -844,6 +1018,17 @@ impl Bus {
             return;
         }
         let known = self.peers.contains_key(&sender);
+        if known {
+            // Every message carries the sender's epoch and offset (Redis
+            // updates both before looking at the type).
+            self.current_epoch = self.current_epoch.max(msg.header.current_epoch);
+            if let Some(p) = self.peers.get_mut(&sender) {
+                p.repl_offset = msg.header.repl_offset;
+            }
+            if matches!(msg.kind, MsgType::Ping | MsgType::Pong) {
+                self.note_paused_master(&sender, &msg.header);
+            }
+        }
         match msg.kind {
             MsgType::Meet | MsgType::Ping => {
                 if !known && msg.kind == MsgType::Meet {
@@ -856,16 +1041,8 @@ impl Bus {
                     self.peers.retain(|_, p| {
                         !(p.node.flags.handshake && p.node.ip == h.ip && p.node.cport == h.cport)
                     });
-                    self.peers.insert(
-                        sender.clone(),
-                        Peer {
-                            node,
-                            fail_reports: BTreeMap::new(),
-                            created: now,
-                            meet: false,
-                            fail_time: 0,
-                        },
-                    );
+                    self.peers
+                        .insert(sender.clone(), Peer::new(node, now, false));
                     self.changed();
                 }
                 if self.peers.contains_key(&sender) {
@@ -950,18 +1127,11 @@ impl Bus {
                     }
                 }
             }
+            MsgType::AuthRequest if known => self.on_auth_request(link, &sender, &msg.header, now),
+            MsgType::AuthAck if known => self.on_auth_ack(&sender, &msg.header, now),
+            MsgType::MfStart if known => self.on_mfstart(&sender, now),
             _ => {}
         }
-    }
-
-    /// True when every slot has an owner that is not FAIL
-    /// (`cluster-require-full-coverage yes`).
-    pub fn state_ok(&self) -> bool {
-        self.owners.iter().all(|o| {
-            o.as_deref()
-                .and_then(|id| self.node(id))
-                .is_some_and(|n| !n.flags.fail)
-        })
     }
 }
 
@@ -970,26 +1140,29 @@ mod tests {
     use super::*;
 
     /// N buses in memory, wired by their bus addresses, on a simulated clock.
-    struct Sim {
-        buses: Vec<Bus>,
-        down: Vec<bool>,
-        now: u64,
+    pub(super) struct Sim {
+        pub(super) buses: Vec<Bus>,
+        pub(super) down: Vec<bool>,
+        /// Pairs of nodes (lower index first) that cannot talk (partitions).
+        pub(super) cut: std::collections::BTreeSet<(usize, usize)>,
+        pub(super) now: u64,
     }
 
     impl Sim {
-        fn new(n: usize) -> Sim {
+        pub(super) fn new(n: usize) -> Sim {
             let buses = (0..n)
                 .map(|i| {
                     let port = 7000 + i as u16;
                     Bus::new(
                         ClusterNode::new(random_node_id(), "127.0.0.1", port, port + 10000),
-                        BusConfig { node_timeout: 5000 },
+                        BusConfig::new(5000),
                     )
                 })
                 .collect();
             Sim {
                 buses,
                 down: vec![false; n],
+                cut: Default::default(),
                 now: 1_000_000,
             }
         }
@@ -998,9 +1171,31 @@ mod tests {
             self.buses.iter().position(|b| b.me.cport == cport)
         }
 
+        /// Separates `group` from every other node.
+        pub(super) fn partition(&mut self, group: &[usize]) {
+            for &a in group {
+                for b in 0..self.buses.len() {
+                    if !group.contains(&b) {
+                        self.cut.insert((a.min(b), a.max(b)));
+                    }
+                }
+            }
+        }
+
+        /// Advances time until `cond` holds (true) or `ms` pass (false).
+        pub(super) fn run_until(&mut self, ms: u64, mut cond: impl FnMut(&Sim) -> bool) -> bool {
+            for _ in 0..ms / 100 {
+                if cond(self) {
+                    return true;
+                }
+                self.run(100);
+            }
+            cond(self)
+        }
+
         /// Advances `ms` of simulated time in 100 ms steps, delivering all
         /// messages between live nodes.
-        fn run(&mut self, ms: u64) {
+        pub(super) fn run(&mut self, ms: u64) {
             for _ in 0..ms / 100 {
                 self.now += 100;
                 for (i, b) in self.buses.iter_mut().enumerate() {
@@ -1038,7 +1233,10 @@ mod tests {
                                 )
                             }
                         };
-                        if self.down[from] || self.down[to] {
+                        if self.down[from]
+                            || self.down[to]
+                            || self.cut.contains(&(from.min(to), from.max(to)))
+                        {
                             continue;
                         }
                         let now = self.now;
@@ -1048,7 +1246,7 @@ mod tests {
             }
         }
 
-        fn everyone_knows_everyone(&self) -> bool {
+        pub(super) fn everyone_knows_everyone(&self) -> bool {
             self.buses.iter().all(|b| {
                 b.peers.len() == self.buses.len() - 1
                     && b.peers.values().all(|p| !p.node.flags.handshake)
@@ -1056,7 +1254,7 @@ mod tests {
         }
     }
 
-    fn three_masters_three_replicas() -> Sim {
+    pub(super) fn three_masters_three_replicas() -> Sim {
         let mut sim = Sim::new(6);
         let per = SLOTS / 3;
         for i in 0..3 {

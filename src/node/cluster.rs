@@ -165,7 +165,6 @@ pub fn check(
     spec: &CommandSpec,
     args: &[Bytes],
     client: (bool, bool),
-    require_full_coverage: bool,
     exists: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<(), Redirect> {
     let (readonly_client, asking) = client;
@@ -183,7 +182,9 @@ pub fn check(
     if spec.name == "migrate" && (importing || migrating.is_some()) {
         return Ok(());
     }
-    if !view.ok && require_full_coverage {
+    // The state already accounts for cluster-require-full-coverage; a
+    // node cut off from the majority refuses everything.
+    if !view.ok {
         return Err(Redirect::Down);
     }
     let asking = asking || spec.name == "restore-asking";
@@ -229,9 +230,35 @@ pub fn check(
     Err(Redirect::Moved(slot, ip, port))
 }
 
+/// What the bus asks of the rest of the node (replication, client pause).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAction {
+    /// Replicate the master at this address (a new or changed master).
+    Replicate { ip: String, port: u16 },
+    /// I am a master now: stop replicating, keep the data, take writes.
+    Promote,
+    /// Hold client writes until this unix ms (0: resume now).
+    PauseWrites(u64),
+}
+
+/// The bus settings a node's configuration asks for.
+pub fn bus_config(cfg: &crate::runtime::config::NodeConfig) -> BusConfig {
+    BusConfig {
+        node_timeout: cfg.cluster_node_timeout,
+        replica_no_failover: cfg.cluster_replica_no_failover,
+        replica_validity_factor: cfg.cluster_replica_validity_factor,
+        migration_barrier: cfg.cluster_migration_barrier,
+        allow_replica_migration: cfg.cluster_allow_replica_migration,
+        require_full_coverage: cfg.cluster_require_full_coverage,
+    }
+}
+
 /// Cluster state of a node, shared with its connections.
 pub struct ClusterHandle {
     bus: Mutex<Bus>,
+    /// Bus requests for the node; the receiver is taken once at start.
+    actions: mpsc::UnboundedSender<NodeAction>,
+    actions_rx: Mutex<Option<mpsc::UnboundedReceiver<NodeAction>>>,
     pub view: ArcSwap<SlotView>,
     conf_path: PathBuf,
     links: Mutex<HashMap<Link, mpsc::Sender<Bytes>>>,
@@ -282,9 +309,8 @@ impl ClusterHandle {
         ip: &str,
         port: u16,
         cport: u16,
-        node_timeout: u64,
+        cfg: BusConfig,
     ) -> Result<Self, ClusterError> {
-        let cfg = BusConfig { node_timeout };
         let bus = if conf_path.exists() {
             let text =
                 std::fs::read_to_string(&conf_path).map_err(|source| ClusterError::Read {
@@ -309,8 +335,11 @@ impl ClusterHandle {
             bus
         };
         let view = ArcSwap::from_pointee(SlotView::from_bus(&bus));
+        let (actions, rx) = mpsc::unbounded_channel();
         let h = ClusterHandle {
             bus: Mutex::new(bus),
+            actions,
+            actions_rx: Mutex::new(Some(rx)),
             view,
             conf_path,
             links: Mutex::new(HashMap::new()),
@@ -324,6 +353,22 @@ impl ClusterHandle {
 
     pub fn bus(&self) -> MutexGuard<'_, Bus> {
         self.bus.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stream of [`NodeAction`]s; the first caller gets it.
+    pub fn take_actions(&self) -> Option<mpsc::UnboundedReceiver<NodeAction>> {
+        self.actions_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Feeds the bus what it needs from the rest of the node: the current
+    /// directives and the replication offset / master-link state.
+    pub fn sync(&self, cfg: BusConfig, repl_offset: u64, link_down_since: Option<u64>) {
+        let mut bus = self.bus();
+        bus.set_config(cfg);
+        bus.set_replication(repl_offset, link_down_since);
     }
 
     pub fn save(&self) {
@@ -354,6 +399,22 @@ impl ClusterHandle {
         }
         if events.contains(&Event::ConfigChanged) {
             self.save();
+        }
+        for e in events {
+            let action = match e {
+                Event::RoleChanged(None) => Some(NodeAction::Promote),
+                Event::RoleChanged(Some(master)) => {
+                    let addr = self.bus().node(&master).map(|n| (n.ip.clone(), n.port));
+                    addr.map(|(ip, port)| NodeAction::Replicate { ip, port })
+                }
+                Event::PauseWrites(until) => Some(NodeAction::PauseWrites(until)),
+                _ => None,
+            };
+            if let Some(a) = action {
+                // The receiver lives as long as the node; a send error
+                // only happens during shutdown.
+                let _ = self.actions.send(a);
+            }
         }
         for t in transmits {
             let mut buf = BytesMut::new();

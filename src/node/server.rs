@@ -168,7 +168,7 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
             &ip,
             port,
             cport,
-            cfg.cluster_node_timeout,
+            crate::node::cluster::bus_config(&cfg),
         )?);
         let bind_ip = if ip == "127.0.0.1" && cfg.bind.iter().any(|b| b == "*") {
             "0.0.0.0".to_string()
@@ -186,6 +186,9 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
         cluster.as_ref().map(|(h, _)| h.clone()),
     ));
     if let Some((h, listener)) = cluster {
+        if let Some(rx) = h.take_actions() {
+            tokio::spawn(cluster_actions(shared.clone(), rx));
+        }
         tokio::spawn(crate::node::cluster::run(
             h,
             listener,
@@ -314,11 +317,41 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
         shared
             .peak_memory
             .fetch_max(crate::runtime::alloc::allocated() as u64, Ordering::Relaxed);
+        if let Some(cl) = &shared.cluster {
+            cl.sync(
+                crate::node::cluster::bus_config(&shared.config.load()),
+                0,
+                None,
+            );
+        }
         let secs = shared.started.elapsed().as_secs() as u32;
         let mut st = shared.lock();
         st.db.set_clock(secs);
         // Bounded work per tick keeps the lock hold short.
         st.db.active_expire(unix_ms(), 2000);
+    }
+}
+
+/// Carries out what the cluster bus decides about this node's role.
+async fn cluster_actions(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::node::cluster::NodeAction>,
+) {
+    use crate::node::cluster::NodeAction;
+    let _ = &shared;
+    while let Some(action) = rx.recv().await {
+        match action {
+            NodeAction::Replicate { ip, port } => {
+                tracing::info!(master_ip = %ip, master_port = port, "replicating a new master");
+            }
+            NodeAction::Promote => tracing::info!("promoted to master"),
+            NodeAction::PauseWrites(until) => {
+                tracing::info!(
+                    until_ms = until,
+                    "client writes paused for a manual failover"
+                );
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{err, int_arg, is, syntax_error, CmdResult, Ctx};
 use crate::cluster::topology::{render_node_line, ClusterNode};
 use crate::cluster::{key_hash_slot, SLOTS};
-use crate::gossip::state::SetSlot;
+use crate::gossip::state::{FailoverMode, SetSlot};
 use crate::node::cluster::ClusterHandle;
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -165,6 +165,15 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         bus.set_config_epoch(e as u64);
         Reply::Ok
+    } else if is(sub, "failover") && a.len() <= 3 {
+        let mode = match a.get(2) {
+            None => FailoverMode::Default,
+            Some(m) if is(m, "force") => FailoverMode::Force,
+            Some(m) if is(m, "takeover") => FailoverMode::Takeover,
+            Some(_) => return Err(syntax_error()),
+        };
+        h.bus().failover(mode, now).map_err(err)?;
+        Reply::Ok
     } else if is(sub, "replicate") && a.len() == 3 {
         if !ctx.db.is_empty() {
             return Err(err(
@@ -319,6 +328,7 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             "COUNTKEYSINSLOT <slot>",
             "DELSLOTS <slot> [<slot> ...]",
             "DELSLOTSRANGE <start slot> <end slot> [<start slot> <end slot> ...]",
+            "FAILOVER [FORCE|TAKEOVER]",
             "FORGET <node-id>",
             "GETKEYSINSLOT <slot> <count>",
             "INFO",

@@ -383,7 +383,6 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
     let asking = std::mem::take(&mut ctx.client.asking);
     if let Some(cl) = ctx.shared.cluster.as_ref() {
         let view = cl.view.load();
-        let full = ctx.shared.config.load().cluster_require_full_coverage;
         let (db, now) = (&mut *ctx.db, ctx.now);
         let mut exists = |k: &[u8]| db.contains(k, now);
         if let Err(r) = crate::node::cluster::check(
@@ -391,7 +390,6 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
             spec,
             args,
             (ctx.client.readonly, asking),
-            full,
             &mut exists,
         ) {
             ctx.client.flag_multi_error();
