@@ -360,3 +360,176 @@ fn add_node_reshard_del_node_lose_no_key_under_load() {
         assert_eq!(v, Some(i), "key k{i} lost");
     }
 }
+
+/// CLUSTER NODES of `node` as (id, flags, master) per line.
+fn roles(node: &Node) -> Vec<(String, String, String)> {
+    let mut c = node.client();
+    let listing: String = redis::cmd("CLUSTER").arg("NODES").query(&mut c).unwrap();
+    listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_string(), f[2].to_string(), f[3].to_string())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
+fn rebalance_onto_an_empty_master_and_add_a_replica_under_load() {
+    let nodes: Vec<Node> = (0..5)
+        .map(|_| Node::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(Node::addr).collect();
+    let cli = |args: &[&str]| {
+        let (ok, out) = run_tool("redis-cli", args, Duration::from_secs(300));
+        assert!(ok, "redis-cli {args:?}:\n{out}");
+        out
+    };
+    cli(&[
+        "--cluster",
+        "create",
+        &addrs[0],
+        &addrs[1],
+        &addrs[2],
+        "--cluster-yes",
+    ]);
+    let urls: Vec<String> = nodes[..3].iter().map(Node::url).collect();
+    let client = redis::cluster::ClusterClient::builder(urls)
+        .retries(20)
+        .build()
+        .unwrap();
+    let mut c = client.get_connection().unwrap();
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    // A cluster-aware client nobody here wrote keeps writing and reading
+    // (bounded in count and time) while slots move.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let client = client.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = client.get_connection().unwrap();
+            let (mut ops, mut errors) = (0u64, Vec::new());
+            let end = Instant::now() + Duration::from_secs(240);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && Instant::now() < end
+                && ops < 200_000
+            {
+                let k = format!("w{}", ops % 500);
+                if let Err(e) = redis::cmd("SET").arg(&k).arg(ops).query::<()>(&mut c) {
+                    errors.push(e.to_string());
+                }
+                match redis::cmd("GET").arg(&k).query::<Option<u64>>(&mut c) {
+                    Ok(Some(v)) if v == ops => {}
+                    other => errors.push(format!("GET {k} after SET {ops}: {other:?}")),
+                }
+                ops += 1;
+            }
+            (ops, errors)
+        })
+    };
+    cli(&["--cluster", "add-node", &addrs[3], &addrs[0]]);
+    let wait_ok = |n: &Node| {
+        common::wait_until("cluster_state:ok", Duration::from_secs(30), || {
+            let mut c = n.client();
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut c)
+                .unwrap()
+                .contains("cluster_state:ok")
+        })
+    };
+    wait_ok(&nodes[3]);
+    let mut c3 = nodes[3].client();
+    let new_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c3).unwrap();
+    // A small weight for the new master keeps the debug-build test short
+    // (~170 slots move); the plan and the moves are rebalance's own.
+    let weight = format!("{new_id}=0.031");
+    let out = cli(&[
+        "--cluster",
+        "rebalance",
+        &addrs[0],
+        "--cluster-use-empty-masters",
+        "--cluster-weight",
+        &weight,
+    ]);
+    assert!(out.contains("Rebalancing across 4 nodes"), "{out}");
+    // Slots are split by weight: 1 : 1 : 1 : 0.031.
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c3).unwrap();
+    let mut per_master = std::collections::HashMap::<i64, i64>::new();
+    for r in &slots {
+        let (redis::Value::Int(lo), redis::Value::Int(hi)) = (&r[0], &r[1]) else {
+            panic!("{r:?}")
+        };
+        let redis::Value::Array(m) = &r[2] else {
+            panic!("{r:?}")
+        };
+        let redis::Value::Int(port) = &m[1] else {
+            panic!("{m:?}")
+        };
+        *per_master.entry(*port).or_default() += hi - lo + 1;
+    }
+    assert_eq!(per_master.len(), 4, "{per_master:?}");
+    let new_slots = per_master[&(i64::from(nodes[3].port))];
+    assert!((150..=180).contains(&new_slots), "{per_master:?}");
+    assert!(
+        per_master
+            .values()
+            .filter(|n| (5350..=5450).contains(*n))
+            .count()
+            == 3,
+        "{per_master:?}"
+    );
+    // A replica joins the new master with --cluster-slave.
+    cli(&[
+        "--cluster",
+        "add-node",
+        &addrs[4],
+        &addrs[0],
+        "--cluster-slave",
+        "--cluster-master-id",
+        &new_id,
+    ]);
+    common::wait_until(
+        "the replica is known everywhere",
+        Duration::from_secs(30),
+        || {
+            let replica_id = roles(&nodes[4])
+                .into_iter()
+                .find(|(_, f, _)| f.contains("myself"))
+                .unwrap();
+            nodes.iter().all(|n| {
+                roles(n)
+                    .iter()
+                    .any(|(id, f, m)| *id == replica_id.0 && f.contains("slave") && *m == new_id)
+            })
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ops, errors) = writer.join().unwrap();
+    assert!(ops > 100, "the writer made progress ({ops} ops)");
+    assert!(
+        errors.is_empty(),
+        "{} errors during rebalance, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    let check = cli(&["--cluster", "check", &addrs[0]]);
+    assert!(
+        check.contains("[OK] All 16384 slots covered.") && !check.contains("[WARNING]"),
+        "{check}"
+    );
+    for i in 0..1000 {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, Some(i), "key k{i} lost");
+    }
+}

@@ -230,6 +230,28 @@ pub fn check(
     Err(Redirect::Moved(slot, ip, port))
 }
 
+/// The part of the configuration that must be on disk before this node
+/// tells anyone about it: a vote or an epoch must survive a crash, or the
+/// node could vote twice in one epoch or reuse an epoch after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Durable {
+    current_epoch: u64,
+    last_vote_epoch: u64,
+    config_epoch: u64,
+    master: Option<String>,
+}
+
+impl Durable {
+    fn of(bus: &Bus) -> Durable {
+        Durable {
+            current_epoch: bus.current_epoch,
+            last_vote_epoch: bus.last_vote_epoch,
+            config_epoch: bus.myself().config_epoch,
+            master: bus.myself().master_id.clone(),
+        }
+    }
+}
+
 /// What the bus asks of the rest of the node (replication, client pause).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeAction {
@@ -262,6 +284,11 @@ pub struct ClusterHandle {
     pub view: ArcSwap<SlotView>,
     conf_path: PathBuf,
     links: Mutex<HashMap<Link, mpsc::Sender<Bytes>>>,
+    /// Serialises nodes.conf writes and remembers the epochs/role last
+    /// made durable (see [`ClusterHandle::pump`]).
+    saved: Mutex<Durable>,
+    /// Wakes the background writer: a slot-only change is waiting.
+    save_wanted: tokio::sync::Notify,
     next_conn: AtomicU64,
     pub stats_sent: AtomicU64,
     pub stats_received: AtomicU64,
@@ -343,6 +370,8 @@ impl ClusterHandle {
             view,
             conf_path,
             links: Mutex::new(HashMap::new()),
+            saved: Mutex::new(Durable::default()),
+            save_wanted: tokio::sync::Notify::new(),
             next_conn: AtomicU64::new(1),
             stats_sent: AtomicU64::new(0),
             stats_received: AtomicU64::new(0),
@@ -371,10 +400,32 @@ impl ClusterHandle {
         bus.set_replication(repl_offset, link_down_since);
     }
 
+    /// Writes nodes.conf now (temp, fsync, rename, fsync dir) with the
+    /// bus's current state.
     pub fn save(&self) {
-        let text = self.bus().nodes_conf().render();
-        if let Err(e) = save_nodes_conf(&self.conf_path, &text) {
-            tracing::warn!(path = %self.conf_path.display(), error = %e, "cannot save nodes.conf");
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        let (text, durable) = {
+            let bus = self.bus();
+            (bus.nodes_conf().render(), Durable::of(&bus))
+        };
+        match save_nodes_conf(&self.conf_path, &text) {
+            Ok(()) => *saved = durable,
+            Err(e) => {
+                tracing::warn!(path = %self.conf_path.display(), error = %e, "cannot save nodes.conf")
+            }
+        }
+    }
+
+    /// Saves nodes.conf in the background whenever asked, coalescing
+    /// bursts (a reshard changes a slot every few milliseconds; one fsync
+    /// per change would make it 10× slower than Redis).
+    async fn background_saver(self: Arc<Self>) {
+        loop {
+            self.save_wanted.notified().await;
+            let h = self.clone();
+            if tokio::task::spawn_blocking(move || h.save()).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -398,7 +449,17 @@ impl ClusterHandle {
             self.view.store(Arc::new(v));
         }
         if events.contains(&Event::ConfigChanged) {
-            self.save();
+            // Epochs, votes and role are saved before anything is sent
+            // (transmits below); slot-only changes go to the background.
+            let must_sync = {
+                let now = Durable::of(&self.bus());
+                *self.saved.lock().unwrap_or_else(|p| p.into_inner()) != now
+            };
+            if must_sync {
+                self.save();
+            } else {
+                self.save_wanted.notify_one();
+            }
         }
         for e in events {
             let action = match e {
@@ -542,6 +603,7 @@ pub async fn run(
             }
         })
     };
+    let saver = tokio::spawn(h.clone().background_saver());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -553,6 +615,7 @@ pub async fn run(
         }
     }
     acceptor.abort();
+    saver.abort();
     h.save();
 }
 
