@@ -82,6 +82,15 @@ impl Bus {
         self.cfg = cfg;
     }
 
+    /// The replication offset `id` last advertised (ours for myself).
+    pub fn repl_offset_of(&self, id: &str) -> u64 {
+        if id == self.me.id {
+            self.repl_offset
+        } else {
+            self.peers.get(id).map_or(0, |p| p.repl_offset)
+        }
+    }
+
     /// `cluster_state:ok`: slots covered (when required) and this node
     /// reaches a majority of the slot-owning masters.
     pub fn state_ok(&self) -> bool {

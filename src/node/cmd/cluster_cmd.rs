@@ -258,17 +258,27 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
                 ranges.push(Reply::Int(i64::from(hi)));
             }
             let describe = |n: &ClusterNode, role: &str| {
+                let offset = bus.repl_offset_of(&n.id);
+                // Redis: a replica that has not synced anything yet is
+                // still "loading".
+                let health = if n.flags.fail {
+                    "fail"
+                } else if n.flags.slave && offset == 0 {
+                    "loading"
+                } else {
+                    "online"
+                };
                 Reply::Map(vec![
                     (Reply::bulk("id"), Reply::bulk(&n.id)),
                     (Reply::bulk("port"), Reply::Int(i64::from(n.port))),
                     (Reply::bulk("ip"), Reply::bulk(&n.ip)),
                     (Reply::bulk("endpoint"), Reply::bulk(&n.ip)),
                     (Reply::bulk("role"), Reply::bulk(role)),
-                    (Reply::bulk("replication-offset"), Reply::Int(0)),
                     (
-                        Reply::bulk("health"),
-                        Reply::bulk(if n.flags.fail { "fail" } else { "online" }),
+                        Reply::bulk("replication-offset"),
+                        Reply::Int(i64::try_from(offset).unwrap_or(i64::MAX)),
                     ),
+                    (Reply::bulk("health"), Reply::bulk(health)),
                 ])
             };
             let mut nodes = vec![describe(m, "master")];
