@@ -62,6 +62,8 @@ struct Peer {
     /// Send MEET rather than PING until the peer answers.
     meet: bool,
     fail_time: u64,
+    /// When the unanswered PING was last sent again (0: not yet).
+    retried: u64,
 }
 
 pub struct Bus {
@@ -203,6 +205,7 @@ impl Bus {
                 created: now,
                 meet: true,
                 fail_time: 0,
+                retried: 0,
             },
         );
     }
@@ -226,6 +229,7 @@ impl Bus {
                         created: 0,
                         meet: false,
                         fail_time: 0,
+                        retried: 0,
                     },
                 );
             }
@@ -591,14 +595,31 @@ impl Bus {
             let waiting = node.ping_sent != 0;
             let due = !waiting
                 && (node.flags.handshake || now.saturating_sub(node.pong_received) > timeout / 2);
+            let kind = if p.meet { MsgType::Meet } else { MsgType::Ping };
             if due {
-                let kind = if p.meet { MsgType::Meet } else { MsgType::Ping };
                 let link = Self::link_of(node);
                 self.send(link, kind, Some(&id));
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.node.ping_sent = now;
                 }
-            } else if waiting
+                continue;
+            }
+            // Like Redis reconnecting a link whose PONG is half a timeout
+            // late: the PING may have gone to a peer that was not listening
+            // yet (a whole cluster restarting), and no answer would ever
+            // come. ping_sent stays, so failure detection still counts from
+            // the first unanswered PING.
+            if waiting && now.saturating_sub(node.ping_sent.max(p.retried)) > timeout / 2 {
+                let link = Self::link_of(node);
+                self.send(link, kind, Some(&id));
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.retried = now;
+                }
+            }
+            let Some(node) = self.peers.get(&id).map(|p| &p.node) else {
+                continue;
+            };
+            if waiting
                 && now.saturating_sub(node.ping_sent) > timeout
                 && !node.flags.pfail
                 && !node.flags.fail
@@ -864,6 +885,7 @@ impl Bus {
                             created: now,
                             meet: false,
                             fail_time: 0,
+                            retried: 0,
                         },
                     );
                     self.changed();
@@ -1116,6 +1138,31 @@ mod tests {
                 );
                 assert!(!b.state_ok(), "its slots are uncovered");
             }
+        }
+    }
+
+    #[test]
+    fn a_ping_lost_while_a_peer_was_briefly_away_is_retried() {
+        // As when a whole cluster restarts from nodes.conf: the first PING
+        // can reach a peer that is not listening yet. Nobody may wait
+        // forever for that PONG and then declare a live node failed.
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        assert!(sim.everyone_knows_everyone());
+        sim.down[1] = true;
+        sim.run(2_000);
+        sim.down[1] = false;
+        sim.run(15_000);
+        for (i, b) in sim.buses.iter().enumerate() {
+            for p in b.peers.values() {
+                assert!(
+                    !p.node.flags.pfail && !p.node.flags.fail,
+                    "node {i} sees {} as {}",
+                    p.node.port,
+                    p.node.flags.render()
+                );
+            }
+            assert!(b.state_ok(), "node {i}");
         }
     }
 
