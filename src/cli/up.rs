@@ -654,7 +654,7 @@ async fn start(
             }
         }
         progress.update(format!(
-            "waiting for the cluster: {ok}/{} nodes report cluster_state:ok and every link connected",
+            "waiting for the cluster: {ok}/{} nodes ready",
             nodes.len()
         ));
         if ok == nodes.len() {
