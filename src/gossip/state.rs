@@ -680,9 +680,16 @@ impl Bus {
         let sender = id_string(&h.sender);
         self.current_epoch = self.current_epoch.max(h.current_epoch);
         let is_master = h.flags & node_flags::MASTER != 0;
+        let undo_after = self.cfg.node_timeout * 2;
         let Some(p) = self.peers.get_mut(&sender) else {
             return;
         };
+        // Redis's FAIL undo: a master that still serves its slots in our
+        // view (nobody failed over to replace it) and is reachable again
+        // gets its FAIL cleared once the FAIL is 2 x node-timeout old;
+        // otherwise a cluster without a replica to promote stays down for
+        // good after its master comes back.
+        let stale_fail = now.saturating_sub(p.fail_time) > undo_after;
         let n = &mut p.node;
         let before = (
             n.flags.master,
@@ -700,8 +707,10 @@ impl Bus {
         if n.flags.pfail {
             n.flags.pfail = false;
         }
-        // A reachable replica, or a master without slots, is not failed.
-        let unfailed = n.flags.fail && (!is_master || h.slots.is_empty());
+        // A reachable replica, or a master without slots, is not failed;
+        // nor is a master nobody replaced (see above).
+        let unfailed = n.flags.fail
+            && (!is_master || h.slots.is_empty() || (!n.slots.is_empty() && stale_fail));
         if unfailed {
             n.flags.fail = false;
         }
@@ -1163,6 +1172,28 @@ mod tests {
                 );
             }
             assert!(b.state_ok(), "node {i}");
+        }
+    }
+
+    #[test]
+    fn a_failed_master_that_nobody_replaced_is_unfailed_when_it_returns() {
+        // The founding walkthrough with failover disabled (or no replica
+        // able to take over): the master comes back with its slots.
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        let dead = sim.buses[1].me.id.clone();
+        sim.down[1] = true;
+        sim.run(15_000);
+        assert!(sim.buses[0].node(&dead).is_some_and(|n| n.flags.fail));
+        assert!(!sim.buses[0].state_ok());
+        sim.down[1] = false;
+        sim.run(15_000);
+        for (i, b) in sim.buses.iter().enumerate() {
+            if i != 1 {
+                let n = b.node(&dead).unwrap();
+                assert!(!n.flags.fail, "node {i} still sees {}", n.flags.render());
+                assert!(b.state_ok(), "node {i}");
+            }
         }
     }
 
