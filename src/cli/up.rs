@@ -248,14 +248,14 @@ pub fn classify(infos: &[(u16, ClusterInfo)], dir: &Path) -> Existing {
     if !new.is_empty() {
         return Existing::Mixed(format!(
             "{} holds a cluster, but nodes {} are new: rerun with the same --masters/--replicas/--base-port as before, or use another --dir (or remove it) for a new cluster",
-            dir.display(),
+            shown(dir),
             new.join(", ")
         ));
     }
     if let Some((p, i)) = infos.iter().find(|(_, i)| i.known_nodes != total) {
         return Existing::Mixed(format!(
             "node {p} in {} belongs to a cluster of {} nodes, but these flags make {total}: rerun with the same --masters/--replicas/--base-port as before, or use another --dir (or remove it) for a new cluster",
-            dir.display(),
+            shown(dir),
             i.known_nodes
         ));
     }
@@ -379,6 +379,18 @@ fn spawn(exe: &Path, args: &[String], log: &Path, name: &str) -> Result<Proc, Up
         log: log.to_path_buf(),
         exited: None,
     })
+}
+
+/// A path as the user would type it: relative to the current directory
+/// when it is below it (`data/7000/node.log`), else absolute.
+fn shown(p: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .unwrap_or_else(|| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// The last `lines` lines of a child's log, without a Rust backtrace
@@ -523,7 +535,7 @@ async fn up(opts: &UpOptions) -> Result<(), UpError> {
         opts.replicas,
         nodes.first().map_or(0, |n| n.port),
         nodes.last().map_or(0, |n| n.port),
-        dir.display()
+        shown(&dir)
     );
     let mut running = Running {
         nodes: Vec::new(),
@@ -609,7 +621,7 @@ async fn start(
         Existing::Cluster => {
             progress.note(&format!(
                 "✓ existing cluster found (nodes.conf in {}): rejoining, no create",
-                dir.display()
+                shown(dir)
             ));
         }
         Existing::Fresh => {
@@ -631,7 +643,7 @@ async fn start(
             }
             progress.done(&format!(
                 "cluster created with `slotway cluster create --replicas {replicas}` (its output: {})",
-                log.display()
+                shown(&log)
             ));
         }
     }
@@ -704,7 +716,7 @@ async fn start(
         if let Some(status) = proxy.poll_exit() {
             running.proxy_error = Some(format!(
                 "the proxy exited ({status}); last lines of {}:\n{}",
-                proxy.log.display(),
+                shown(&proxy.log),
                 tail(&proxy.log, 5)
             ));
             break;
@@ -717,7 +729,7 @@ async fn start(
             running.proxy_error = Some(format!(
                 "the proxy did not answer PING on {addr} within {} s (see {})",
                 PROXY_DEADLINE.as_secs(),
-                proxy.log.display()
+                shown(&proxy.log)
             ));
             break;
         }
@@ -812,7 +824,7 @@ async fn print_summary(opts: &UpOptions, nodes: &[NodePlan], running: &mut Runni
             role.into(),
             slots,
             p.pid.to_string(),
-            n.log.display().to_string(),
+            shown(&n.log),
         ]);
     }
     if let (Some(p), true) = (&running.proxy, proxy_ok) {
@@ -821,7 +833,7 @@ async fn print_summary(opts: &UpOptions, nodes: &[NodePlan], running: &mut Runni
             String::new(),
             String::new(),
             p.pid.to_string(),
-            p.log.display().to_string(),
+            shown(&p.log),
         ]);
     }
     let _ = write!(out, "\n{}", table(&rows));
@@ -851,8 +863,8 @@ async fn watch(running: &mut Running, signals: &mut Signals, nodes: &[NodePlan])
                     "! {} (pid {}) exited ({status}); the others keep running. To bring it back: {} node {}",
                     p.name,
                     p.pid,
-                    std::env::current_exe().map_or_else(|_| "slotway".into(), |e| e.display().to_string()),
-                    n.conf.display()
+                    std::env::current_exe().map_or_else(|_| "slotway".into(), |e| shown(&e)),
+                    shown(&n.conf)
                 );
             }
         }
@@ -862,7 +874,7 @@ async fn watch(running: &mut Running, signals: &mut Signals, nodes: &[NodePlan])
                     println!(
                         "! the proxy (pid {}) exited ({status}); see {}",
                         p.pid,
-                        p.log.display()
+                        shown(&p.log)
                     );
                 }
             }
