@@ -530,12 +530,12 @@ async fn up(opts: &UpOptions) -> Result<(), UpError> {
     })?;
     let mut signals = Signals::install()?;
     println!(
-        "slotway up: {} masters × {} replica(s), nodes on 127.0.0.1:{}-{}, data in {}",
+        "slotway up: {} masters, {} replica(s) each, nodes on 127.0.0.1:{}-{}, data in {}",
         opts.masters,
         opts.replicas,
         nodes.first().map_or(0, |n| n.port),
         nodes.last().map_or(0, |n| n.port),
-        shown(&dir)
+        opts.dir.display()
     );
     let mut running = Running {
         nodes: Vec::new(),
