@@ -169,9 +169,12 @@ dir {dir}
 # Loopback only: this is a local cluster for a first try.
 bind 127.0.0.1
 cluster-config-file nodes.conf
+# Plain-text log; `up` also sends the process's own output here.
+logfile {log}
 ",
         port = n.port,
         dir = n.dir.display(),
+        log = n.log.display(),
     )
 }
 
@@ -1018,6 +1021,7 @@ mod tests {
             "maxmemory 512mb",
             "dir /d/7001",
             "bind 127.0.0.1",
+            "logfile /d/7001/node.log",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
