@@ -422,3 +422,29 @@ fn up_refuses_a_busy_port_before_starting_anything() {
         }
     }
 }
+
+#[test]
+fn up_interrupted_during_startup_leaves_nothing_behind() {
+    let ports = pick_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(&ports, dir.path());
+    // As soon as the first node process exists, whatever phase `up` is in.
+    let mut kids = Vec::new();
+    wait_until("`up` to start a child", Duration::from_secs(20), || {
+        kids = children_of(up.pid());
+        !kids.is_empty()
+    });
+    kill(Pid::from_raw(up.pid()), Signal::SIGTERM).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while up.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "`up` ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Children spawned after our first look are covered by the port check.
+    for pid in kids {
+        assert!(!alive(pid), "child {pid} survived");
+    }
+    wait_until("every port to be free", Duration::from_secs(5), || {
+        ports.all().into_iter().all(free)
+    });
+}
