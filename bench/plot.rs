@@ -279,7 +279,10 @@ where
         chart.draw_series(std::iter::once(Text::new(
             tag,
             (
-                b.value.max(b.behind.unwrap_or(0.0)) + max * 0.01,
+                b.value
+                    .max(b.behind.unwrap_or(0.0))
+                    .max(b.spread.map_or(0.0, |s| s.1))
+                    + max * 0.01,
                 SegmentValue::CenterOf(i),
             ),
             ("sans-serif", 11),

@@ -84,7 +84,10 @@ run_part failover "Failover: master SHUTDOWN → cluster_state:ok again" bench/f
 
 rm -f bench/results.png
 plot_line="![throughput and latency per configuration](results.png)"
-figures=$(ls "$OUT"/*.json 2>/dev/null)
+figures=""
+for part in node proxy failover; do
+  if [ -s "$OUT/$part.json" ]; then figures="$figures $OUT/$part.json"; fi
+done
 if [ -z "$figures" ]; then
   plot_line="No plot: no part produced figures."
 else
