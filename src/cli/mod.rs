@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod up;
 
 /// Subcommands that arrive with later issues say so plainly.
 pub fn not_yet(what: &str) -> anyhow::Result<()> {

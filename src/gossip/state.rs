@@ -1318,6 +1318,53 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_lost_while_a_peer_was_briefly_away_is_retried() {
+        // As when a whole cluster restarts from nodes.conf: the first PING
+        // can reach a peer that is not listening yet. Nobody may wait
+        // forever for that PONG and then declare a live node failed.
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        assert!(sim.everyone_knows_everyone());
+        sim.down[1] = true;
+        sim.run(2_000);
+        sim.down[1] = false;
+        sim.run(15_000);
+        for (i, b) in sim.buses.iter().enumerate() {
+            for p in b.peers.values() {
+                assert!(
+                    !p.node.flags.pfail && !p.node.flags.fail,
+                    "node {i} sees {} as {}",
+                    p.node.port,
+                    p.node.flags.render()
+                );
+            }
+            assert!(b.state_ok(), "node {i}");
+        }
+    }
+
+    #[test]
+    fn a_failed_master_that_nobody_replaced_is_unfailed_when_it_returns() {
+        // The founding walkthrough with failover disabled (or no replica
+        // able to take over): the master comes back with its slots.
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        let dead = sim.buses[1].me.id.clone();
+        sim.down[1] = true;
+        sim.run(15_000);
+        assert!(sim.buses[0].node(&dead).is_some_and(|n| n.flags.fail));
+        assert!(!sim.buses[0].state_ok());
+        sim.down[1] = false;
+        sim.run(15_000);
+        for (i, b) in sim.buses.iter().enumerate() {
+            if i != 1 {
+                let n = b.node(&dead).unwrap();
+                assert!(!n.flags.fail, "node {i} still sees {}", n.flags.render());
+                assert!(b.state_ok(), "node {i}");
+            }
+        }
+    }
+
+    #[test]
     fn equal_config_epochs_are_made_unique() {
         let mut sim = three_masters_three_replicas();
         // Masters 0 and 1 collide on epoch 2.

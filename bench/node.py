@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""Runs the same redis-benchmark workloads against a slotway node and a
-redis-server, interleaved A/B per round, and writes bench/RESULTS.md.
+"""Node vs redis-server 7.0, side by side on loopback: the same
+redis-benchmark workloads against a slotway node and a redis-server,
+interleaved A/B per round (the order alternates), plus memory for 1M keys.
 
 Measures per test: requests/s and p50/p99 latency (redis-benchmark --csv),
 server CPU per request (utime+stime deltas from /proc/PID/stat around the
 run), and memory for 1M small string keys (used_memory and VmRSS).
-Every process it starts is stopped by PID on exit.
+
+Prints a markdown section on stdout and writes the figures as JSON to
+--json PATH (a list of {config, test, rps, p50_ms, p99_ms, cpu_us_per_req,
+rps_min, rps_max, ...}); progress goes to stderr. Every process it starts
+is stopped by PID on exit; every redis-benchmark run has a time limit.
+Usage: bench/node.py [--json PATH]   (ROUNDS=3 N=200000 KEYS=1000000)
 """
-import csv, datetime, io, os, platform, socket, statistics, subprocess, sys, time
+import argparse, signal, csv, io, json, os, socket, statistics, subprocess, sys, time
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 N = int(os.environ.get("N", "200000"))
 KEYS = int(os.environ.get("KEYS", "1000000"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SLOTWAY = os.path.join(ROOT, "target", "release", "slotway")
+SLOTWAY = os.environ.get("SLOTWAY", os.path.join(ROOT, "target", "release", "slotway"))
+RUN_TIMEOUT = int(os.environ.get("RUN_TIMEOUT", "300"))
 CLK = os.sysconf("SC_CLK_TCK")
 procs = []
 
@@ -65,7 +72,11 @@ def bench(server, args):
     cmd = ["redis-benchmark", "-p", str(server["port"]), "--csv"] + args
     pid = server["proc"].pid
     c0 = cpu_seconds(pid)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        print(f"redis-benchmark timed out after {RUN_TIMEOUT} s: {' '.join(cmd)}", file=sys.stderr)
+        return {}
     c1 = cpu_seconds(pid)
     out = {}
     total_reqs = 0
@@ -113,25 +124,38 @@ def fmt_spread(vals):
     return f"{statistics.median(vals):,.0f} ({min(vals):,.0f}–{max(vals):,.0f})"
 
 
+CONFIG = {"slotway": "slotway node", "redis": "redis-server"}
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the figures here as JSON")
+    args = ap.parse_args()
+    # `timeout` (bench/run.sh) sends SIGTERM: unwind so `finally` stops
+    # every server this script started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    for t in ("redis-server", "redis-benchmark", "redis-cli"):
+        if not any(os.access(os.path.join(d, t), os.X_OK) for d in os.environ.get("PATH", "").split(":")):
+            print(f"## Node: slotway vs redis-server\n\nSkipped: `{t}` not found (apt-get install redis-server redis-tools).\n")
+            return
     servers = [start("slotway"), start("redis")]
-    results = {}  # (workload, test, kind) -> list of tuples
+    results = {}  # (workload, test, kind) -> list of [rps, p50, p99, cpu]
+    mem = {}
     try:
         for rnd in range(ROUNDS):
-            for wname, args in WORKLOADS:
+            for wname, wargs in WORKLOADS:
                 for s in (servers if rnd % 2 == 0 else list(reversed(servers))):
                     flush(s)
-                    args2 = [a for a in args if a != "-q"]
+                    args2 = [a for a in wargs if a != "-q"]
                     for test, vals in bench(s, args2).items():
                         results.setdefault((wname, test, s["kind"]), []).append(vals)
-                    print(f"round {rnd + 1}/{ROUNDS} {wname} {s['kind']} done", file=sys.stderr)
-        mem = {}
+                    print(f"node: round {rnd + 1}/{ROUNDS} {wname} {s['kind']} done", file=sys.stderr)
         for s in servers:
             flush(s)
             base_used, base_rss = used_memory(s), rss_bytes(s["proc"].pid)
             load_keys(s, KEYS)
             dbsize = subprocess.run(["redis-cli", "-p", str(s["port"]), "dbsize"], capture_output=True, text=True).stdout.strip()
-            mem[s["kind"]] = (used_memory(s) - base_used, rss_bytes(s["proc"].pid) - base_rss, used_memory(s), rss_bytes(s["proc"].pid), dbsize)
+            mem[s["kind"]] = (used_memory(s) - base_used, rss_bytes(s["proc"].pid) - base_rss, dbsize)
     finally:
         for p in procs:
             p.terminate()
@@ -140,33 +164,56 @@ def main():
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    write_report(results, mem)
+                p.wait()
+    print(report(results, mem))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures(results, mem), f, indent=1)
 
 
-def write_report(results, mem):
-    cpu = open("/proc/cpuinfo").read()
-    model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), platform.processor())
+def ordered_tests(results, wname):
+    return list(dict.fromkeys(t for (w, t, k) in results if w == wname))
+
+
+def figures(results, mem):
+    out = []
+    for (wname, test, kind), runs in results.items():
+        rps = [r[0] for r in runs]
+        out.append({
+            "part": "node", "workload": wname, "config": CONFIG[kind], "test": test,
+            "rps": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
+            "p50_ms": statistics.median([r[1] for r in runs]),
+            "p99_ms": statistics.median([r[2] for r in runs]),
+            "p99_ms_min": min(r[2] for r in runs), "p99_ms_max": max(r[2] for r in runs),
+            "cpu_us_per_req": statistics.median([r[3] for r in runs]),
+            "runs": len(runs),
+        })
+    for kind, (du, dr, dbsize) in mem.items():
+        out.append({"part": "node-memory", "config": CONFIG[kind], "test": f"{KEYS} keys",
+                    "bytes_per_key": du / KEYS, "rss_bytes_per_key": dr / KEYS, "keys": dbsize})
+    return out
+
+
+def report(results, mem):
     rv = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
     lines = [
-        "# Benchmarks: slotway node vs redis-server",
+        "## Node: slotway vs redis-server",
         "",
-        f"Generated by `bench/run.sh` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}.",
-        f"Machine: {os.cpu_count()} cores, {model}. Reference: {rv}.",
+        f"Reference: {rv}.",
         f"Rounds: {ROUNDS}, interleaved (slotway/redis order alternates per round); N={N}.",
         "Figures are medians over rounds with (min–max). CPU/req is the server's own",
         "user+system time from /proc/PID/stat divided by requests, per benchmark run.",
-        "Client and servers share the 2 cores: absolute numbers are low, ratios are what count.",
         "",
         "Commands (PORT is each server's):",
         "",
     ]
-    for wname, args in WORKLOADS:
-        lines.append(f"- {wname}: `redis-benchmark -p PORT --csv {' '.join(a for a in args if a != '-q')}`")
-    lines += ["- servers: `slotway node --port P --bind 127.0.0.1 --save '' --appendonly no` and `redis-server` with the same flags", ""]
+    for wname, wargs in WORKLOADS:
+        lines.append(f"- {wname}: `redis-benchmark -p PORT --csv {' '.join(a for a in wargs if a != '-q')}`")
+    lines += ["- servers: `slotway node --port P --bind 127.0.0.1 --save '' --appendonly no` and `redis-server` with the same flags",
+              "- memory: `redis-cli -p PORT --pipe` of SET key:%012d xxx, then `INFO memory` and VmRSS", ""]
     for wname, _ in WORKLOADS:
-        tests = sorted({t for (w, t, k) in results if w == wname}, key=lambda t: list(dict.fromkeys(t for (w, t, k) in results if w == wname)).index(t))
-        lines += [f"## {wname}", "", "| test | slotway rps | redis rps | ratio | slotway p50/p99 ms | redis p50/p99 ms | slotway CPU µs/req | redis CPU µs/req |", "|---|---|---|---|---|---|---|---|"]
-        for t in tests:
+        lines += [f"### {wname}", "", "| test | slotway rps | redis rps | ratio | slotway p50/p99 ms | redis p50/p99 ms | slotway CPU µs/req | redis CPU µs/req |", "|---|---|---|---|---|---|---|---|"]
+        for t in ordered_tests(results, wname):
             a = results.get((wname, t, "slotway"), [])
             b = results.get((wname, t, "redis"), [])
             if not a or not b:
@@ -182,18 +229,15 @@ def write_report(results, mem):
             if sb:
                 lines.append(f"| **SET+GET** | **{sa:,.0f}** | **{sb:,.0f}** | **{sa / sb:.2f}** | | | | |")
         lines.append("")
-    lines += [f"## Memory for {KEYS:,} small string keys", "", "Keys `key:%012d`, 3-byte values, loaded with `redis-cli --pipe`.", "",
+    lines += [f"### Memory for {KEYS:,} small string keys", "", "Keys `key:%012d`, 3-byte values, loaded with `redis-cli --pipe`.", "",
               "| server | keys | used_memory delta | bytes/key | RSS delta | RSS bytes/key |", "|---|---|---|---|---|---|"]
     for k in ("slotway", "redis"):
         if k in mem:
-            du, dr, _, _, dbs = mem[k]
+            du, dr, dbs = mem[k]
             lines.append(f"| {k} | {dbs} | {du:,} | {du / KEYS:.1f} | {dr:,} | {dr / KEYS:.1f} |")
     if "slotway" in mem and "redis" in mem and mem["redis"][0]:
         lines.append(f"\nRatio slotway/redis: used_memory {mem['slotway'][0] / mem['redis'][0]:.2f}, RSS {mem['slotway'][1] / max(1, mem['redis'][1]):.2f}.")
-    out = os.path.join(ROOT, "bench", "RESULTS.md")
-    with open(out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
