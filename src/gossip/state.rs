@@ -319,6 +319,19 @@ impl Bus {
         Some(bus)
     }
 
+    /// Our connection to a peer's bus address failed or closed: CLUSTER
+    /// NODES shows it `disconnected` until its next PONG.
+    pub fn link_lost(&mut self, link: &Link) {
+        let Link::To { ip, cport } = link else {
+            return;
+        };
+        for p in self.peers.values_mut() {
+            if &p.node.ip == ip && p.node.cport == *cport {
+                p.node.link_connected = false;
+            }
+        }
+    }
+
     /// The address this node announces (it may change between restarts).
     pub fn set_address(&mut self, ip: &str, port: u16, cport: u16) {
         self.me.ip = ip.to_string();
@@ -1362,6 +1375,25 @@ mod tests {
                 assert!(b.state_ok(), "node {i}");
             }
         }
+    }
+
+    #[test]
+    fn a_lost_link_shows_disconnected_until_the_next_pong() {
+        let mut sim = three_masters_three_replicas();
+        sim.run(10_000);
+        let peer = sim.buses[1].me.clone();
+        let link = Link::To {
+            ip: peer.ip.clone(),
+            cport: peer.cport,
+        };
+        let shown = |sim: &Sim| {
+            crate::cluster::topology::render_node_line(sim.buses[0].node(&peer.id).unwrap(), None)
+        };
+        assert!(shown(&sim).contains(" connected"));
+        sim.buses[0].link_lost(&link);
+        assert!(shown(&sim).contains(" disconnected"), "{}", shown(&sim));
+        sim.run(5_000);
+        assert!(shown(&sim).contains(" connected"), "{}", shown(&sim));
     }
 
     #[test]

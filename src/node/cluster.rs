@@ -507,6 +507,7 @@ impl ClusterHandle {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(link);
+        self.bus().link_lost(link);
     }
 
     fn deliver(self: &Arc<Self>, link: Link, msg: Message) {
