@@ -132,6 +132,9 @@ fn slotway_cluster_create_and_check_build_the_same_cluster() {
         "{out}"
     );
     assert!(out.contains("[OK] All 16384 slots covered."), "{out}");
+    // The final check already shows the replicas (create waits for them).
+    let check_part = &out[out.find(">>> Performing Cluster Check").unwrap()..];
+    assert_eq!(check_part.matches("\nS: ").count(), 3, "{out}");
     let (ok, out) = common::run_bin(
         &["cluster", "check", &nodes[3].addr()],
         &nodes[0].dir_path(),

@@ -132,6 +132,33 @@ fn agree(clients: &mut [Client]) -> Result<bool, AdminError> {
     Ok(true)
 }
 
+/// Every node lists every planned replica as a slave of its planned master
+/// (so the final check shows the roles, not a half-spread state).
+fn roles_visible(clients: &mut [Client], planned: &[Planned]) -> Result<bool, AdminError> {
+    let wanted: Vec<(&str, &str)> = planned
+        .iter()
+        .filter_map(|p| {
+            let m = planned.get(p.replicate?)?;
+            Some((p.id.as_str(), m.id.as_str()))
+        })
+        .collect();
+    for c in clients.iter_mut() {
+        let text = c.text(&["CLUSTER", "NODES"])?;
+        let ok = wanted.iter().all(|(r, m)| {
+            text.lines().any(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.first() == Some(r)
+                    && f.get(2).is_some_and(|fl| fl.contains("slave"))
+                    && f.get(3) == Some(m)
+            })
+        });
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// `slotway cluster create H:P... --replicas N [--yes]`.
 pub fn create(
     addrs: &[String],
@@ -256,7 +283,7 @@ pub fn create(
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !agree(&mut clients)? {
+    while !agree(&mut clients)? || !roles_visible(&mut clients, &planned)? {
         if Instant::now() > deadline {
             return Err(AdminError::Refused(
                 "nodes do not agree about the slots configuration".into(),
