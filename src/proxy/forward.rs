@@ -320,6 +320,19 @@ impl Routed {
         }
     }
 
+    /// Takes a reply that has already arrived, without waiting. Returns
+    /// whether the request is done.
+    pub fn poll_now(&mut self, cx: &mut SendCtx<'_>) -> bool {
+        if let State::InFlight(rx) = &mut self.state {
+            match rx.try_recv() {
+                Ok(w) => self.on_wire(w, cx),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => self.on_wire(Wire::NotSent, cx),
+            }
+        }
+        self.is_done()
+    }
+
     /// Applies what [`wait`](Self::wait) returned.
     pub fn on_event(&mut self, ev: Event, cx: &mut SendCtx<'_>) {
         match ev {

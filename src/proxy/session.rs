@@ -78,14 +78,6 @@ enum Entry {
 }
 
 impl Entry {
-    fn done(&self) -> bool {
-        match self {
-            Entry::Ready { .. } => true,
-            Entry::One { r, .. } => r.is_done(),
-            Entry::Fan { f, .. } => f.subs.iter().all(Routed::is_done),
-        }
-    }
-
     /// The request this entry waits for first.
     fn waiter(&mut self) -> Option<&mut Routed> {
         match self {
@@ -803,7 +795,31 @@ impl Session {
     fn collect(&mut self, out: &mut BytesMut) {
         let mut now: Option<Instant> = None;
         let mut n = 0u64;
-        while self.pending.front().is_some_and(Entry::done) {
+        let kind = self.kind();
+        let replica_reads = self.replica_reads();
+        loop {
+            let mut cx = SendCtx {
+                proxy: &self.proxy,
+                client: self.st.id,
+                kind,
+                replica_reads,
+                dedicated: &mut self.dedicated,
+            };
+            let done = match self.pending.front_mut() {
+                None => false,
+                Some(Entry::Ready { .. }) => true,
+                Some(Entry::One { r, .. }) => r.poll_now(&mut cx),
+                Some(Entry::Fan { f, .. }) => {
+                    let mut all = true;
+                    for s in f.subs.iter_mut() {
+                        all &= s.poll_now(&mut cx);
+                    }
+                    all
+                }
+            };
+            if !done {
+                break;
+            }
             let Some(entry) = self.pending.pop_front() else {
                 break;
             };
