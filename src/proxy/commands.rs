@@ -135,6 +135,11 @@ pub enum Route {
     /// CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT: to the owner of the slot
     /// given as argument.
     SlotArg,
+    /// PUBLISH: to the master of the channel's slot. Any master would do
+    /// (the cluster propagates messages), but proxy subscribers listen on
+    /// the master of their first channel's slot, so this one delivers even
+    /// before the bus does.
+    Channel,
     /// Keyed, on a connection of this client's own, because it may block
     /// (BLPOP ...; XREAD/XREADGROUP only with BLOCK).
     Blocking,
@@ -461,7 +466,7 @@ fn special_route(name: &str) -> Option<Route> {
         // Subscriptions made through the proxy live on the masters; these
         // report what one master knows (shard channels: the one asked).
         n if n.starts_with("pubsub|") => AnyMaster,
-        "publish" => AnyMaster,
+        "publish" => Channel,
         "subscribe" | "psubscribe" | "ssubscribe" => Subscribe,
         "unsubscribe" | "punsubscribe" | "sunsubscribe" => Local(self::Local::Unsubscribe),
         "multi" => Txn(self::Txn::Multi),

@@ -566,6 +566,11 @@ impl Session {
                 let r = Routed::new(data, Target::Slot(slot), &proxy, true);
                 self.send_one(r, metric, start, Post::Scan(slot));
             }
+            Route::Channel => {
+                let slot = key_hash_slot(req.args.get(1).map_or(&[][..], |c| &c[..]));
+                let r = Routed::new(req.wire(), Target::Slot(slot), &proxy, false);
+                self.send_one(r, metric, start, Post::None);
+            }
             Route::SlotArg => {
                 let slot = req
                     .args
@@ -648,7 +653,7 @@ impl Session {
                     }
                 }
             }
-            Route::AnyMaster | Route::Local(Local::Ping | Local::Echo) => None,
+            Route::AnyMaster | Route::Channel | Route::Local(Local::Ping | Local::Echo) => None,
             _ => {
                 if let Some(t) = self.txn.as_mut() {
                     t.dirty = true;
