@@ -580,6 +580,11 @@ fn maxclients_idle_timeout_metrics_and_health() {
         1.0
     );
     drop(_b);
+    wait_until(
+        "a slot for one more client",
+        Duration::from_secs(10),
+        || proxy.metric("slotway_proxy_client_connections ") < 2.0,
+    );
     // An idle client is closed after the timeout.
     let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -715,6 +720,7 @@ mod fake {
                         .map(|a| String::from_utf8_lossy(a).to_uppercase())
                         .collect();
                     let line = line.join(" ");
+                    let mut delay = false;
                     let reply = {
                         let mut s = st.lock().unwrap();
                         *s.seen.entry((name, line.clone())).or_default() += 1;
@@ -754,6 +760,10 @@ mod fake {
                                 Some(k) if k.starts_with("down") => {
                                     "-CLUSTERDOWN The cluster is down\r\n".into()
                                 }
+                                Some(k) if k.starts_with("slow") => {
+                                    delay = true;
+                                    bulk("late")
+                                }
                                 Some(k) => bulk(&format!("A:{k}")),
                                 None => "-ERR no key\r\n".into(),
                             },
@@ -768,6 +778,9 @@ mod fake {
                             _ => "-ERR fake node does not know this\r\n".into(),
                         }
                     };
+                    if delay {
+                        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                    }
                     if sock.write_all(reply.as_bytes()).await.is_err() {
                         return;
                     }
@@ -858,6 +871,20 @@ fn redirects_and_retries_against_a_fake_cluster() {
     let e = err(&mut c, &["GET", &k]);
     assert!(e.starts_with("CLUSTERDOWN"), "{e}");
     assert!(t.elapsed() >= Duration::from_millis(1500) && t.elapsed() < Duration::from_secs(5));
+
+    // A node that does not answer in time: the deadline's error.
+    let k = key_on_a("slow");
+    let t = Instant::now();
+    let e = err(&mut c, &["GET", &k]);
+    assert!(
+        e.contains("no reply from") && e.contains("within 2000 ms"),
+        "{e}"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(1900) && t.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        proxy.metric("slotway_proxy_commands_total{command=\"get\",result=\"timeout\"}"),
+        1.0
+    );
 
     assert!(proxy.metric("slotway_proxy_redirects_total{kind=\"moved\"}") >= 1.0);
     assert!(proxy.metric("slotway_proxy_redirects_total{kind=\"ask\"}") >= 2.0);

@@ -16,6 +16,7 @@ use crate::proxy::router::SlotMap;
 use crate::proxy::Proxy;
 use crate::resp::scan::{array_elements, integer};
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 /// How sub-replies become the client's reply.
 pub enum Plan {
@@ -34,7 +35,7 @@ pub struct Fanout {
 /// Splits a multi-key command by slot. `None` when every key is in one
 /// slot: the command then goes as it is, to one node.
 pub fn split(
-    proxy: &Proxy,
+    deadline: Instant,
     kind: Split,
     args: &[Bytes],
     positions: &[usize],
@@ -76,7 +77,7 @@ pub fn split(
         .map(|(slot, a)| {
             let mut out = BytesMut::new();
             encode_command(&mut out, a);
-            Routed::new(out.freeze(), Target::Slot(*slot), proxy, readonly)
+            Routed::new(out.freeze(), Target::Slot(*slot), deadline, readonly)
         })
         .collect();
     let plan = match kind {
@@ -88,12 +89,18 @@ pub fn split(
 }
 
 /// The same command to the master of every shard.
-pub fn all_masters(proxy: &Proxy, frame: &Bytes, merge: Merge, readonly: bool) -> Fanout {
+pub fn all_masters(
+    proxy: &Proxy,
+    frame: &Bytes,
+    merge: Merge,
+    deadline: Instant,
+    readonly: bool,
+) -> Fanout {
     let map = proxy.router.load();
     let subs = map
         .shard_first_slots()
         .into_iter()
-        .map(|slot| Routed::new(frame.clone(), Target::Slot(slot), proxy, readonly))
+        .map(|slot| Routed::new(frame.clone(), Target::Slot(slot), deadline, readonly))
         .collect();
     Fanout {
         subs,

@@ -52,6 +52,8 @@ pub struct SendCtx<'a> {
 }
 
 enum State {
+    /// Not sent yet, or its reply was taken.
+    Idle,
     InFlight(oneshot::Receiver<Wire>),
     Wait(Instant),
     Done(Bytes, Outcome),
@@ -140,7 +142,9 @@ pub fn error_frame(text: &str) -> Bytes {
 }
 
 impl Routed {
-    pub fn new(data: Bytes, target: Target, proxy: &Proxy, readonly: bool) -> Routed {
+    /// A request that must be answered by `deadline` (retries and waits for
+    /// a failover included).
+    pub fn new(data: Bytes, target: Target, deadline: Instant, readonly: bool) -> Routed {
         Routed {
             data,
             frames: 1,
@@ -148,8 +152,8 @@ impl Routed {
             post: Post::Plain,
             readonly,
             blocking: false,
-            state: State::Wait(Instant::now()),
-            deadline: Instant::now() + proxy.cfg.request_deadline(),
+            state: State::Idle,
+            deadline,
             redirects: 0,
             attempts: 0,
             asking: false,
@@ -175,7 +179,7 @@ impl Routed {
 
     /// The final reply, once done.
     pub fn take(&mut self) -> Option<(Bytes, Outcome)> {
-        match std::mem::replace(&mut self.state, State::Wait(Instant::now())) {
+        match std::mem::replace(&mut self.state, State::Idle) {
             State::Done(b, o) => Some((b, o)),
             other => {
                 self.state = other;
@@ -298,17 +302,22 @@ impl Routed {
         self.state = State::InFlight(rx);
     }
 
-    /// Waits for whatever this request waits for. Cancel-safe: nothing is
-    /// consumed unless an event is returned.
+    /// When this request gives up waiting for a reply, if it is waiting for
+    /// one with a deadline (the session keeps one timer for its oldest
+    /// request instead of one per request).
+    pub fn reply_deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::InFlight(_) if !self.blocking => Some(self.deadline),
+            _ => None,
+        }
+    }
+
+    /// Waits for whatever this request waits for, except its reply deadline
+    /// (see [`reply_deadline`](Self::reply_deadline)). Cancel-safe: nothing
+    /// is consumed unless an event is returned.
     pub async fn wait(&mut self, epochs: &mut watch::Receiver<u64>) -> Event {
-        let blocking = self.blocking;
-        let deadline = self.deadline;
         match &mut self.state {
-            State::InFlight(rx) if blocking => Event::Reply(rx.await),
-            State::InFlight(rx) => tokio::select! {
-                r = rx => Event::Reply(r),
-                _ = tokio::time::sleep_until(deadline) => Event::Deadline,
-            },
+            State::InFlight(rx) => Event::Reply(rx.await),
             State::Wait(at) => {
                 let at = *at;
                 tokio::select! {
@@ -316,7 +325,7 @@ impl Routed {
                     _ = epochs.changed() => Event::Retry,
                 }
             }
-            State::Done(..) => Event::Retry,
+            State::Idle | State::Done(..) => Event::Retry,
         }
     }
 
@@ -337,11 +346,14 @@ impl Routed {
     pub fn on_event(&mut self, ev: Event, cx: &mut SendCtx<'_>) {
         match ev {
             Event::Retry => {
-                if matches!(self.state, State::Wait(_)) {
+                if matches!(self.state, State::Wait(_) | State::Idle) {
                     self.dispatch(cx);
                 }
             }
             Event::Deadline => {
+                if !matches!(self.state, State::InFlight(_)) || Instant::now() < self.deadline {
+                    return;
+                }
                 let node = self.node_name();
                 self.fail(
                     &format!(

@@ -65,7 +65,7 @@ enum Entry {
         start: Instant,
     },
     One {
-        r: Box<Routed>,
+        r: Routed,
         metric: usize,
         start: Instant,
         post: Post,
@@ -82,7 +82,7 @@ impl Entry {
     fn waiter(&mut self) -> Option<&mut Routed> {
         match self {
             Entry::Ready { .. } => None,
-            Entry::One { r, .. } => (!r.is_done()).then_some(&mut **r),
+            Entry::One { r, .. } => (!r.is_done()).then_some(r),
             Entry::Fan { f, .. } => f.subs.iter_mut().find(|s| !s.is_done()),
         }
     }
@@ -171,6 +171,16 @@ impl Session {
         let mut parser = RequestParser::new();
         let mut shutdown = self.proxy.shutdown.clone();
         let mut draining = *shutdown.borrow();
+        // Created once: re-polling a registered waiter is cheap, creating
+        // one per wait is not.
+        let shutdown_signal = async move {
+            let _ = shutdown.changed().await;
+        };
+        tokio::pin!(shutdown_signal);
+        // One timer for the reply deadline of the oldest request.
+        let far = || Instant::now() + Duration::from_secs(86400 * 365);
+        let tick = tokio::time::sleep_until(far());
+        tokio::pin!(tick);
         let idle = Duration::from_secs(self.proxy.cfg.client_idle_timeout_secs);
         let max_pipeline = self.proxy.cfg.max_pipeline;
         loop {
@@ -228,6 +238,16 @@ impl Session {
                 Idle,
                 Shutdown,
             }
+            let front_deadline = self
+                .pending
+                .front_mut()
+                .and_then(Entry::waiter)
+                .and_then(|r| r.reply_deadline());
+            if let Some(d) = front_deadline {
+                if tick.deadline() > d {
+                    tick.as_mut().reset(d);
+                }
+            }
             let ev = {
                 let front = self.pending.front_mut().and_then(Entry::waiter);
                 let has_front = front.is_some();
@@ -241,8 +261,9 @@ impl Session {
                 tokio::select! {
                     r = stream.read_buf(&mut inbuf), if can_read => Ev::Read(r),
                     e = wait_front, if has_front => Ev::Front(e),
+                    _ = &mut tick, if front_deadline.is_some() => Ev::Front(crate::proxy::forward::Event::Deadline),
                     _ = tokio::time::sleep(idle), if idle_on => Ev::Idle,
-                    _ = shutdown.changed(), if !draining => Ev::Shutdown,
+                    _ = &mut shutdown_signal, if !draining => Ev::Shutdown,
                 }
             };
             match ev {
@@ -250,6 +271,9 @@ impl Session {
                 Ev::Read(Ok(_)) => {}
                 Ev::Shutdown => draining = true,
                 Ev::Front(e) => {
+                    if matches!(e, crate::proxy::forward::Event::Deadline) {
+                        tick.as_mut().reset(far());
+                    }
                     let kind = self.kind();
                     let replica_reads = self.replica_reads();
                     let mut cx = SendCtx {
@@ -292,7 +316,7 @@ impl Session {
     /// taken (so the caller loops until nothing more can move).
     fn process(&mut self, inbuf: &mut BytesMut, parser: &mut RequestParser) -> bool {
         let max = self.proxy.cfg.max_pipeline;
-        let start = Instant::now();
+        let mut start: Option<Instant> = None;
         let mut progressed = false;
         loop {
             if self.closing || self.subscribe.is_some() || self.barrier || self.pending.len() >= max
@@ -318,6 +342,7 @@ impl Session {
                     Ok(None) => return progressed,
                     Err(e) => {
                         let other = self.other_metric();
+                        let start = *start.get_or_insert_with(Instant::now);
                         self.ready(
                             error_frame(&format!("ERR {e}")),
                             other,
@@ -330,8 +355,14 @@ impl Session {
                 },
             };
             progressed = true;
+            let start = *start.get_or_insert_with(Instant::now);
             self.handle(req, start);
         }
+    }
+
+    /// The deadline of a request read at `start`.
+    fn deadline(&self, start: Instant) -> Instant {
+        start + self.proxy.cfg.request_deadline()
     }
 
     fn other_metric(&self) -> usize {
@@ -367,7 +398,7 @@ impl Session {
         let mut cx = self.send_ctx();
         r.dispatch(&mut cx);
         self.pending.push_back(Entry::One {
-            r: Box::new(r),
+            r,
             metric,
             start,
             post,
@@ -488,7 +519,8 @@ impl Session {
                     Err(()) => self.ready_err(CROSSSLOT, metric, start),
                     Ok(slot) => {
                         let target = slot.map_or(Target::AnyMaster, Target::Slot);
-                        let r = Routed::new(req.wire(), target, &proxy, false).blocking();
+                        let r =
+                            Routed::new(req.wire(), target, self.deadline(start), false).blocking();
                         self.barrier = true;
                         self.send_one(r, metric, start, Post::None);
                     }
@@ -497,17 +529,23 @@ impl Session {
             Route::Split(kind) => {
                 let positions = cmd.key_positions(&req.args);
 
-                match fanout::split(&proxy, kind, &req.args, &positions, readonly) {
+                match fanout::split(self.deadline(start), kind, &req.args, &positions, readonly) {
                     None => self.keyed(cmd, req, metric, start, readonly),
                     Some(f) => self.send_fan(f, metric, start),
                 }
             }
             Route::AnyMaster => {
-                let r = Routed::new(req.wire(), Target::AnyMaster, &proxy, readonly);
+                let r = Routed::new(
+                    req.wire(),
+                    Target::AnyMaster,
+                    self.deadline(start),
+                    readonly,
+                );
                 self.send_one(r, metric, start, Post::None);
             }
             Route::AllMasters(merge) => {
-                let f = fanout::all_masters(&proxy, &req.wire(), merge, readonly);
+                let f =
+                    fanout::all_masters(&proxy, &req.wire(), merge, self.deadline(start), readonly);
                 if f.subs.is_empty() {
                     return self.ready_err(
                         "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
@@ -518,7 +556,8 @@ impl Session {
                 self.send_fan(f, metric, start);
             }
             Route::AllNodes(merge) => {
-                let mut f = fanout::all_masters(&proxy, &req.wire(), merge, readonly);
+                let deadline = self.deadline(start);
+                let mut f = fanout::all_masters(&proxy, &req.wire(), merge, deadline, readonly);
                 if f.subs.is_empty() {
                     return self.ready_err(
                         "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
@@ -534,7 +573,7 @@ impl Session {
                             f.subs.push(Routed::new(
                                 req.wire(),
                                 Target::Pinned(conn.clone(), rep.clone()),
-                                &proxy,
+                                deadline,
                                 readonly,
                             ));
                         }
@@ -563,12 +602,12 @@ impl Session {
                     slot
                 };
                 let data = fanout::scan_request(&req.args, node_cursor);
-                let r = Routed::new(data, Target::Slot(slot), &proxy, true);
+                let r = Routed::new(data, Target::Slot(slot), self.deadline(start), true);
                 self.send_one(r, metric, start, Post::Scan(slot));
             }
             Route::Channel => {
                 let slot = key_hash_slot(req.args.get(1).map_or(&[][..], |c| &c[..]));
-                let r = Routed::new(req.wire(), Target::Slot(slot), &proxy, false);
+                let r = Routed::new(req.wire(), Target::Slot(slot), self.deadline(start), false);
                 self.send_one(r, metric, start, Post::None);
             }
             Route::SlotArg => {
@@ -580,7 +619,12 @@ impl Session {
                 match slot {
                     None => self.ready_err("ERR Invalid slot", metric, start),
                     Some(s) => {
-                        let r = Routed::new(req.wire(), Target::Slot(s as u16), &proxy, true);
+                        let r = Routed::new(
+                            req.wire(),
+                            Target::Slot(s as u16),
+                            self.deadline(start),
+                            true,
+                        );
                         self.send_one(r, metric, start, Post::None);
                     }
                 }
@@ -615,7 +659,7 @@ impl Session {
             Err(()) => self.ready_err(CROSSSLOT, metric, start),
             Ok(slot) => {
                 let target = slot.map_or(Target::AnyMaster, Target::Slot);
-                let r = Routed::new(req.wire(), target, &self.proxy, readonly);
+                let r = Routed::new(req.wire(), target, self.deadline(start), readonly);
                 self.send_one(r, metric, start, Post::None);
             }
         }
@@ -750,7 +794,7 @@ impl Session {
                     return;
                 };
                 let target = Target::Pinned(w.conn.clone(), w.pool.clone());
-                let r = Routed::new(req.wire(), target, &proxy, false);
+                let r = Routed::new(req.wire(), target, self.deadline(start), false);
                 self.barrier = true;
                 self.send_one(r, metric, start, Post::None);
             }
@@ -789,7 +833,8 @@ impl Session {
                     (None, Some(s)) => Target::Slot(s),
                     (None, None) => Target::AnyMaster,
                 };
-                let r = Routed::new(block.freeze(), target, &proxy, false).block(frames);
+                let r =
+                    Routed::new(block.freeze(), target, self.deadline(start), false).block(frames);
                 self.barrier = true;
                 self.send_one(r, metric, start, Post::None);
             }
