@@ -221,6 +221,8 @@ fn check_families(proxy: &ProxyProc, masters: &[u16]) {
         q::<i64>(&mut c, &["CLUSTER", "KEYSLOT", "foo"]).unwrap(),
         12182
     );
+    let count: i64 = q(&mut c, &["COMMAND", "COUNT"]).unwrap();
+    assert!(count > 100, "{count}");
     let info: String = q(&mut c, &["INFO"]).unwrap();
     assert!(
         info.contains("redis_version:") && info.contains("# Proxy"),
@@ -908,8 +910,19 @@ fn redirects_and_retries_against_a_fake_cluster() {
 #[ignore = "needs redis-tools; run with --ignored"]
 fn real_redis_cluster_families_and_merges() {
     let cluster = RedisCluster::start(3, 1, 5000);
-    let proxy = ProxyProc::start(&cluster.addrs()[..1], &[]);
+    // Replicas show in CLUSTER SLOTS once synced: refresh often to see them.
+    let fast = Some("refresh_interval_ms = 300\n");
+    let proxy = ProxyProc::start_with(&cluster.addrs()[..1], &[], fast);
     proxy.wait_covered();
+    let see_replicas = |p: &ProxyProc| {
+        wait_until("proxy knows the replicas", Duration::from_secs(30), || {
+            text(p.port, &["INFO", "proxy"])
+                .matches("replicas=1")
+                .count()
+                == 3
+        })
+    };
+    see_replicas(&proxy);
     let masters: Vec<u16> = cluster
         .nodes
         .iter()
@@ -918,6 +931,50 @@ fn real_redis_cluster_families_and_merges() {
         .collect();
     assert_eq!(masters.len(), 3);
     check_families(&proxy, &masters);
+
+    // CONFIG SET reaches every node, replicas included.
+    let mut c = proxy.client();
+    let _: () = q(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+    )
+    .unwrap();
+    for n in &cluster.nodes {
+        assert!(format!(
+            "{:?}",
+            call(n.port, &["CONFIG", "GET", "maxmemory-policy"]).unwrap()
+        )
+        .contains("allkeys-lru"));
+    }
+    let cmd_count: i64 = q(&mut c, &["COMMAND", "COUNT"]).unwrap();
+    assert!(cmd_count > 200);
+
+    // Reads from replicas: writes still go to the masters, reads to their
+    // replicas (after READONLY on the proxy's connections).
+    let rp = ProxyProc::start_with(&cluster.addrs()[..1], &["--read-from-replicas"], fast);
+    rp.wait_covered();
+    see_replicas(&rp);
+    let mut r = rp.client();
+    for i in 0..30 {
+        let _: () = q(&mut r, &["SET", &format!("rr:{i}"), &i.to_string()]).unwrap();
+    }
+    wait_until("replicas caught up", Duration::from_secs(20), || {
+        (0..30).all(|i| q::<Option<i64>>(&mut r, &["GET", &format!("rr:{i}")]).unwrap() == Some(i))
+    });
+    let replica_gets: u64 = cluster
+        .nodes
+        .iter()
+        .filter(|n| text(n.port, &["ROLE"]).contains("slave"))
+        .map(|n| {
+            let stats = text(n.port, &["INFO", "commandstats"]);
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                .and_then(|v| v.split(',').next()?.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(replica_gets >= 30, "reads went to replicas: {replica_gets}");
 }
 
 /// `redis-benchmark`'s whole default suite through the proxy: every test

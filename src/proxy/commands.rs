@@ -431,6 +431,8 @@ fn special_route(name: &str) -> Option<Route> {
         "acl|whoami" => Local(self::Local::AclWhoami),
         "acl|cat" | "acl|help" | "acl|genpass" => AnyMaster,
         n if n.starts_with("acl|") => Unsupported(ADMIN),
+        // COMMAND alone lists every command (clients call it at start).
+        "command" => AnyMaster,
         n if n.starts_with("command|") => AnyMaster,
         "config|get" | "config|help" => AnyMaster,
         "config|set" => AllNodes(Merge::AllOk),
@@ -583,6 +585,7 @@ impl Table {
         self.cmds.iter()
     }
 
+    #[cfg(test)]
     fn is_container(&self, lower: &[u8]) -> bool {
         // Containers have subcommands and no keys of their own.
         let mut probe = lower.to_vec();
@@ -607,7 +610,7 @@ impl Table {
         let Some(cmd) = self.by_name.get(lower).and_then(|i| self.cmds.get(*i)) else {
             return Lookup::Unknown(unknown_command(args));
         };
-        if cmd.arity == -2 && cmd.specs.is_empty() && self.has_subcommands(cmd) {
+        if self.has_subcommands(cmd) {
             let Some(sub) = args.get(1) else {
                 return Lookup::Found(cmd);
             };
@@ -631,7 +634,7 @@ impl Table {
     }
 
     fn has_subcommands(&self, cmd: &Command) -> bool {
-        CONTAINERS.contains(&cmd.name.as_str()) || self.is_container(cmd.name.as_bytes())
+        CONTAINERS.contains(&cmd.name.as_str())
     }
 }
 
@@ -816,6 +819,9 @@ mod tests {
         assert_eq!(r("SCRIPT LOAD x"), Route::AllMasters(Merge::AllOk));
         assert_eq!(r("BLPOP a 0"), Route::Blocking);
         assert_eq!(r("CLUSTER SLOTS"), Route::Local(Local::ClusterSlots));
+        assert_eq!(r("COMMAND"), Route::AnyMaster);
+        assert_eq!(r("COMMAND INFO get"), Route::AnyMaster);
+        assert_eq!(r("command count"), Route::AnyMaster);
         assert_eq!(r("SUBSCRIBE a"), Route::Subscribe);
         assert_eq!(r("SPUBLISH a m"), Route::Keyed);
         assert!(matches!(r("MONITOR"), Route::Unsupported(_)));

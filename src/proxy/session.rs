@@ -492,7 +492,12 @@ impl Session {
                     self.watch = None;
                     self.dedicated.clear();
                 }
+                let proto = self.st.proto;
                 let res = local::run(&proxy, &mut self.st, which, &req.args);
+                if self.st.proto != proto {
+                    // Dedicated connections speak the old protocol.
+                    self.dedicated.clear();
+                }
                 let mut out = BytesMut::new();
                 for r in &res.replies {
                     r.encode(self.st.proto, &mut out);
