@@ -887,6 +887,10 @@ fn redirects_and_retries_against_a_fake_cluster() {
         proxy.metric("slotway_proxy_commands_total{command=\"get\",result=\"timeout\"}"),
         1.0
     );
+    assert_eq!(
+        proxy.metric("slotway_proxy_backend_errors_total{kind=\"timeout\""),
+        1.0
+    );
 
     assert!(proxy.metric("slotway_proxy_redirects_total{kind=\"moved\"}") >= 1.0);
     assert!(proxy.metric("slotway_proxy_redirects_total{kind=\"ask\"}") >= 2.0);

@@ -19,7 +19,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -89,6 +89,8 @@ impl Conn {
 /// All connections to one node (`ip:port`).
 pub struct Pool {
     pub addr: String,
+    /// This node's metric handles.
+    pub metrics: NodeMetrics,
     ctx: Arc<BackendCtx>,
     sets: [OnceLock<Vec<Conn>>; 4],
     state: Arc<NodeState>,
@@ -107,6 +109,7 @@ pub struct NodeState {
 impl Pool {
     pub fn new(addr: String, ctx: Arc<BackendCtx>) -> Pool {
         Pool {
+            metrics: ctx.metrics.node(&addr),
             addr,
             ctx,
             sets: Default::default(),
@@ -142,7 +145,7 @@ impl Pool {
             kind,
             dedicated,
             ctx: self.ctx.clone(),
-            node: self.ctx.metrics.node(&self.addr),
+            node: self.metrics.clone(),
             state: self.state.clone(),
             rx,
         };
@@ -334,7 +337,11 @@ impl ConnTask {
                     if n == 0 {
                         tracing::warn!(node = %self.addr, error = %e, "cannot connect to backend");
                     }
-                    self.mark_down("connect");
+                    self.mark_down(if matches!(e, ConnectError::Timeout) {
+                        "timeout"
+                    } else {
+                        "connect"
+                    });
                     for r in queued.drain(..) {
                         let _ = r.tx.send(Outcome::NotSent);
                     }
@@ -491,9 +498,4 @@ impl ConnTask {
         self.node.inflight.sub(n);
         end
     }
-}
-
-/// Milliseconds since `t`, for logs.
-pub fn ms_since(t: Instant) -> u128 {
-    t.elapsed().as_millis()
 }

@@ -162,8 +162,6 @@ pub struct Command {
     pub route: Route,
     /// Index into [`Table::metric_names`]: the top-level command.
     pub metric: usize,
-    /// Upper-case name for error messages (`CONFIG`).
-    container_upper: Option<String>,
 }
 
 impl Command {
@@ -291,10 +289,6 @@ impl Command {
             Route::Blocking => true,
             _ => false,
         }
-    }
-
-    pub fn container(&self) -> Option<&str> {
-        self.container_upper.as_deref()
     }
 }
 
@@ -520,11 +514,11 @@ impl Table {
                 };
             }
             let mut key_specs = Vec::new();
-            let mut has_real_key = false;
             if *specs != "-" {
                 for s in specs.split(';') {
-                    let (spec, not_key) = parse_spec(s).ok_or_else(|| err("bad key spec"))?;
-                    has_real_key |= !not_key;
+                    // `not_key` specs (SPUBLISH's channel) still pick the
+                    // node, so they are kept.
+                    let (spec, _not_key) = parse_spec(s).ok_or_else(|| err("bad key spec"))?;
                     key_specs.push(spec);
                 }
             }
@@ -543,12 +537,8 @@ impl Table {
                 // SPUBLISH: the channel's slot picks the node (a
                 // `not_key` spec, used for routing only).
                 None if !key_specs.is_empty() => Route::Keyed,
-                None => {
-                    let _ = has_real_key;
-                    Route::Unsupported("the proxy does not know where this command belongs")
-                }
+                None => Route::Unsupported("the proxy does not know where this command belongs"),
             };
-            let container_upper = name.contains('|').then(|| top.to_ascii_uppercase());
             by_name.insert(name.as_bytes().to_vec().into_boxed_slice(), cmds.len());
             cmds.push(Command {
                 name: name.to_string(),
@@ -557,7 +547,6 @@ impl Table {
                 specs: key_specs,
                 route,
                 metric,
-                container_upper,
             });
         }
         metric_names.push("other".into());

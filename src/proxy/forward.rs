@@ -354,6 +354,9 @@ impl Routed {
                 if !matches!(self.state, State::InFlight(_)) || Instant::now() < self.deadline {
                     return;
                 }
+                if let Some(n) = &self.node {
+                    n.metrics.error("timeout");
+                }
                 let node = self.node_name();
                 self.fail(
                     &format!(

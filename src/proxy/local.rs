@@ -152,7 +152,6 @@ pub fn run(proxy: &Proxy, st: &mut ClientState, which: Local, args: &[Bytes]) ->
         Local::Asking => reply(Reply::Ok),
         Local::Info => reply(Reply::Verbatim(Bytes::from(info(
             proxy,
-            st,
             args.get(1..).unwrap_or_default(),
         )))),
         Local::Role => reply(Reply::Array(vec![
@@ -347,7 +346,7 @@ fn hello(proxy: &Proxy, st: &mut ClientState, args: &[Bytes]) -> LocalReply {
 
 /// The proxy's INFO: Redis's field names where they mean the same thing
 /// (clients and dashboards parse them), plus a `# Proxy` section.
-fn info(proxy: &Proxy, st: &ClientState, sections: &[Bytes]) -> String {
+fn info(proxy: &Proxy, sections: &[Bytes]) -> String {
     let wanted: Vec<String> = sections
         .iter()
         .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
@@ -416,7 +415,6 @@ fn info(proxy: &Proxy, st: &ClientState, sections: &[Bytes]) -> String {
     if want("cluster") {
         out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
-    let _ = st;
     while out.ends_with("\r\n\r\n") {
         out.truncate(out.len() - 2);
     }

@@ -180,10 +180,7 @@ pub async fn relay(
             let req = match next.take() {
                 Some(r) => r,
                 None => match parser.parse_frame(inbuf, &limits) {
-                    Ok(Some((frame, args))) if args.is_empty() => {
-                        let _ = frame;
-                        continue;
-                    }
+                    Ok(Some((_, args))) if args.is_empty() => continue,
                     Ok(Some((frame, args))) => Parsed { frame, args },
                     Ok(None) => break,
                     Err(e) => {

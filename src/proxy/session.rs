@@ -758,9 +758,8 @@ impl Session {
                 self.ready(Bytes::from_static(b"+OK\r\n"), metric, Outcome::Ok, start);
             }
             Txn::Unwatch => {
-                if let Some(t) = self.txn.as_mut() {
+                if self.txn.is_some() {
                     // Queued like Redis does; it has no effect inside EXEC.
-                    let _ = t;
                     return self.ready(
                         Bytes::from_static(b"+QUEUED\r\n"),
                         metric,
@@ -807,10 +806,9 @@ impl Session {
                 if self.txn.is_none() {
                     return self.ready_err("ERR EXEC without MULTI", metric, start);
                 }
-                let Some(req) = self.exclusive(req) else {
+                if self.exclusive(req).is_none() {
                     return;
-                };
-                let _ = req;
+                }
                 let (Some(txn), watch) = (self.txn.take(), self.watch.take()) else {
                     return;
                 };
