@@ -152,6 +152,19 @@ pub enum Route {
     Unsupported(&'static str),
 }
 
+/// How a command's keys are found, decided once per command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Exactly one key at this position (GET, SET, HSET ...): the hot path.
+    One(usize),
+    /// SORT / SORT_RO: options walked like Redis's `sortGetKeys`.
+    Sort,
+    /// MIGRATE: the key argument is empty in the KEYS form.
+    Migrate,
+    /// The general key-spec algorithm.
+    Specs,
+}
+
 /// One command or subcommand (`config|get`).
 #[derive(Debug, Clone)]
 pub struct Command {
@@ -159,6 +172,7 @@ pub struct Command {
     pub arity: i32,
     pub flags: u32,
     specs: Vec<KeySpec>,
+    shape: Shape,
     pub route: Route,
     /// Index into [`Table::metric_names`]: the top-level command.
     pub metric: usize,
@@ -173,10 +187,17 @@ impl Command {
     /// order. Positions are always inside `args`.
     pub fn for_each_key(&self, args: &[Bytes], mut f: impl FnMut(usize)) {
         let argc = args.len() as i64;
-        if matches!(self.name.as_str(), "sort" | "sort_ro") {
-            return sort_keys(args, &mut f);
+        match self.shape {
+            Shape::One(i) => {
+                if i < args.len() {
+                    f(i);
+                }
+                return;
+            }
+            Shape::Sort => return sort_keys(args, &mut f),
+            Shape::Migrate | Shape::Specs => {}
         }
-        let migrate_keys_form = self.name == "migrate"
+        let migrate_keys_form = self.shape == Shape::Migrate
             && args.get(3).is_some_and(|k| k.is_empty())
             && args.iter().any(|a| a.eq_ignore_ascii_case(b"keys"));
         for spec in &self.specs {
@@ -539,12 +560,30 @@ impl Table {
                 None if !key_specs.is_empty() => Route::Keyed,
                 None => Route::Unsupported("the proxy does not know where this command belongs"),
             };
+            let shape = match (*name, key_specs.as_slice()) {
+                ("sort" | "sort_ro", _) => Shape::Sort,
+                ("migrate", _) => Shape::Migrate,
+                (
+                    _,
+                    [KeySpec {
+                        begin: Begin::Index(i),
+                        find:
+                            Find::Range {
+                                last: 0,
+                                step: 1,
+                                limit: 0,
+                            },
+                    }],
+                ) if *i > 0 => Shape::One(*i as usize),
+                _ => Shape::Specs,
+            };
             by_name.insert(name.as_bytes().to_vec().into_boxed_slice(), cmds.len());
             cmds.push(Command {
                 name: name.to_string(),
                 arity,
                 flags: fl,
                 specs: key_specs,
+                shape,
                 route,
                 metric,
             });
@@ -850,6 +889,31 @@ mod tests {
             cg.arity_error(),
             "ERR wrong number of arguments for 'config|get' command"
         );
+    }
+
+    #[test]
+    fn the_single_key_fast_path_agrees_with_the_key_specs() {
+        // Every command on the fast path, called with extra arguments,
+        // finds the same keys as the general algorithm.
+        let mut fast = 0;
+        for c in t().iter() {
+            let Shape::One(_) = c.shape else { continue };
+            fast += 1;
+            let general = Command {
+                shape: Shape::Specs,
+                ..c.clone()
+            };
+            for argc in 1..6 {
+                let args: Vec<Bytes> = (0..argc).map(|i| Bytes::from(format!("a{i}"))).collect();
+                assert_eq!(
+                    c.key_positions(&args),
+                    general.key_positions(&args),
+                    "{} argc {argc}",
+                    c.name
+                );
+            }
+        }
+        assert!(fast > 100, "{fast}");
     }
 
     #[test]

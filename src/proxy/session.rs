@@ -39,6 +39,15 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// The request as a RESP multibulk, taking its own bytes.
+    pub fn into_wire(self) -> Bytes {
+        if self.frame.is_empty() {
+            self.wire()
+        } else {
+            self.frame
+        }
+    }
+
     /// The request as a RESP multibulk (inline requests are encoded).
     pub fn wire(&self) -> Bytes {
         if !self.frame.is_empty() {
@@ -664,7 +673,7 @@ impl Session {
             Err(()) => self.ready_err(CROSSSLOT, metric, start),
             Ok(slot) => {
                 let target = slot.map_or(Target::AnyMaster, Target::Slot);
-                let r = Routed::new(req.wire(), target, self.deadline(start), readonly);
+                let r = Routed::new(req.into_wire(), target, self.deadline(start), readonly);
                 self.send_one(r, metric, start, Post::None);
             }
         }
