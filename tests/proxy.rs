@@ -1208,22 +1208,22 @@ fn failover_is_hidden_from_clients_of_the_proxy() {
     assert!(proxy.metric("slotway_proxy_slot_map_epoch") >= 2.0);
 }
 
-#[test]
-#[ignore = "needs redis-tools; run with --ignored"]
-fn resharding_under_load_gives_no_errors() {
-    let cluster = RedisCluster::start(3, 0, 5000);
-    let proxy = ProxyProc::start(&cluster.addrs(), &[]);
+/// Moves 1000 slots from the first node to the second with
+/// `redis-cli --cluster reshard` while a client works through the proxy:
+/// the ASK/MOVED path must produce no error at all.
+fn reshard_under_load(ports: [u16; 2], seeds: &[String]) {
+    let proxy = ProxyProc::start(seeds, &[]);
     proxy.wait_covered();
     let load = start_load(proxy.port, 3000);
     std::thread::sleep(Duration::from_millis(500));
-    let from = text(cluster.nodes[0].port, &["CLUSTER", "MYID"]);
-    let to = text(cluster.nodes[1].port, &["CLUSTER", "MYID"]);
+    let from = text(ports[0], &["CLUSTER", "MYID"]);
+    let to = text(ports[1], &["CLUSTER", "MYID"]);
     let (ok, out) = common::proxy::run(
         "redis-cli",
         &[
             "--cluster",
             "reshard",
-            &cluster.nodes[0].addr(),
+            &format!("127.0.0.1:{}", ports[0]),
             "--cluster-from",
             &from,
             "--cluster-to",
@@ -1250,4 +1250,21 @@ fn resharding_under_load_gives_no_errors() {
     for (k, v) in &rep.acked {
         assert_eq!(q::<String>(&mut c, &["GET", k]).unwrap(), *v, "{k}");
     }
+}
+
+#[test]
+#[ignore = "needs redis-tools; run with --ignored"]
+fn resharding_under_load_gives_no_errors() {
+    let cluster = RedisCluster::start(3, 0, 5000);
+    reshard_under_load(
+        [cluster.nodes[0].port, cluster.nodes[1].port],
+        &cluster.addrs(),
+    );
+}
+
+#[test]
+#[ignore = "needs redis-tools; run with --ignored"]
+fn resharding_a_slotway_cluster_under_load_gives_no_errors() {
+    let nodes = slotway_cluster(3, &[]);
+    reshard_under_load([nodes[0].port, nodes[1].port], &addrs(&nodes));
 }
