@@ -2,12 +2,12 @@
 //! there too) and the command-line flags that override it.
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Everything the proxy can be told. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Address clients connect to (`ip:port`).
@@ -56,6 +56,9 @@ pub struct ProxyConfig {
     pub request_deadline_ms: u64,
     /// Most MOVED/ASK redirects followed for one request.
     pub max_redirects: u32,
+    /// Most retries of one request (TRYAGAIN, CLUSTERDOWN, LOADING, an
+    /// unreachable master); the deadline bounds them too.
+    pub max_retries: u32,
     /// First retry backoff for TRYAGAIN, CLUSTERDOWN, LOADING and
     /// unreachable masters; doubles on each retry.
     pub retry_backoff_initial_ms: u64,
@@ -87,6 +90,7 @@ impl Default for ProxyConfig {
             degraded_refresh_interval_ms: 250,
             request_deadline_ms: 15_000,
             max_redirects: 8,
+            max_retries: 100,
             retry_backoff_initial_ms: 10,
             retry_backoff_max_ms: 500,
             drain_timeout_ms: 10_000,
@@ -259,12 +263,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn example_file_parses_and_matches_defaults_where_commented() {
+    fn the_example_file_lists_every_option_with_its_default() {
         let text = include_str!("../../config/proxy.toml");
-        let cfg = ProxyConfig::from_toml(text, Path::new("config/proxy.toml")).unwrap();
+        let mut cfg = ProxyConfig::from_toml(text, Path::new("config/proxy.toml")).unwrap();
         cfg.validate().unwrap();
-        assert_eq!(cfg.request_deadline_ms, 15_000);
-        assert_eq!(cfg.listen, "127.0.0.1:7777");
+        // Only the seeds and the metrics address differ from the defaults.
+        assert_eq!(cfg.nodes.len(), 3);
+        assert_eq!(cfg.metrics, "127.0.0.1:9121");
+        let default = ProxyConfig::default();
+        cfg.nodes = default.nodes.clone();
+        cfg.metrics = default.metrics.clone();
+        assert_eq!(cfg, default);
+        let in_file: toml::Table = toml::from_str(text).unwrap();
+        let all: toml::Table = toml::from_str(&toml::to_string(&default).unwrap()).unwrap();
+        let missing: Vec<&String> = all.keys().filter(|k| !in_file.contains_key(*k)).collect();
+        assert!(missing.is_empty(), "not in config/proxy.toml: {missing:?}");
     }
 
     #[test]

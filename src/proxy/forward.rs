@@ -506,6 +506,9 @@ impl Routed {
         cx.proxy.metrics.retry(why);
         let at = Instant::now() + cx.proxy.cfg.backoff(self.attempts);
         self.attempts += 1;
+        if self.attempts > cx.proxy.cfg.max_retries {
+            return self.finish(last, Outcome::RedirectError);
+        }
         if at >= self.deadline {
             let outcome = if matches!(why, Retry::Connection) {
                 Outcome::Timeout
