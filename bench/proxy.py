@@ -341,6 +341,7 @@ def failover(args):
             i += 1
 
     t = threading.Thread(target=load, daemon=True)
+    t_start = time.time()
     t.start()
     time.sleep(2)
     victim = next(n for n in nodes if "master" in cli(n["port"], "role").split("\n")[0])
@@ -355,12 +356,15 @@ def failover(args):
     time.sleep(args.after)
     stop.set()
     t.join(30)
+    elapsed = time.time() - t_start
     # Every acknowledged write must read back (through a fresh connection).
     check = Client(sw["port"])
     wrong = [k for k, v in list(acked.items()) if check.call("GET", k) != v.encode()]
     after_ok = [e for e in errors if e[0] > t_kill + state["ok_again"]]
     res = {
         "config": "slotway", "test": "failover SET/GET",
+        "rps": round(lat["ops"] / elapsed), "rps_min": None, "rps_max": None,
+        "p50_ms": None, "p99_ms": None, "cpu_us_per_req": None,
         "cluster_node_timeout_ms": timeout_ms,
         "ops": lat["ops"], "errors": len(errors), "errors_after_failover": len(after_ok),
         "longest_stall_s": round(lat["max_stall"], 3), "cluster_ok_after_s": round(state["ok_again"], 2),
