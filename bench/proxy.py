@@ -106,6 +106,14 @@ def cluster(masters=3, replicas=0, timeout_ms=5000):
         want = masters * replicas
         wait("replicas online", lambda: cli(nodes[0]["port"], "cluster", "nodes").count("slave") == want
              and all(cli(n["port"], "ping") == "PONG" for n in nodes), 60)
+        # Until a replica has finished its first sync, SHUTDOWN of its
+        # master pauses writes waiting for it: that would be counted as a
+        # proxy stall.
+        def synced(n):
+            info = cli(n["port"], "info", "replication")
+            return "role:master" in info or ("master_link_status:up" in info
+                                              and "master_sync_in_progress:0" in info)
+        wait("replicas synced", lambda: all(synced(n) for n in nodes), 60)
     return nodes
 
 

@@ -413,6 +413,16 @@ impl RedisCluster {
                         == masters * replicas
                 })
             });
+            // A master whose replica is still in its first sync pauses
+            // writes on SHUTDOWN until it is done.
+            wait_until("replicas synced", Duration::from_secs(60), || {
+                c.nodes.iter().all(|n| {
+                    let info = text(n.port, &["INFO", "replication"]);
+                    info.contains("role:master")
+                        || (info.contains("master_link_status:up")
+                            && info.contains("master_sync_in_progress:0"))
+                })
+            });
         }
         c
     }
