@@ -87,7 +87,7 @@ impl Default for ProxyConfig {
             max_pipeline: 4096,
             connect_timeout_ms: 1000,
             refresh_interval_ms: 10_000,
-            degraded_refresh_interval_ms: 250,
+            degraded_refresh_interval_ms: 100,
             request_deadline_ms: 15_000,
             max_redirects: 8,
             max_retries: 100,
