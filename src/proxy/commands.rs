@@ -258,7 +258,8 @@ impl Command {
                         continue;
                     };
                     let start = first + fk;
-                    (start, start + n - 1, *step)
+                    // A client's numkeys may be anything up to i64::MAX.
+                    (start, start.saturating_add(n).saturating_sub(1), *step)
                 }
                 Find::Unknown => continue,
             };
@@ -830,6 +831,8 @@ mod tests {
         // Bad numkeys: no keys, and the node reports the error.
         assert_eq!(keys("EVAL s x a"), Vec::<String>::new());
         assert_eq!(keys("EVAL s 5 a"), ["a"]);
+        assert_eq!(keys("EVAL s 9223372036854775807 a b"), ["a", "b"]);
+        assert_eq!(keys("ZUNIONSTORE d 9223372036854775807 a"), ["d", "a"]);
     }
 
     #[test]

@@ -291,6 +291,39 @@ mod tests {
             let _ = sc.scan(&data);
         }
 
+        /// Whole or in pieces, the same boundaries (also the fuzz target
+        /// `reply_scanner`). Inputs are built from valid frames with random
+        /// corruption so both paths are exercised.
+        #[test]
+        fn pieces_find_the_same_frames(
+            picks in proptest::collection::vec(0usize..18, 1..8),
+            flip in proptest::option::of((0usize..400, any::<u8>())),
+            step in 1usize..9,
+        ) {
+            let mut data: Vec<u8> = picks.iter().flat_map(|i| SAMPLES[*i].to_vec()).collect();
+            if let Some((at, b)) = flip {
+                let at = at % data.len();
+                data[at] = b;
+            }
+            let frames = |step: usize| {
+                let mut out = Vec::new();
+                let mut sc = FrameScanner::new();
+                let (mut start, mut end) = (0, 0);
+                while end < data.len() {
+                    end = (end + step).min(data.len());
+                    loop {
+                        match sc.scan(&data[start..end]) {
+                            Ok(Some(n)) => { out.push(Ok(n)); start += n; }
+                            Ok(None) => break,
+                            Err(_) => { out.push(Err(())); return out; }
+                        }
+                    }
+                }
+                out
+            };
+            prop_assert_eq!(frames(data.len()), frames(step));
+        }
+
         #[test]
         fn agrees_with_redis_protocol(vals in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..6)) {
             use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
