@@ -69,5 +69,60 @@ fn encode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, slots, encode);
+/// The proxy's per-request routing work: command lookup, key positions,
+/// slot, slot-map lookup; and finding a reply's frame boundary.
+fn proxy(c: &mut Criterion) {
+    use bytes::Bytes;
+    use slotway::proxy::backend::BackendCtx;
+    use slotway::proxy::commands::{table, Lookup};
+    use slotway::proxy::metrics::Metrics;
+    use slotway::proxy::router::{Layout, Router};
+    use std::sync::Arc;
+    let t = table().unwrap();
+    let ctx = Arc::new(BackendCtx {
+        user: String::new(),
+        password: String::new(),
+        connect_timeout: std::time::Duration::from_secs(1),
+        conns_per_node: 1,
+        metrics: Arc::new(Metrics::new(&t.metric_names).unwrap()),
+        on_failure: Arc::new(tokio::sync::Notify::new()),
+    });
+    let router = Router::new(ctx);
+    router.apply_layout(&Layout {
+        ranges: vec![
+            (0, 5460, "127.0.0.1:1".into(), vec![]),
+            (5461, 10922, "127.0.0.1:2".into(), vec![]),
+            (10923, 16383, "127.0.0.1:3".into(), vec![]),
+        ],
+    });
+    let args = vec![
+        Bytes::from_static(b"SET"),
+        Bytes::from_static(b"key:000000123456"),
+        Bytes::from_static(b"xxx"),
+    ];
+    c.bench_function("proxy/route_set", |b| {
+        b.iter(|| {
+            let Lookup::Found(cmd) = t.lookup(black_box(&args)) else {
+                unreachable!()
+            };
+            let mut slot = 0;
+            cmd.for_each_key(&args, |i| slot = key_hash_slot(&args[i]));
+            let map = router.load();
+            black_box(map.master_of(slot).map(|p| p.addr.len()))
+        })
+    });
+    let reply: Vec<u8> = {
+        let mut v = b"*100\r\n".to_vec();
+        for i in 0..100 {
+            let s = format!("value-{i}");
+            v.extend_from_slice(format!("${}\r\n{s}\r\n", s.len()).as_bytes());
+        }
+        v
+    };
+    c.bench_function("proxy/frame_len_array_100", |b| {
+        b.iter(|| slotway::resp::scan::frame_len(black_box(&reply)).unwrap())
+    });
+}
+
+criterion_group!(benches, parse, slots, encode, proxy);
 criterion_main!(benches);

@@ -31,11 +31,9 @@ enum Cmd {
         )]
         args: Vec<String>,
     },
-    /// Run the smart-routing proxy.
-    Proxy {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Run the smart-routing proxy: `slotway proxy --config config/proxy.toml`
+    /// (flags override the file).
+    Proxy(slotway::proxy::config::ProxyArgs),
     /// Cluster administration, same semantics as `redis-cli --cluster`.
     Cluster {
         #[command(subcommand)]
@@ -107,7 +105,13 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Proxy { .. } => slotway::cli::not_yet("proxy"),
+        Cmd::Proxy(args) => {
+            if let Err(e) = slotway::proxy::main(args) {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Cluster { cmd } => {
             let mut out = std::io::stdout();
             let res = match cmd {

@@ -3,6 +3,7 @@
 
 pub mod reply;
 pub mod request;
+pub mod scan;
 
 pub use reply::{Proto, Reply};
 pub use request::{parse_i64, split_args, Limits, ProtocolError, RequestParser};

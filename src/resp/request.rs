@@ -115,11 +115,26 @@ impl RequestParser {
         buf: &mut BytesMut,
         limits: &Limits,
     ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        Ok(self.parse_frame(buf, limits)?.map(|(_, args)| args))
+    }
+
+    /// Like [`parse`](Self::parse), and also hands back the request's own
+    /// multibulk bytes (empty for an inline request) so a proxy can forward
+    /// them verbatim instead of encoding the arguments again.
+    pub fn parse_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<(Bytes, Vec<Bytes>)>, ProtocolError> {
         if self.expected.is_none() {
             match buf.first() {
                 None => return Ok(None),
                 Some(b'*') => {}
-                Some(_) => return self.parse_inline(buf, limits),
+                Some(_) => {
+                    return Ok(self
+                        .parse_inline(buf, limits)?
+                        .map(|args| (Bytes::new(), args)))
+                }
             }
             let Some(end) = find_crlf(buf, 0) else {
                 if buf.len() > limits.max_inline_len {
@@ -134,7 +149,7 @@ impl RequestParser {
                 .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
             if n <= 0 {
                 let _ = buf.split_to(end + 2);
-                return Ok(Some(Vec::new()));
+                return Ok(Some((Bytes::new(), Vec::new())));
             }
             let n = n as usize;
             self.expected = Some(n);
@@ -188,7 +203,7 @@ impl RequestParser {
         self.expected = None;
         self.ranges.clear();
         self.pos = 0;
-        Ok(Some(args))
+        Ok(Some((frame, args)))
     }
 
     fn parse_inline(

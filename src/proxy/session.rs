@@ -1,0 +1,947 @@
+//! One client connection: read → parse every complete request → route and
+//! send each one → write replies strictly in request order.
+//!
+//! Requests of one read are all dispatched before waiting for any reply, so
+//! a pipelining client keeps every node busy at once. Replies wait in a
+//! queue in request order; only the oldest one is awaited, and whatever is
+//! ready behind it goes out in the same write.
+//!
+//! Some requests must not overlap with others of the same client:
+//! transactions (`EXEC` sends the whole `MULTI` block), `WATCH`, commands
+//! that may block, `HELLO` (it changes which connections are used) and
+//! `SUBSCRIBE`. They are "exclusive": sent only when nothing of this client
+//! is in flight, and nothing else is sent until they are answered, so the
+//! client's requests run in the order it sent them.
+
+use crate::cluster::key_hash_slot;
+use crate::proxy::backend::{encode_command, Conn, Kind, Pool};
+use crate::proxy::commands::{flag, Local, Lookup, Route, Txn};
+use crate::proxy::fanout::{self, Fanout};
+use crate::proxy::forward::{error_frame, Routed, SendCtx, Target};
+use crate::proxy::local::{self, ClientState};
+use crate::proxy::metrics::Outcome;
+use crate::proxy::Proxy;
+use crate::resp::{Limits, Proto, RequestParser};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// A parsed request: its own bytes (to forward verbatim) and arguments.
+pub struct Parsed {
+    pub frame: Bytes,
+    pub args: Vec<Bytes>,
+}
+
+impl Parsed {
+    /// The request as a RESP multibulk, taking its own bytes.
+    pub fn into_wire(self) -> Bytes {
+        if self.frame.is_empty() {
+            self.wire()
+        } else {
+            self.frame
+        }
+    }
+
+    /// The request as a RESP multibulk (inline requests are encoded).
+    pub fn wire(&self) -> Bytes {
+        if !self.frame.is_empty() {
+            return self.frame.clone();
+        }
+        let mut out = BytesMut::new();
+        let a: Vec<&[u8]> = self.args.iter().map(|b| &b[..]).collect();
+        encode_command(&mut out, &a);
+        out.freeze()
+    }
+}
+
+enum Post {
+    None,
+    /// SCAN: turn the node's cursor into a composite one.
+    Scan(u16),
+}
+
+enum Entry {
+    Ready {
+        bytes: Bytes,
+        metric: usize,
+        outcome: Outcome,
+        start: Instant,
+    },
+    One {
+        r: Routed,
+        metric: usize,
+        start: Instant,
+        post: Post,
+    },
+    Fan {
+        f: Box<Fanout>,
+        metric: usize,
+        start: Instant,
+    },
+}
+
+impl Entry {
+    /// The request this entry waits for first.
+    fn waiter(&mut self) -> Option<&mut Routed> {
+        match self {
+            Entry::Ready { .. } => None,
+            Entry::One { r, .. } => (!r.is_done()).then_some(r),
+            Entry::Fan { f, .. } => f.subs.iter_mut().find(|s| !s.is_done()),
+        }
+    }
+}
+
+/// Commands queued between MULTI and EXEC.
+#[derive(Default)]
+struct TxnState {
+    cmds: Vec<Bytes>,
+    slot: Option<u16>,
+    cross: bool,
+    dirty: bool,
+}
+
+/// A WATCH: its keys' slot and the connection it lives on.
+struct WatchState {
+    conn: Conn,
+    pool: Arc<Pool>,
+    slot: u16,
+}
+
+/// Requests are parsed into this much before the proxy stops reading.
+const MAX_INBUF: usize = 64 << 20;
+
+pub struct Session {
+    proxy: Arc<Proxy>,
+    st: ClientState,
+    pending: VecDeque<Entry>,
+    dedicated: HashMap<String, Conn>,
+    txn: Option<TxnState>,
+    watch: Option<WatchState>,
+    /// An exclusive request is in flight.
+    barrier: bool,
+    /// An exclusive request waiting for the queue to drain.
+    deferred: Option<Parsed>,
+    closing: bool,
+    /// The client subscribed: switch to the pub/sub relay.
+    subscribe: Option<Parsed>,
+    epochs: tokio::sync::watch::Receiver<u64>,
+    limits: Limits,
+}
+
+fn is_error(b: &[u8]) -> bool {
+    matches!(b.first(), Some(b'-' | b'!'))
+}
+
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// Serves one client until it leaves, the proxy drains, or an error.
+pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(proxy.listen);
+    let id = proxy.next_client.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::Instant::now();
+    let session = Session {
+        st: ClientState {
+            id,
+            peer,
+            local,
+            name: None,
+            proto: Proto::Resp2,
+            authed: proxy.cfg.requirepass.is_empty(),
+            readonly: false,
+            created: now,
+            last_active: now,
+        },
+        pending: VecDeque::new(),
+        dedicated: HashMap::new(),
+        txn: None,
+        watch: None,
+        barrier: false,
+        deferred: None,
+        closing: false,
+        subscribe: None,
+        epochs: proxy.router.subscribe(),
+        limits: Limits::default(),
+        proxy,
+    };
+    session.serve(stream).await;
+}
+
+impl Session {
+    async fn serve(mut self, mut stream: TcpStream) {
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut parser = RequestParser::new();
+        let mut shutdown = self.proxy.shutdown.clone();
+        let mut draining = *shutdown.borrow();
+        // Created once: re-polling a registered waiter is cheap, creating
+        // one per wait is not.
+        let shutdown_signal = async move {
+            let _ = shutdown.changed().await;
+        };
+        tokio::pin!(shutdown_signal);
+        // One timer for the reply deadline of the oldest request.
+        let far = || Instant::now() + Duration::from_secs(86400 * 365);
+        let tick = tokio::time::sleep_until(far());
+        tokio::pin!(tick);
+        let idle = Duration::from_secs(self.proxy.cfg.client_idle_timeout_secs);
+        let max_pipeline = self.proxy.cfg.max_pipeline;
+        loop {
+            loop {
+                let progressed = self.process(&mut inbuf, &mut parser);
+                self.collect(&mut out);
+                if !progressed {
+                    break;
+                }
+            }
+            if !out.is_empty() {
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+                if out.capacity() > 1 << 20 {
+                    out = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            if self.pending.is_empty() {
+                if self.closing || draining {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+                if let Some(first) = self.subscribe.take() {
+                    let end = crate::proxy::pubsub::relay(
+                        &self.proxy,
+                        &mut self.st,
+                        &mut stream,
+                        &mut inbuf,
+                        &mut parser,
+                        first,
+                    )
+                    .await;
+                    match end {
+                        crate::proxy::pubsub::End::Reset => {
+                            self.reset();
+                            continue;
+                        }
+                        crate::proxy::pubsub::End::Closed => return,
+                    }
+                }
+                if self.deferred.is_some() {
+                    continue;
+                }
+            }
+            let can_read = !self.closing
+                && !draining
+                && self.pending.len() < max_pipeline
+                && inbuf.len() < MAX_INBUF;
+            let idle_on = !idle.is_zero() && self.pending.is_empty();
+            enum Ev {
+                Read(std::io::Result<usize>),
+                Front(crate::proxy::forward::Event),
+                Idle,
+                Shutdown,
+            }
+            let front_deadline = self
+                .pending
+                .front_mut()
+                .and_then(Entry::waiter)
+                .and_then(|r| r.reply_deadline());
+            if let Some(d) = front_deadline {
+                if tick.deadline() > d {
+                    tick.as_mut().reset(d);
+                }
+            }
+            let ev = {
+                let front = self.pending.front_mut().and_then(Entry::waiter);
+                let has_front = front.is_some();
+                let epochs = &mut self.epochs;
+                let wait_front = async move {
+                    match front {
+                        Some(r) => r.wait(epochs).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = stream.read_buf(&mut inbuf), if can_read => Ev::Read(r),
+                    e = wait_front, if has_front => Ev::Front(e),
+                    _ = &mut tick, if front_deadline.is_some() => Ev::Front(crate::proxy::forward::Event::Deadline),
+                    _ = tokio::time::sleep(idle), if idle_on => Ev::Idle,
+                    _ = &mut shutdown_signal, if !draining => Ev::Shutdown,
+                }
+            };
+            match ev {
+                Ev::Read(Ok(0)) | Ev::Read(Err(_)) | Ev::Idle => return,
+                Ev::Read(Ok(_)) => {}
+                Ev::Shutdown => draining = true,
+                Ev::Front(e) => {
+                    if matches!(e, crate::proxy::forward::Event::Deadline) {
+                        tick.as_mut().reset(far());
+                    }
+                    let kind = self.kind();
+                    let replica_reads = self.replica_reads();
+                    let mut cx = SendCtx {
+                        proxy: &self.proxy,
+                        client: self.st.id,
+                        kind,
+                        replica_reads,
+                        dedicated: &mut self.dedicated,
+                    };
+                    if let Some(r) = self.pending.front_mut().and_then(Entry::waiter) {
+                        r.on_event(e, &mut cx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        Kind {
+            resp3: self.st.proto == Proto::Resp3,
+            replica_reads: false,
+        }
+    }
+
+    fn replica_reads(&self) -> bool {
+        self.proxy.cfg.read_from_replicas || self.st.readonly
+    }
+
+    fn reset(&mut self) {
+        self.txn = None;
+        self.watch = None;
+        self.dedicated.clear();
+        self.st.name = None;
+        self.st.proto = Proto::Resp2;
+        self.st.readonly = false;
+        self.st.authed = self.proxy.cfg.requirepass.is_empty();
+    }
+
+    /// Parses and dispatches what is buffered. Returns whether anything was
+    /// taken (so the caller loops until nothing more can move).
+    fn process(&mut self, inbuf: &mut BytesMut, parser: &mut RequestParser) -> bool {
+        let max = self.proxy.cfg.max_pipeline;
+        let mut start: Option<Instant> = None;
+        let mut progressed = false;
+        loop {
+            if self.closing || self.subscribe.is_some() || self.barrier || self.pending.len() >= max
+            {
+                return progressed;
+            }
+            let req = match self.deferred.take() {
+                Some(d) => {
+                    if !self.pending.is_empty() {
+                        self.deferred = Some(d);
+                        return progressed;
+                    }
+                    d
+                }
+                None => match parser.parse_frame(inbuf, &self.limits) {
+                    Ok(Some((frame, args))) => {
+                        if args.is_empty() {
+                            progressed = true;
+                            continue;
+                        }
+                        Parsed { frame, args }
+                    }
+                    Ok(None) => return progressed,
+                    Err(e) => {
+                        let other = self.other_metric();
+                        let start = *start.get_or_insert_with(Instant::now);
+                        self.ready(
+                            error_frame(&format!("ERR {e}")),
+                            other,
+                            Outcome::Error,
+                            start,
+                        );
+                        self.closing = true;
+                        return true;
+                    }
+                },
+            };
+            progressed = true;
+            let start = *start.get_or_insert_with(Instant::now);
+            self.handle(req, start);
+        }
+    }
+
+    /// The deadline of a request read at `start`.
+    fn deadline(&self, start: Instant) -> Instant {
+        start + self.proxy.cfg.request_deadline()
+    }
+
+    fn other_metric(&self) -> usize {
+        self.proxy.table.other_metric()
+    }
+
+    fn ready(&mut self, bytes: Bytes, metric: usize, outcome: Outcome, start: Instant) {
+        self.pending.push_back(Entry::Ready {
+            bytes,
+            metric,
+            outcome,
+            start,
+        });
+    }
+
+    fn ready_err(&mut self, text: &str, metric: usize, start: Instant) {
+        self.ready(error_frame(text), metric, Outcome::Error, start);
+    }
+
+    fn send_ctx(&mut self) -> SendCtx<'_> {
+        let kind = self.kind();
+        let replica_reads = self.replica_reads();
+        SendCtx {
+            proxy: &self.proxy,
+            client: self.st.id,
+            kind,
+            replica_reads,
+            dedicated: &mut self.dedicated,
+        }
+    }
+
+    fn send_one(&mut self, mut r: Routed, metric: usize, start: Instant, post: Post) {
+        let mut cx = self.send_ctx();
+        r.dispatch(&mut cx);
+        self.pending.push_back(Entry::One {
+            r,
+            metric,
+            start,
+            post,
+        });
+    }
+
+    /// Defers an exclusive request until nothing else is in flight.
+    /// Returns the request back if it may go now.
+    fn exclusive(&mut self, req: Parsed) -> Option<Parsed> {
+        if self.pending.is_empty() {
+            Some(req)
+        } else {
+            self.deferred = Some(req);
+            None
+        }
+    }
+
+    /// The slot of every key of a call, or CROSSSLOT. `None` for no keys.
+    fn slot_of(cmd: &crate::proxy::commands::Command, args: &[Bytes]) -> Result<Option<u16>, ()> {
+        let mut slot: Option<u16> = None;
+        let mut cross = false;
+        cmd.for_each_key(args, |i| {
+            if let Some(k) = args.get(i) {
+                let s = key_hash_slot(k);
+                match slot {
+                    None => slot = Some(s),
+                    Some(x) if x != s => cross = true,
+                    Some(_) => {}
+                }
+            }
+        });
+        if cross {
+            Err(())
+        } else {
+            Ok(slot)
+        }
+    }
+
+    fn handle(&mut self, req: Parsed, start: Instant) {
+        let proxy = self.proxy.clone();
+        let table = proxy.table;
+        let cmd = match table.lookup(&req.args) {
+            Lookup::Found(c) => c,
+            Lookup::Unknown(e) => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.dirty = true;
+                }
+                return self.ready_err(&e, self.other_metric(), start);
+            }
+        };
+        let metric = cmd.metric;
+        if !cmd.arity_ok(req.args.len()) {
+            if let Some(t) = self.txn.as_mut() {
+                t.dirty = true;
+            }
+            return self.ready_err(&cmd.arity_error(), metric, start);
+        }
+        if !self.st.authed
+            && !matches!(
+                cmd.route,
+                Route::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
+            )
+        {
+            return self.ready_err("NOAUTH Authentication required.", metric, start);
+        }
+        if self.txn.is_some()
+            && !matches!(
+                cmd.route,
+                Route::Txn(_) | Route::Local(Local::Quit | Local::Reset)
+            )
+        {
+            return self.queue_in_txn(cmd, req, start);
+        }
+        let readonly = cmd.has(flag::READONLY);
+        match cmd.route {
+            Route::Local(which) => {
+                // These change which connections later requests use.
+                let req = if matches!(
+                    which,
+                    Local::Hello | Local::Readonly | Local::Readwrite | Local::Reset
+                ) {
+                    match self.exclusive(req) {
+                        Some(r) => r,
+                        None => return,
+                    }
+                } else {
+                    req
+                };
+                if which == Local::Reset {
+                    self.txn = None;
+                    self.watch = None;
+                    self.dedicated.clear();
+                }
+                let proto = self.st.proto;
+                let res = local::run(&proxy, &mut self.st, which, &req.args);
+                if self.st.proto != proto {
+                    // Dedicated connections speak the old protocol.
+                    self.dedicated.clear();
+                }
+                let mut out = BytesMut::new();
+                for r in &res.replies {
+                    r.encode(self.st.proto, &mut out);
+                }
+                let outcome = if res.replies.iter().any(|r| r.is_error()) {
+                    Outcome::Error
+                } else {
+                    Outcome::Ok
+                };
+                self.ready(out.freeze(), metric, outcome, start);
+                if res.close {
+                    self.closing = true;
+                }
+            }
+            Route::Keyed => self.keyed(cmd, req, metric, start, readonly),
+            Route::Blocking if !cmd.blocks(&req.args) => {
+                self.keyed(cmd, req, metric, start, readonly)
+            }
+            Route::Blocking => {
+                let Some(req) = self.exclusive(req) else {
+                    return;
+                };
+                match Self::slot_of(cmd, &req.args) {
+                    Err(()) => self.ready_err(CROSSSLOT, metric, start),
+                    Ok(slot) => {
+                        let target = slot.map_or(Target::AnyMaster, Target::Slot);
+                        let r =
+                            Routed::new(req.wire(), target, self.deadline(start), false).blocking();
+                        self.barrier = true;
+                        self.send_one(r, metric, start, Post::None);
+                    }
+                }
+            }
+            Route::Split(kind) => {
+                let positions = cmd.key_positions(&req.args);
+
+                match fanout::split(self.deadline(start), kind, &req.args, &positions, readonly) {
+                    None => self.keyed(cmd, req, metric, start, readonly),
+                    Some(f) => self.send_fan(f, metric, start),
+                }
+            }
+            Route::AnyMaster => {
+                let r = Routed::new(
+                    req.wire(),
+                    Target::AnyMaster,
+                    self.deadline(start),
+                    readonly,
+                );
+                self.send_one(r, metric, start, Post::None);
+            }
+            Route::AllMasters(merge) => {
+                let f =
+                    fanout::all_masters(&proxy, &req.wire(), merge, self.deadline(start), readonly);
+                if f.subs.is_empty() {
+                    return self.ready_err(
+                        "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
+                        metric,
+                        start,
+                    );
+                }
+                self.send_fan(f, metric, start);
+            }
+            Route::AllNodes(merge) => {
+                let deadline = self.deadline(start);
+                let mut f = fanout::all_masters(&proxy, &req.wire(), merge, deadline, readonly);
+                if f.subs.is_empty() {
+                    return self.ready_err(
+                        "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
+                        metric,
+                        start,
+                    );
+                }
+                let kind = self.kind();
+                let map = proxy.router.load();
+                for s in &map.shards {
+                    for rep in &s.replicas {
+                        if let Some(conn) = rep.shared(self.st.id, kind) {
+                            f.subs.push(Routed::new(
+                                req.wire(),
+                                Target::Pinned(conn.clone(), rep.clone()),
+                                deadline,
+                                readonly,
+                            ));
+                        }
+                    }
+                }
+                self.send_fan(f, metric, start);
+            }
+            Route::Scan => {
+                let Some((slot, node_cursor)) =
+                    req.args.get(1).and_then(|c| fanout::scan_cursor(c))
+                else {
+                    return self.ready_err("ERR invalid cursor", metric, start);
+                };
+                let slot = if node_cursor == 0 && slot == 0 {
+                    match proxy.router.load().shard_first_slots().first() {
+                        Some(s) => *s,
+                        None => {
+                            return self.ready_err(
+                                "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
+                                metric,
+                                start,
+                            )
+                        }
+                    }
+                } else {
+                    slot
+                };
+                let data = fanout::scan_request(&req.args, node_cursor);
+                let r = Routed::new(data, Target::Slot(slot), self.deadline(start), true);
+                self.send_one(r, metric, start, Post::Scan(slot));
+            }
+            Route::Channel => {
+                let slot = key_hash_slot(req.args.get(1).map_or(&[][..], |c| &c[..]));
+                let r = Routed::new(req.wire(), Target::Slot(slot), self.deadline(start), false);
+                self.send_one(r, metric, start, Post::None);
+            }
+            Route::SlotArg => {
+                let slot = req
+                    .args
+                    .get(2)
+                    .and_then(|s| crate::resp::parse_i64(s))
+                    .filter(|s| (0..16384).contains(s));
+                match slot {
+                    None => self.ready_err("ERR Invalid slot", metric, start),
+                    Some(s) => {
+                        let r = Routed::new(
+                            req.wire(),
+                            Target::Slot(s as u16),
+                            self.deadline(start),
+                            true,
+                        );
+                        self.send_one(r, metric, start, Post::None);
+                    }
+                }
+            }
+            Route::Txn(t) => self.txn_command(t, cmd, req, metric, start),
+            Route::Subscribe => {
+                let Some(req) = self.exclusive(req) else {
+                    return;
+                };
+                self.subscribe = Some(req);
+            }
+            Route::Unsupported(why) => {
+                let name = cmd.name.replace('|', " ").to_ascii_uppercase();
+                self.ready_err(
+                    &format!("ERR proxy: {name} is not supported through the proxy: {why}"),
+                    metric,
+                    start,
+                );
+            }
+        }
+    }
+
+    fn keyed(
+        &mut self,
+        cmd: &crate::proxy::commands::Command,
+        req: Parsed,
+        metric: usize,
+        start: Instant,
+        readonly: bool,
+    ) {
+        match Self::slot_of(cmd, &req.args) {
+            Err(()) => self.ready_err(CROSSSLOT, metric, start),
+            Ok(slot) => {
+                let target = slot.map_or(Target::AnyMaster, Target::Slot);
+                let r = Routed::new(req.into_wire(), target, self.deadline(start), readonly);
+                self.send_one(r, metric, start, Post::None);
+            }
+        }
+    }
+
+    fn send_fan(&mut self, mut f: Fanout, metric: usize, start: Instant) {
+        let mut cx = self.send_ctx();
+        for s in &mut f.subs {
+            s.dispatch(&mut cx);
+        }
+        self.pending.push_back(Entry::Fan {
+            f: Box::new(f),
+            metric,
+            start,
+        });
+    }
+
+    /// A command between MULTI and EXEC: checked and queued here; the block
+    /// is sent whole at EXEC.
+    fn queue_in_txn(&mut self, cmd: &crate::proxy::commands::Command, req: Parsed, start: Instant) {
+        let metric = cmd.metric;
+        let slot = match cmd.route {
+            Route::Keyed | Route::Blocking | Route::Split(_) | Route::SlotArg => {
+                if cmd.route == Route::SlotArg {
+                    None
+                } else {
+                    match Self::slot_of(cmd, &req.args) {
+                        Ok(s) => s,
+                        Err(()) => {
+                            if let Some(t) = self.txn.as_mut() {
+                                t.cross = true;
+                            }
+                            None
+                        }
+                    }
+                }
+            }
+            Route::AnyMaster | Route::Channel | Route::Local(Local::Ping | Local::Echo) => None,
+            _ => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.dirty = true;
+                }
+                let name = cmd.name.replace('|', " ").to_ascii_uppercase();
+                return self.ready_err(
+                    &format!("ERR proxy: {name} cannot be used inside MULTI through the proxy"),
+                    metric,
+                    start,
+                );
+            }
+        };
+        if let Some(t) = self.txn.as_mut() {
+            if let Some(s) = slot {
+                match t.slot {
+                    None => t.slot = Some(s),
+                    Some(x) if x != s => t.cross = true,
+                    Some(_) => {}
+                }
+            }
+            t.cmds.push(req.wire());
+        }
+        self.ready(
+            Bytes::from_static(b"+QUEUED\r\n"),
+            metric,
+            Outcome::Ok,
+            start,
+        );
+    }
+
+    fn txn_command(
+        &mut self,
+        t: Txn,
+        cmd: &crate::proxy::commands::Command,
+        req: Parsed,
+        metric: usize,
+        start: Instant,
+    ) {
+        let proxy = self.proxy.clone();
+        match t {
+            Txn::Multi => {
+                if self.txn.is_some() {
+                    return self.ready_err("ERR MULTI calls can not be nested", metric, start);
+                }
+                self.txn = Some(TxnState::default());
+                self.ready(Bytes::from_static(b"+OK\r\n"), metric, Outcome::Ok, start);
+            }
+            Txn::Discard => {
+                if self.txn.take().is_none() {
+                    return self.ready_err("ERR DISCARD without MULTI", metric, start);
+                }
+                self.watch = None;
+                self.ready(Bytes::from_static(b"+OK\r\n"), metric, Outcome::Ok, start);
+            }
+            Txn::Unwatch => {
+                if self.txn.is_some() {
+                    // Queued like Redis does; it has no effect inside EXEC.
+                    return self.ready(
+                        Bytes::from_static(b"+QUEUED\r\n"),
+                        metric,
+                        Outcome::Ok,
+                        start,
+                    );
+                }
+                self.watch = None;
+                self.ready(Bytes::from_static(b"+OK\r\n"), metric, Outcome::Ok, start);
+            }
+            Txn::Watch => {
+                if self.txn.is_some() {
+                    return self.ready_err("ERR WATCH inside MULTI is not allowed", metric, start);
+                }
+                let Some(req) = self.exclusive(req) else {
+                    return;
+                };
+                let slot = match Self::slot_of(cmd, &req.args) {
+                    Ok(Some(s)) => s,
+                    _ => return self.ready_err(CROSSSLOT, metric, start),
+                };
+                if let Some(w) = &self.watch {
+                    if w.slot != slot {
+                        return self.ready_err(CROSSSLOT, metric, start);
+                    }
+                }
+                if self.watch.is_none() {
+                    let map = proxy.router.load();
+                    let Some(pool) = map.master_of(slot).cloned() else {
+                        return self.ready_err("CLUSTERDOWN Hash slot not served", metric, start);
+                    };
+                    let conn = pool.dedicated(self.kind());
+                    self.watch = Some(WatchState { conn, pool, slot });
+                }
+                let Some(w) = &self.watch else {
+                    return;
+                };
+                let target = Target::Pinned(w.conn.clone(), w.pool.clone());
+                let r = Routed::new(req.wire(), target, self.deadline(start), false);
+                self.barrier = true;
+                self.send_one(r, metric, start, Post::None);
+            }
+            Txn::Exec => {
+                if self.txn.is_none() {
+                    return self.ready_err("ERR EXEC without MULTI", metric, start);
+                }
+                if self.exclusive(req).is_none() {
+                    return;
+                }
+                let (Some(txn), watch) = (self.txn.take(), self.watch.take()) else {
+                    return;
+                };
+                if txn.dirty {
+                    return self.ready_err(
+                        "EXECABORT Transaction discarded because of previous errors.",
+                        metric,
+                        start,
+                    );
+                }
+                let cross =
+                    txn.cross || matches!((&watch, txn.slot), (Some(w), Some(s)) if w.slot != s);
+                if cross {
+                    return self.ready_err(CROSSSLOT, metric, start);
+                }
+                let mut block = BytesMut::new();
+                encode_command(&mut block, &[b"MULTI"]);
+                for c in &txn.cmds {
+                    block.extend_from_slice(c);
+                }
+                encode_command(&mut block, &[b"EXEC"]);
+                let frames = txn.cmds.len() as u32 + 2;
+                let target = match (&watch, txn.slot) {
+                    (Some(w), _) => Target::Pinned(w.conn.clone(), w.pool.clone()),
+                    (None, Some(s)) => Target::Slot(s),
+                    (None, None) => Target::AnyMaster,
+                };
+                let r =
+                    Routed::new(block.freeze(), target, self.deadline(start), false).block(frames);
+                self.barrier = true;
+                self.send_one(r, metric, start, Post::None);
+            }
+        }
+    }
+
+    /// Moves every finished reply at the front of the queue to `out`.
+    fn collect(&mut self, out: &mut BytesMut) {
+        let mut now: Option<Instant> = None;
+        let mut n = 0u64;
+        let kind = self.kind();
+        let replica_reads = self.replica_reads();
+        loop {
+            let mut cx = SendCtx {
+                proxy: &self.proxy,
+                client: self.st.id,
+                kind,
+                replica_reads,
+                dedicated: &mut self.dedicated,
+            };
+            let done = match self.pending.front_mut() {
+                None => false,
+                Some(Entry::Ready { .. }) => true,
+                Some(Entry::One { r, .. }) => r.poll_now(&mut cx),
+                Some(Entry::Fan { f, .. }) => {
+                    let mut all = true;
+                    for s in f.subs.iter_mut() {
+                        all &= s.poll_now(&mut cx);
+                    }
+                    all
+                }
+            };
+            if !done {
+                break;
+            }
+            let Some(entry) = self.pending.pop_front() else {
+                break;
+            };
+            let (bytes, outcome, metric, start) = match entry {
+                Entry::Ready {
+                    bytes,
+                    metric,
+                    outcome,
+                    start,
+                } => (bytes, outcome, metric, start),
+                Entry::One {
+                    mut r,
+                    metric,
+                    start,
+                    post,
+                } => {
+                    let (bytes, outcome) = r
+                        .take()
+                        .unwrap_or_else(|| (error_frame("ERR proxy: internal"), Outcome::Error));
+                    let bytes = match post {
+                        Post::Scan(slot) if !is_error(&bytes) => {
+                            fanout::scan_reply(&bytes, slot, &self.proxy.router.load())
+                        }
+                        _ => bytes,
+                    };
+                    (bytes, outcome, metric, start)
+                }
+                Entry::Fan {
+                    mut f,
+                    metric,
+                    start,
+                } => {
+                    let replies = f
+                        .subs
+                        .iter_mut()
+                        .map(|s| {
+                            s.take().unwrap_or_else(|| {
+                                (error_frame("ERR proxy: internal"), Outcome::Error)
+                            })
+                        })
+                        .collect();
+                    let (bytes, outcome) = fanout::merge(&f.plan, replies);
+                    (bytes, outcome, metric, start)
+                }
+            };
+            out.extend_from_slice(&bytes);
+            let now = *now.get_or_insert_with(Instant::now);
+            if let Some(m) = self.proxy.metrics.command(metric) {
+                m.record(outcome, now.saturating_duration_since(start).as_secs_f64());
+            }
+            n += 1;
+        }
+        if n > 0 {
+            self.proxy
+                .commands_processed
+                .fetch_add(n, Ordering::Relaxed);
+            self.st.last_active = std::time::Instant::now();
+        }
+        if self.pending.is_empty() {
+            self.barrier = false;
+        }
+    }
+}
