@@ -167,15 +167,21 @@ fn redis_cli_cluster_create_and_check_against_slotway_nodes() {
     );
     // A master takes writes only after its startup delay (as in Redis).
     let p = nodes[0].port.to_string();
-    common::wait_until("cluster_state:ok", Duration::from_secs(20), || {
-        run_tool(
-            "redis-cli",
-            &["-p", &p, "cluster", "info"],
-            Duration::from_secs(20),
-        )
-        .1
-        .contains("cluster_state:ok")
-    });
+    common::wait_until(
+        "cluster_state:ok everywhere",
+        Duration::from_secs(20),
+        || {
+            nodes.iter().all(|n| {
+                run_tool(
+                    "redis-cli",
+                    &["-p", &n.port.to_string(), "cluster", "info"],
+                    Duration::from_secs(20),
+                )
+                .1
+                .contains("cluster_state:ok")
+            })
+        },
+    );
     // redis-cli -c follows MOVED to whichever master owns each key.
     for key in ["foo", "bar", "baz"] {
         let (_, set) = run_tool(
