@@ -156,3 +156,28 @@ fn slotway_cluster_create_and_check_build_the_same_cluster() {
     let (ok, out) = common::run_bin(&argv, &nodes[0].dir_path());
     assert!(!ok && out.contains("is not empty"), "{out}");
 }
+
+#[test]
+fn publish_on_one_node_reaches_subscribers_on_every_node() {
+    let nodes = build_cluster();
+    let mut conns: Vec<redis::Connection> = nodes.iter().map(Node::client).collect();
+    let mut subs: Vec<redis::PubSub<'_>> = Vec::new();
+    for c in conns.iter_mut() {
+        let mut ps = c.as_pubsub();
+        ps.subscribe("news").unwrap();
+        ps.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        subs.push(ps);
+    }
+    // Each node counts only its own receivers, as in Redis.
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut nodes[2].client())
+        .unwrap();
+    assert_eq!(n, 1);
+    for (i, ps) in subs.iter_mut().enumerate() {
+        let msg = ps.get_message().unwrap_or_else(|e| panic!("node {i}: {e}"));
+        assert_eq!(msg.get_channel_name(), "news");
+        assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+    }
+}

@@ -58,6 +58,13 @@ pub enum Event {
     PauseWrites(u64),
     /// `cluster_state` flipped between ok and fail.
     StateChanged,
+    /// A PUBLISH (or SPUBLISH when `shard`) from another node, for the
+    /// local subscribers.
+    Message {
+        channel: bytes::Bytes,
+        message: bytes::Bytes,
+        shard: bool,
+    },
 }
 
 /// The cluster directives the bus obeys; the node may change them at run
@@ -317,6 +324,43 @@ impl Bus {
         bus.current_epoch = conf.current_epoch;
         bus.last_vote_epoch = conf.last_vote_epoch;
         Some(bus)
+    }
+
+    /// PUBLISH reaches every node of the cluster; SPUBLISH only the nodes
+    /// of this shard (its master and replicas), as in Redis.
+    pub fn publish(&mut self, channel: &bytes::Bytes, message: &bytes::Bytes, shard: bool) {
+        let my_master = if self.me.flags.master {
+            self.me.id.clone()
+        } else {
+            self.me.master_id.clone().unwrap_or_default()
+        };
+        let links: Vec<Link> = self
+            .peers
+            .values()
+            .filter(|p| !p.node.flags.handshake && !p.node.flags.noaddr)
+            .filter(|p| {
+                !shard
+                    || p.node.id == my_master
+                    || p.node.master_id.as_deref() == Some(my_master.as_str())
+            })
+            .map(|p| Self::link_of(&p.node))
+            .collect();
+        let kind = if shard {
+            MsgType::PublishShard
+        } else {
+            MsgType::Publish
+        };
+        for link in links {
+            let msg = Message {
+                kind,
+                header: self.header(),
+                body: Body::Publish {
+                    channel: channel.clone(),
+                    message: message.clone(),
+                },
+            };
+            self.out.push_back(Transmit { link, msg });
+        }
     }
 
     /// Our connection to a peer's bus address failed or closed: CLUSTER
@@ -1140,6 +1184,15 @@ impl Bus {
                     }
                 }
             }
+            MsgType::Publish | MsgType::PublishShard if known => {
+                if let Body::Publish { channel, message } = msg.body {
+                    self.events.push_back(Event::Message {
+                        channel,
+                        message,
+                        shard: msg.kind == MsgType::PublishShard,
+                    });
+                }
+            }
             MsgType::AuthRequest if known => self.on_auth_request(link, &sender, &msg.header, now),
             MsgType::AuthAck if known => self.on_auth_ack(&sender, &msg.header, now),
             MsgType::MfStart if known => self.on_mfstart(&sender, now),
@@ -1394,6 +1447,46 @@ mod tests {
         assert!(shown(&sim).contains(" disconnected"), "{}", shown(&sim));
         sim.run(5_000);
         assert!(shown(&sim).contains(" connected"), "{}", shown(&sim));
+    }
+
+    #[test]
+    fn publish_reaches_every_node_and_spublish_only_the_shard() {
+        let mut sim = three_masters_three_replicas();
+        // Node 3 replicates node 0: they form one shard.
+        sim.run(10_000);
+        let m0 = sim.buses[0].me.id.clone();
+        sim.buses[3].set_master(&m0);
+        sim.run(3_000);
+        for b in &mut sim.buses {
+            while b.poll_event().is_some() {}
+        }
+        let got = |sim: &mut Sim, shard: bool| -> Vec<usize> {
+            let mut who = Vec::new();
+            for (i, b) in sim.buses.iter_mut().enumerate() {
+                while let Some(e) = b.poll_event() {
+                    if let Event::Message {
+                        channel,
+                        message,
+                        shard: s,
+                    } = e
+                    {
+                        assert_eq!(
+                            (&channel[..], &message[..], s),
+                            (&b"ch"[..], &b"hi"[..], shard)
+                        );
+                        who.push(i);
+                    }
+                }
+            }
+            who
+        };
+        let (ch, msg) = (bytes::Bytes::from("ch"), bytes::Bytes::from("hi"));
+        sim.buses[1].publish(&ch, &msg, false);
+        sim.run(100);
+        assert_eq!(got(&mut sim, false), vec![0, 2, 3, 4, 5]);
+        sim.buses[0].publish(&ch, &msg, true);
+        sim.run(100);
+        assert_eq!(got(&mut sim, true), vec![3]);
     }
 
     #[test]

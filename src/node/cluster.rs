@@ -261,6 +261,12 @@ pub enum NodeAction {
     Promote,
     /// Hold client writes until this unix ms (0: resume now).
     PauseWrites(u64),
+    /// Deliver a message published on another node to local subscribers.
+    Deliver {
+        channel: Bytes,
+        message: Bytes,
+        shard: bool,
+    },
 }
 
 /// The bus settings a node's configuration asks for.
@@ -469,6 +475,15 @@ impl ClusterHandle {
                     addr.map(|(ip, port)| NodeAction::Replicate { ip, port })
                 }
                 Event::PauseWrites(until) => Some(NodeAction::PauseWrites(until)),
+                Event::Message {
+                    channel,
+                    message,
+                    shard,
+                } => Some(NodeAction::Deliver {
+                    channel,
+                    message,
+                    shard,
+                }),
                 _ => None,
             };
             if let Some(a) = action {

@@ -338,7 +338,6 @@ async fn cluster_actions(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::node::cluster::NodeAction>,
 ) {
     use crate::node::cluster::NodeAction;
-    let _ = &shared;
     while let Some(action) = rx.recv().await {
         match action {
             NodeAction::Replicate { ip, port } => {
@@ -350,6 +349,19 @@ async fn cluster_actions(
                     until_ms = until,
                     "client writes paused for a manual failover"
                 );
+            }
+            NodeAction::Deliver {
+                channel,
+                message,
+                shard,
+            } => {
+                if let Ok(mut ps) = shared.pubsub.lock() {
+                    if shard {
+                        ps.publish_shard(&channel, &message);
+                    } else {
+                        ps.publish(&channel, &message);
+                    }
+                }
             }
         }
     }

@@ -224,12 +224,22 @@ fn sunsubscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     do_unsubscribe(ctx, a, Kind::Shard)
 }
 
+/// In cluster mode a message also goes over the bus to the other nodes'
+/// subscribers; the reply counts only this node's receivers, as in Redis.
+fn propagate(ctx: &Ctx, a: &[Bytes], shard: bool) {
+    if let Some(cl) = &ctx.shared.cluster {
+        cl.bus().publish(&a[1], &a[2], shard);
+        cl.pump();
+    }
+}
+
 fn publish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let n = ctx
         .shared
         .pubsub
         .lock()
         .map_or(0, |mut ps| ps.publish(&a[1], &a[2]));
+    propagate(ctx, a, false);
     Ok(Reply::Int(n as i64))
 }
 
@@ -239,6 +249,7 @@ fn spublish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         .pubsub
         .lock()
         .map_or(0, |mut ps| ps.publish_shard(&a[1], &a[2]));
+    propagate(ctx, a, true);
     Ok(Reply::Int(n as i64))
 }
 
