@@ -13,7 +13,11 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 N = int(os.environ.get("N", "200000"))
 KEYS = int(os.environ.get("KEYS", "1000000"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SLOTWAY = os.path.join(ROOT, "target", "release", "slotway")
+SLOTWAY = os.environ.get("SLOTWAY", os.path.join(ROOT, "target", "release", "slotway"))
+# ONLY="SET/GET -P 16" runs only the workloads whose name contains it;
+# OUT=path writes the report elsewhere (partial runs keep RESULTS.md).
+ONLY = os.environ.get("ONLY", "")
+OUT = os.environ.get("OUT", "")
 CLK = os.sysconf("SC_CLK_TCK")
 procs = []
 
@@ -109,6 +113,9 @@ WORKLOADS = [
 ]
 
 
+WORKLOADS = [w for w in WORKLOADS if ONLY in w[0]]
+
+
 def fmt_spread(vals):
     return f"{statistics.median(vals):,.0f} ({min(vals):,.0f}–{max(vals):,.0f})"
 
@@ -126,7 +133,7 @@ def main():
                         results.setdefault((wname, test, s["kind"]), []).append(vals)
                     print(f"round {rnd + 1}/{ROUNDS} {wname} {s['kind']} done", file=sys.stderr)
         mem = {}
-        for s in servers:
+        for s in (servers if KEYS > 0 else []):
             flush(s)
             base_used, base_rss = used_memory(s), rss_bytes(s["proc"].pid)
             load_keys(s, KEYS)
@@ -190,7 +197,7 @@ def write_report(results, mem):
             lines.append(f"| {k} | {dbs} | {du:,} | {du / KEYS:.1f} | {dr:,} | {dr / KEYS:.1f} |")
     if "slotway" in mem and "redis" in mem and mem["redis"][0]:
         lines.append(f"\nRatio slotway/redis: used_memory {mem['slotway'][0] / mem['redis'][0]:.2f}, RSS {mem['slotway'][1] / max(1, mem['redis'][1]):.2f}.")
-    out = os.path.join(ROOT, "bench", "RESULTS.md")
+    out = OUT or os.path.join(ROOT, "bench", "RESULTS.md")
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {out}", file=sys.stderr)

@@ -8,6 +8,7 @@ pub mod glob;
 pub mod gossip;
 pub mod node;
 pub mod proxy;
+pub mod replication;
 pub mod resp;
 pub mod runtime;
 pub mod store;

@@ -7,7 +7,7 @@
 //! is served, like Redis.
 
 use crate::node::client::{unix_ms, Client, ClientHandle};
-use crate::node::cmd::{execute, Action, Ctx, State};
+use crate::node::cmd::{execute, Action, State};
 use crate::node::shared::Shared;
 use crate::resp::{Limits, Reply, RequestParser};
 use bytes::{Bytes, BytesMut};
@@ -53,19 +53,26 @@ fn run_batch(
 ) -> BatchEnd {
     let mut guard = shared.lock();
     let now = unix_ms();
-    let State { db, scripts } = &mut *guard;
+    let end = run_locked(&mut guard, shared, client, pending, out, &mut resumed, now);
+    if guard.prop.has_output() || guard.db.log_deletions_pending() {
+        guard.propagate_server_deletions();
+        shared.propagated(&mut guard);
+    }
+    end
+}
+
+fn run_locked(
+    st: &mut State,
+    shared: &Shared,
+    client: &mut Client,
+    pending: &mut VecDeque<Vec<Bytes>>,
+    out: &mut BytesMut,
+    resumed: &mut Option<Resumed>,
+    now: u64,
+) -> BatchEnd {
     while let Some(args) = pending.front() {
-        let mut ctx = Ctx {
-            db,
-            scripts,
-            client,
-            shared,
-            now,
-            action: None,
-            nested: false,
-            timed_out: resumed.as_ref().is_some_and(|r| r.timed_out),
-            extra: Vec::new(),
-        };
+        let mut ctx = st.ctx(client, shared, now);
+        ctx.timed_out = resumed.as_ref().is_some_and(|r| r.timed_out);
         let reply = execute(&mut ctx, args);
         let action = ctx.action.take();
         let extra = std::mem::take(&mut ctx.extra);
@@ -74,7 +81,7 @@ fn run_batch(
             let deadline = first_deadline.unwrap_or(deadline);
             let waker = Arc::new(Notify::new());
             for k in &keys {
-                db.block_on(k, &waker);
+                st.db.block_on(k, &waker);
             }
             return BatchEnd::Block {
                 keys,

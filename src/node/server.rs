@@ -319,6 +319,10 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
         st.db.set_clock(secs);
         // Bounded work per tick keeps the lock hold short.
         st.db.active_expire(unix_ms(), 2000);
+        if st.db.log_deletions_pending() {
+            st.propagate_server_deletions();
+            shared.propagated(&mut st);
+        }
     }
 }
 

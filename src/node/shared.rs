@@ -100,6 +100,12 @@ impl Shared {
         self.clients.lock().map_or(0, |c| c.len())
     }
 
+    /// Hands the propagation stream built under the keyspace lock (`st`
+    /// is the locked state) to its consumers, keeping the execution order.
+    pub fn propagated(&self, st: &mut State) {
+        let _stream = st.prop.take();
+    }
+
     pub fn request_shutdown(&self) {
         let _ = self.shutdown.send(true);
     }

@@ -103,6 +103,22 @@ pub struct DbStats {
     pub keyspace_misses: u64,
 }
 
+/// How lazy expiry treats a key whose TTL passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpiryMode {
+    /// A master: the key is deleted (and the deletion logged for
+    /// propagation as DEL).
+    #[default]
+    Delete,
+    /// A replica's own clients, or a master whose writes are paused: the key
+    /// reads as missing but stays; only the master's DEL removes it, so the
+    /// replica never diverges from its master on its own authority.
+    Hide,
+    /// The master's command stream on a replica: keys are as the master
+    /// sees them, expired or not.
+    Ignore,
+}
+
 /// Who to tell when a key changes.
 #[derive(Default)]
 struct Signals {
@@ -122,6 +138,16 @@ pub struct Db {
     policy: EvictionPolicy,
     expire_cursor: usize,
     pub stats: DbStats,
+    /// Changes made by commands (Redis's `server.dirty`). A command whose
+    /// run leaves it unchanged changed nothing and is not propagated.
+    pub dirty: u64,
+    /// Keys removed on the server's own authority (expiry, eviction).
+    pub removed_by_server: u64,
+    /// Whether keys removed by expiry or eviction are recorded in
+    /// `deleted` for propagation as DEL.
+    log_deletions: bool,
+    deleted: Vec<Sds>,
+    pub expiry: ExpiryMode,
 }
 
 impl Default for Db {
@@ -147,6 +173,41 @@ impl Db {
             policy: EvictionPolicy::NoEviction,
             expire_cursor: 0,
             stats: DbStats::default(),
+            dirty: 0,
+            removed_by_server: 0,
+            log_deletions: false,
+            deleted: Vec::new(),
+            expiry: ExpiryMode::Delete,
+        }
+    }
+
+    /// Starts or stops recording server-side deletions for propagation.
+    pub fn set_log_deletions(&mut self, on: bool) {
+        self.log_deletions = on;
+        if !on {
+            self.deleted.clear();
+        }
+    }
+
+    /// Keys removed by expiry or eviction since the last call, in order.
+    pub fn take_deleted(&mut self) -> Option<Vec<Sds>> {
+        if self.deleted.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.deleted))
+        }
+    }
+
+    /// Whether server-side deletions wait to be propagated.
+    pub fn log_deletions_pending(&self) -> bool {
+        !self.deleted.is_empty()
+    }
+
+    /// Records a key removed on the server's own authority.
+    fn removed_by_server(&mut self, key: &[u8]) {
+        self.removed_by_server += 1;
+        if self.log_deletions {
+            self.deleted.push(sds(key));
         }
     }
 
@@ -200,28 +261,42 @@ impl Db {
         }
     }
 
-    /// Removes `key` if its TTL passed. Returns true if it was removed.
+    /// Applies lazy expiry to `key`: true when the key must be treated as
+    /// missing (removed, or hidden on a replica).
     fn expire_if_needed(&mut self, key: &[u8], now: u64) -> bool {
+        let mode = self.expiry;
         let slot = self.slot_mut(key);
         if slot.expires.is_empty() {
             return false;
         }
         match slot.expires.get(key) {
-            Some(&at) if at <= now => {
-                slot.expires.remove(key);
-                slot.keys.remove(key);
-                self.len -= 1;
-                self.expires_len -= 1;
-                self.stats.expired_keys += 1;
-                self.signal(key);
-                true
-            }
+            Some(&at) if at <= now => match mode {
+                ExpiryMode::Ignore => false,
+                ExpiryMode::Hide => true,
+                ExpiryMode::Delete => {
+                    slot.expires.remove(key);
+                    slot.keys.remove(key);
+                    self.len -= 1;
+                    self.expires_len -= 1;
+                    self.stats.expired_keys += 1;
+                    self.notify(key);
+                    self.removed_by_server(key);
+                    true
+                }
+            },
             _ => false,
         }
     }
 
-    /// Tells watchers and blocked clients that `key` changed.
+    /// Records a change made by a command and tells watchers and blocked
+    /// clients about it.
     pub fn signal(&mut self, key: &[u8]) {
+        self.dirty += 1;
+        self.notify(key);
+    }
+
+    /// Tells watchers and blocked clients that `key` changed.
+    fn notify(&mut self, key: &[u8]) {
         if !self.signals.watched.is_empty() {
             if let Some(flags) = self.signals.watched.get(key) {
                 for f in flags {
@@ -240,7 +315,10 @@ impl Db {
 
     /// Reads a key (counts a hit or miss, updates its access time).
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Value> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            self.stats.keyspace_misses += 1;
+            return None;
+        }
         let (policy, clock) = (self.policy, self.clock);
         let i = usize::from(key_hash_slot(key));
         match self.slots[i].keys.get_mut(key) {
@@ -258,14 +336,18 @@ impl Db {
 
     /// Looks at a key without counting it as an access (TYPE, EXISTS, TTL).
     pub fn peek(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
         self.slot_mut(key).keys.get(key)
     }
 
     /// Mutable access for a command that changes the value in place. The
     /// change is announced now, so call this only to write.
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Value> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
         self.signal(key);
         let (policy, clock) = (self.policy, self.clock);
         let e = self.slot_mut(key).keys.get_mut(key)?;
@@ -280,7 +362,10 @@ impl Db {
         now: u64,
         make: impl FnOnce() -> Value,
     ) -> &mut Value {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) && self.expiry == ExpiryMode::Hide {
+            // A hidden stale key must not lend its old value to the write.
+            let _ = self.remove_quietly_even_if_expired(key);
+        }
         self.signal(key);
         let (policy, clock) = (self.policy, self.clock);
         let init = if policy.is_lfu() { LFU_INIT } else { clock };
@@ -365,6 +450,33 @@ impl Db {
         Some(e.value)
     }
 
+    /// Removes a key without counting it as a command's change (eviction).
+    fn remove_quietly(&mut self, key: &[u8], now: u64) -> Option<Value> {
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
+        let slot = self.slot_mut(key);
+        let e = slot.keys.remove(key)?;
+        let had_ttl = slot.expires.remove(key).is_some();
+        self.len -= 1;
+        if had_ttl {
+            self.expires_len -= 1;
+        }
+        self.notify(key);
+        Some(e.value)
+    }
+
+    fn remove_quietly_even_if_expired(&mut self, key: &[u8]) -> Option<Value> {
+        let slot = self.slot_mut(key);
+        let e = slot.keys.remove(key)?;
+        let had_ttl = slot.expires.remove(key).is_some();
+        self.len -= 1;
+        if had_ttl {
+            self.expires_len -= 1;
+        }
+        Some(e.value)
+    }
+
     /// Removes the key if it holds an empty collection (after a pop/remove).
     pub fn remove_if_empty(&mut self, key: &[u8], now: u64) {
         let empty = self
@@ -383,13 +495,17 @@ impl Db {
 
     /// Absolute expiry (unix ms) of a live key.
     pub fn expire_at(&mut self, key: &[u8], now: u64) -> Option<u64> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
         self.slot_mut(key).expires.get(key).copied()
     }
 
     /// Sets the TTL of an existing key; false if the key does not exist.
     pub fn set_expire(&mut self, key: &[u8], at: u64, now: u64) -> bool {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return false;
+        }
         let slot = self.slot_mut(key);
         if !slot.keys.contains_key(key) {
             return false;
@@ -403,7 +519,9 @@ impl Db {
 
     /// Drops the TTL; true if there was one.
     pub fn persist(&mut self, key: &[u8], now: u64) -> bool {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return false;
+        }
         let removed = self.slot_mut(key).expires.remove(key).is_some();
         if removed {
             self.expires_len -= 1;
@@ -414,6 +532,7 @@ impl Db {
 
     /// Removes every key. Watchers of any key are told.
     pub fn clear(&mut self) {
+        self.dirty += 1;
         for flags in self.signals.watched.values() {
             for f in flags {
                 f.store(true, Ordering::Release);
@@ -492,7 +611,7 @@ impl Db {
     /// Deletes expired keys, visiting at most `budget` TTL entries, resuming
     /// where the previous call stopped. Returns how many it deleted.
     pub fn active_expire(&mut self, now: u64, budget: usize) -> usize {
-        if self.expires_len == 0 {
+        if self.expires_len == 0 || self.expiry != ExpiryMode::Delete {
             return 0;
         }
         let mut visited = 0;
@@ -520,7 +639,8 @@ impl Db {
                 self.expires_len -= 1;
                 self.stats.expired_keys += 1;
                 deleted += 1;
-                self.signal(&k);
+                self.notify(&k);
+                self.removed_by_server(&k);
             }
             if visited >= budget {
                 break;
@@ -582,8 +702,9 @@ impl Db {
                 }
             }
             if let Some((k, _)) = best {
-                if self.remove(&k, now).is_some() {
+                if self.remove_quietly(&k, now).is_some() {
                     self.stats.evicted_keys += 1;
+                    self.removed_by_server(&k);
                 }
             }
         }

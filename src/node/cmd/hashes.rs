@@ -252,6 +252,9 @@ fn hdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let h = hash_mut(ctx, &a[1])?;
     let n = a[2..].iter().filter(|f| h.remove(&f[..]).is_some()).count();
     ctx.db.remove_if_empty(&a[1], ctx.now);
+    if n == 0 {
+        ctx.unchanged();
+    }
     Ok(Reply::Int(n as i64))
 }
 
@@ -302,6 +305,15 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     }
     let text = format!("{new}");
     h.insert(sds(&a[2]), sds(text.as_bytes()));
+    // The result, not the increment (float formatting, as Redis 7).
+    if ctx.propagating() {
+        ctx.propagate_as(vec![
+            Bytes::from_static(b"HSET"),
+            a[1].clone(),
+            a[2].clone(),
+            Bytes::from(text.clone()),
+        ]);
+    }
     Ok(Reply::bulk(text))
 }
 

@@ -91,11 +91,21 @@ fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         (t, true) => Some(t as u64),
         (t, false) => Some(ctx.now + t as u64),
     };
-    if expire.is_some_and(|at| at <= ctx.now) {
+    if expire.is_some_and(|at| at <= ctx.now) && !ctx.client.is_master {
         ctx.db.remove(&a[1], ctx.now);
+        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a[1].clone()]);
         return Ok(Reply::Ok);
     }
     ctx.db.set_with_expire(&a[1], value, expire);
+    // A relative TTL travels as an absolute one (Redis 7: ABSTTL).
+    if let (Some(at), false, true) = (expire, absttl, ctx.propagating()) {
+        let mut cmd = a.to_vec();
+        if let Some(t) = cmd.get_mut(2) {
+            *t = Bytes::from(at.to_string());
+        }
+        cmd.push(Bytes::from_static(b"ABSTTL"));
+        ctx.propagate_as(cmd);
+    }
     Ok(Reply::Ok)
 }
 
@@ -226,9 +236,15 @@ fn migrate(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         .map_err(|_| err("IOERR error or timeout writing to target instance"))?;
     read_replies(&mut stream, expected)?;
     if !copy {
+        let mut del = vec![Bytes::from_static(b"DEL")];
         for (k, _, _) in &payloads {
             ctx.db.remove(k, ctx.now);
+            del.push(k.clone());
         }
+        // What left this node is a deletion for its replicas.
+        ctx.propagate_as(del);
+    } else {
+        ctx.unchanged();
     }
     Ok(Reply::Ok)
 }

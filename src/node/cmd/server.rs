@@ -355,6 +355,8 @@ fn flushall(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(syntax_error());
     }
     ctx.db.clear();
+    // Even an empty keyspace's flush is propagated (Redis 7).
+    ctx.force_propagation();
     Ok(Reply::Ok)
 }
 
