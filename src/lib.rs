@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod glob;
 pub mod gossip;
 pub mod node;
+pub mod persist;
 pub mod proxy;
 pub mod replication;
 pub mod resp;

@@ -29,7 +29,7 @@ struct Resumed {
 enum BatchEnd {
     Done,
     Close,
-    Shutdown,
+    Shutdown(crate::node::cmd::ShutdownOpts),
     /// The front command blocked; `waker` is registered on `keys`.
     Block {
         keys: Vec<Bytes>,
@@ -56,7 +56,7 @@ fn run_batch(
     let end = run_locked(&mut guard, shared, client, pending, out, &mut resumed, now);
     if guard.prop.has_output() || guard.db.log_deletions_pending() {
         guard.propagate_server_deletions();
-        shared.propagated(&mut guard);
+        shared.propagated(&mut guard.prop);
     }
     end
 }
@@ -99,7 +99,7 @@ fn run_locked(
         }
         match action {
             Some(Action::Close) => return BatchEnd::Close,
-            Some(Action::Shutdown) => return BatchEnd::Shutdown,
+            Some(Action::Shutdown(opts)) => return BatchEnd::Shutdown(opts),
             _ => {}
         }
     }
@@ -171,9 +171,17 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         }
         match end {
             BatchEnd::Close => break,
-            BatchEnd::Shutdown => {
-                shared.request_shutdown();
-                break;
+            BatchEnd::Shutdown(opts) => {
+                match crate::node::server::shutdown_sequence(&shared, opts).await {
+                    Ok(()) => break,
+                    Err(msg) => {
+                        Reply::Error(msg).encode(client.proto, &mut out);
+                        if wr.write_all(&out).await.is_err() {
+                            break;
+                        }
+                        out.clear();
+                    }
+                }
             }
             BatchEnd::Block {
                 keys,

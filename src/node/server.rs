@@ -37,19 +37,26 @@ pub enum NodeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot load the dataset: {0}")]
+    Load(String),
 }
 
 /// `slotway node CONF [--directive value]...`: runs in the foreground (or
 /// detached with `daemonize yes`) until SHUTDOWN or a signal.
 pub fn start(conf: Option<&Path>, overrides: &[String]) -> Result<(), NodeError> {
     let table = ConfigTable::from_args(conf, overrides)?;
-    let cfg = NodeConfig::from_table(&table)?;
+    let mut cfg = NodeConfig::from_table(&table)?;
     if cfg.daemonize {
         daemon::daemonize()?;
     }
     logging::init(&cfg.loglevel, cfg.logfile.as_deref()).map_err(NodeError::Log)?;
     std::fs::create_dir_all(&cfg.dir)
-        .and_then(|()| std::env::set_current_dir(&cfg.dir))
+        .and_then(|()| std::fs::canonicalize(&cfg.dir))
+        .and_then(|abs| {
+            // Absolute, so files in `dir` stay where they are after the chdir.
+            cfg.dir = abs;
+            std::env::set_current_dir(&cfg.dir)
+        })
         .map_err(|source| NodeError::Dir {
             path: cfg.dir.display().to_string(),
             source,
@@ -180,11 +187,7 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
     } else {
         None
     };
-    let shared = Arc::new(Shared::new(
-        table,
-        cfg,
-        cluster.as_ref().map(|(h, _)| h.clone()),
-    ));
+    let shared = Shared::new(table, cfg, cluster.as_ref().map(|(h, _)| h.clone())).into_arc();
     if let Some((h, listener)) = cluster {
         tokio::spawn(crate::node::cluster::run(
             h,
@@ -193,6 +196,7 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
         ));
     }
     shared.lock().db.set_policy(policy);
+    load_dataset(&shared)?;
     tracing::info!(
         port,
         pid = std::process::id(),
@@ -212,6 +216,90 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
         }
     }
     tracing::info!(port, "Redis is now ready to exit, bye bye...");
+    Ok(())
+}
+
+/// Loads the dataset from `dir` before serving: the RDB file if there is
+/// one. A file that does not load completely stops the start, with its
+/// name and what is wrong, rather than serving partial data.
+fn load_dataset(shared: &Arc<Shared>) -> Result<(), NodeError> {
+    let path = crate::persist::snapshot::rdb_path(shared);
+    if !path.exists() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    shared.persist.loading.store(true, Ordering::Relaxed);
+    let loaded = crate::persist::snapshot::load_file(&path, Some(unix_ms()));
+    shared.persist.loading.store(false, Ordering::Relaxed);
+    let (db, meta) = loaded.map_err(|e| NodeError::Load(e.to_string()))?;
+    let ps = &shared.persist;
+    ps.last_load_keys.store(meta.keys, Ordering::Relaxed);
+    ps.last_load_expired.store(meta.expired, Ordering::Relaxed);
+    if meta.skipped_other_db > 0 {
+        tracing::warn!(
+            keys = meta.skipped_other_db,
+            "keys of databases other than 0 ignored"
+        );
+    }
+    let mut st = shared.lock();
+    let policy = st.db.policy();
+    st.db = db;
+    st.db.set_policy(policy);
+    tracing::info!(
+        keys = meta.keys,
+        expired = meta.expired,
+        secs = started.elapsed().as_secs_f64(),
+        "DB loaded from disk"
+    );
+    Ok(())
+}
+
+/// What SHUTDOWN and SIGTERM do before the process exits (Redis 7): wait
+/// (bounded) for replicas to catch up, save if asked or if save points
+/// exist, then stop. Err(reply text) when the save failed and FORCE was
+/// not given: the node keeps running.
+pub async fn shutdown_sequence(
+    shared: &Arc<Shared>,
+    opts: crate::node::cmd::ShutdownOpts,
+) -> Result<(), String> {
+    let cfg = shared.config.load();
+    let save = opts.save.unwrap_or(!cfg.save.is_empty());
+    if save {
+        let s = shared.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            s.persist.shutting_down.store(true, Ordering::Relaxed);
+            let st = s.lock();
+            let (replid, offset) = s.repl.position();
+            let path = crate::persist::snapshot::rdb_path(&s);
+            let r = crate::persist::snapshot::save_locked(&st.db, &path, &replid, offset);
+            if r.is_ok() {
+                crate::persist::snapshot::saved(
+                    &s,
+                    crate::persist::snapshot::total_changes(&st.db),
+                );
+            }
+            r
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => tracing::info!("DB saved on disk"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Error trying to save the DB, can't exit.");
+                if !opts.force {
+                    shared.persist.shutting_down.store(false, Ordering::Relaxed);
+                    return Err("ERR Errors trying to SHUTDOWN. Check logs.".into());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "save task failed");
+                if !opts.force {
+                    shared.persist.shutting_down.store(false, Ordering::Relaxed);
+                    return Err("ERR Errors trying to SHUTDOWN. Check logs.".into());
+                }
+            }
+        }
+    }
+    shared.request_shutdown();
     Ok(())
 }
 
@@ -315,14 +403,18 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
             .peak_memory
             .fetch_max(crate::runtime::alloc::allocated() as u64, Ordering::Relaxed);
         let secs = shared.started.elapsed().as_secs() as u32;
-        let mut st = shared.lock();
-        st.db.set_clock(secs);
-        // Bounded work per tick keeps the lock hold short.
-        st.db.active_expire(unix_ms(), 2000);
-        if st.db.log_deletions_pending() {
-            st.propagate_server_deletions();
-            shared.propagated(&mut st);
-        }
+        let changes = {
+            let mut st = shared.lock();
+            st.db.set_clock(secs);
+            // Bounded work per tick keeps the lock hold short.
+            st.db.active_expire(unix_ms(), 2000);
+            if st.db.log_deletions_pending() {
+                st.propagate_server_deletions();
+                shared.propagated(&mut st.prop);
+            }
+            crate::persist::snapshot::total_changes(&st.db)
+        };
+        crate::persist::snapshot::cron(&shared, changes);
     }
 }
 
@@ -335,9 +427,14 @@ async fn signals(shared: Arc<Shared>) {
         tracing::warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("Received SIGTERM scheduling shutdown..."),
-        _ = int.recv() => tracing::info!("Received SIGINT scheduling shutdown..."),
+    loop {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("Received SIGTERM scheduling shutdown..."),
+            _ = int.recv() => tracing::info!("Received SIGINT scheduling shutdown..."),
+        }
+        // As Redis: a failed save keeps the node running.
+        if shutdown_sequence(&shared, Default::default()).await.is_ok() {
+            return;
+        }
     }
-    shared.request_shutdown();
 }

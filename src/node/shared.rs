@@ -55,6 +55,13 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Cluster mode state; None when `cluster-enabled no`.
     pub cluster: Option<Arc<crate::node::cluster::ClusterHandle>>,
+    /// Snapshot and append-only log state.
+    pub persist: crate::persist::snapshot::PersistState,
+    /// Replication: stream identity and position, replicas, the link to
+    /// our master.
+    pub repl: crate::replication::Repl,
+    /// Ourselves, for handlers that start background work.
+    me: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
 
 impl Shared {
@@ -86,7 +93,21 @@ impl Shared {
             peak_memory: AtomicU64::new(0),
             shutdown,
             cluster,
+            persist: Default::default(),
+            repl: crate::replication::Repl::new(),
+            me: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Wraps in an Arc that handlers can get back with `self_arc`.
+    pub fn into_arc(self) -> Arc<Shared> {
+        let arc = Arc::new(self);
+        let _ = arc.me.set(Arc::downgrade(&arc));
+        arc
+    }
+
+    pub fn self_arc(&self) -> Option<Arc<Shared>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// Locks the keyspace. A panic while holding the lock cannot leave the
@@ -100,10 +121,10 @@ impl Shared {
         self.clients.lock().map_or(0, |c| c.len())
     }
 
-    /// Hands the propagation stream built under the keyspace lock (`st`
-    /// is the locked state) to its consumers, keeping the execution order.
-    pub fn propagated(&self, st: &mut State) {
-        let _stream = st.prop.take();
+    /// Hands the propagation stream built under the keyspace lock to its
+    /// consumers, keeping the execution order. Call with the lock held.
+    pub fn propagated(&self, prop: &mut crate::replication::propagate::Propagator) {
+        let _stream = prop.take();
     }
 
     pub fn request_shutdown(&self) {

@@ -6,9 +6,17 @@
 //! table at once (latency spikes, memory peaks).
 //!
 //! Every change to a key goes through this type, so it is the one place that
-//! tells WATCHers and blocked clients that a key changed.
+//! tells WATCHers and blocked clients that a key changed, and the one place
+//! that keeps a snapshot in progress consistent.
+//!
+//! Snapshots (BGSAVE, full resync) do not fork: they are copy-on-write at
+//! slot granularity. While one runs, the first change to a slot the
+//! snapshot has not read yet serializes that slot first; the snapshot
+//! thread reads the other slots in small batches under the keyspace lock.
+//! Either way each slot is captured exactly as it was when the snapshot
+//! began, so the result is a point-in-time image, and no client waits for
+//! more than one batch.
 
-pub mod dump;
 pub mod value;
 
 use crate::cluster::{key_hash_slot, SLOTS};
@@ -119,6 +127,44 @@ pub enum ExpiryMode {
     Ignore,
 }
 
+/// Serializes one key for a snapshot: (out, key, value, expire_at).
+pub type EntryEncoder = fn(&mut Vec<u8>, &[u8], &Value, Option<u64>);
+
+/// A snapshot in progress.
+struct Cow {
+    encode: EntryEncoder,
+    /// Slots already captured (by a writer or by the snapshot thread).
+    done: Vec<bool>,
+    /// Slots writers captured before changing them, not yet collected.
+    early: HashMap<u16, Vec<u8>>,
+    /// Keys serialized so far.
+    keys: u64,
+}
+
+impl Cow {
+    fn capture(&mut self, i: usize, slot: &Slot) {
+        let Some(done) = self.done.get_mut(i) else {
+            return;
+        };
+        if *done {
+            return;
+        }
+        *done = true;
+        let mut out = Vec::new();
+        self.keys += encode_slot(self.encode, slot, &mut out);
+        self.early.insert(i as u16, out);
+    }
+}
+
+fn encode_slot(encode: EntryEncoder, slot: &Slot, out: &mut Vec<u8>) -> u64 {
+    let mut n = 0;
+    for (k, e) in &slot.keys {
+        encode(out, k, &e.value, slot.expires.get(k.as_slice()).copied());
+        n += 1;
+    }
+    n
+}
+
 /// Who to tell when a key changes.
 #[derive(Default)]
 struct Signals {
@@ -148,6 +194,7 @@ pub struct Db {
     log_deletions: bool,
     deleted: Vec<Sds>,
     pub expiry: ExpiryMode,
+    cow: Option<Box<Cow>>,
 }
 
 impl Default for Db {
@@ -178,6 +225,81 @@ impl Db {
             log_deletions: false,
             deleted: Vec::new(),
             expiry: ExpiryMode::Delete,
+            cow: None,
+        }
+    }
+
+    /// Starts a point-in-time snapshot; false if one is already running.
+    pub fn begin_snapshot(&mut self, encode: EntryEncoder) -> bool {
+        if self.cow.is_some() {
+            return false;
+        }
+        self.cow = Some(Box::new(Cow {
+            encode,
+            done: vec![false; SLOTS],
+            early: HashMap::new(),
+            keys: 0,
+        }));
+        true
+    }
+
+    pub fn snapshot_running(&self) -> bool {
+        self.cow.is_some()
+    }
+
+    /// Appends the snapshot image of slots from `from` on to `out`, at
+    /// least one slot and then until about `budget` bytes were added;
+    /// returns the next slot to ask for (SLOTS when done).
+    pub fn snapshot_take(&mut self, from: usize, out: &mut Vec<u8>, budget: usize) -> usize {
+        let Some(cow) = self.cow.as_mut() else {
+            return SLOTS;
+        };
+        let start = out.len();
+        let mut i = from;
+        while i < SLOTS && (i == from || out.len() - start < budget) {
+            if let Some(early) = cow.early.remove(&(i as u16)) {
+                out.extend_from_slice(&early);
+            } else if let (Some(done), Some(slot)) = (cow.done.get_mut(i), self.slots.get(i)) {
+                if !*done {
+                    *done = true;
+                    cow.keys += encode_slot(cow.encode, slot, out);
+                }
+            }
+            i += 1;
+        }
+        i
+    }
+
+    /// Keys the running snapshot has serialized so far.
+    pub fn snapshot_keys(&self) -> u64 {
+        self.cow.as_ref().map_or(0, |c| c.keys)
+    }
+
+    /// Ends the snapshot (finished or abandoned).
+    pub fn end_snapshot(&mut self) {
+        self.cow = None;
+    }
+
+    /// Every key with its value and expiry (SAVE, under the lock).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &Value, Option<u64>)) {
+        for slot in &self.slots {
+            for (k, e) in &slot.keys {
+                f(k, &e.value, slot.expires.get(k.as_slice()).copied());
+            }
+        }
+    }
+
+    /// Captures the slot of `key` for a running snapshot before it changes.
+    #[inline]
+    fn cow_key(&mut self, key: &[u8]) {
+        if self.cow.is_some() {
+            self.cow_slot(usize::from(key_hash_slot(key)));
+        }
+    }
+
+    fn cow_slot(&mut self, i: usize) {
+        if let (Some(cow), Some(slot)) = (self.cow.as_mut(), self.slots.get(i)) {
+            cow.capture(i, slot);
         }
     }
 
@@ -227,6 +349,10 @@ impl Db {
         self.clock = secs;
     }
 
+    pub fn policy(&self) -> EvictionPolicy {
+        self.policy
+    }
+
     pub fn set_policy(&mut self, p: EvictionPolicy) {
         if p.is_lfu() != self.policy.is_lfu() {
             // The access field changes meaning; start everyone fresh.
@@ -274,6 +400,8 @@ impl Db {
                 ExpiryMode::Ignore => false,
                 ExpiryMode::Hide => true,
                 ExpiryMode::Delete => {
+                    self.cow_key(key);
+                    let slot = self.slot_mut(key);
                     slot.expires.remove(key);
                     slot.keys.remove(key);
                     self.len -= 1;
@@ -348,6 +476,7 @@ impl Db {
         if self.expire_if_needed(key, now) {
             return None;
         }
+        self.cow_key(key);
         self.signal(key);
         let (policy, clock) = (self.policy, self.clock);
         let e = self.slot_mut(key).keys.get_mut(key)?;
@@ -366,6 +495,7 @@ impl Db {
             // A hidden stale key must not lend its old value to the write.
             let _ = self.remove_quietly_even_if_expired(key);
         }
+        self.cow_key(key);
         self.signal(key);
         let (policy, clock) = (self.policy, self.clock);
         let init = if policy.is_lfu() { LFU_INIT } else { clock };
@@ -389,6 +519,7 @@ impl Db {
 
     /// Sets a key; `expire_at` None clears the TTL.
     pub fn set_with_expire(&mut self, key: &[u8], value: Value, expire_at: Option<u64>) {
+        self.cow_key(key);
         self.signal(key);
         let init = if self.policy.is_lfu() {
             LFU_INIT
@@ -439,6 +570,7 @@ impl Db {
         if self.expire_if_needed(key, now) {
             return None;
         }
+        self.cow_key(key);
         let slot = self.slot_mut(key);
         let e = slot.keys.remove(key)?;
         let had_ttl = slot.expires.remove(key).is_some();
@@ -455,6 +587,7 @@ impl Db {
         if self.expire_if_needed(key, now) {
             return None;
         }
+        self.cow_key(key);
         let slot = self.slot_mut(key);
         let e = slot.keys.remove(key)?;
         let had_ttl = slot.expires.remove(key).is_some();
@@ -467,6 +600,7 @@ impl Db {
     }
 
     fn remove_quietly_even_if_expired(&mut self, key: &[u8]) -> Option<Value> {
+        self.cow_key(key);
         let slot = self.slot_mut(key);
         let e = slot.keys.remove(key)?;
         let had_ttl = slot.expires.remove(key).is_some();
@@ -506,10 +640,11 @@ impl Db {
         if self.expire_if_needed(key, now) {
             return false;
         }
-        let slot = self.slot_mut(key);
-        if !slot.keys.contains_key(key) {
+        if !self.slot_mut(key).keys.contains_key(key) {
             return false;
         }
+        self.cow_key(key);
+        let slot = self.slot_mut(key);
         if slot.expires.insert(sds(key), at).is_none() {
             self.expires_len += 1;
         }
@@ -522,6 +657,10 @@ impl Db {
         if self.expire_if_needed(key, now) {
             return false;
         }
+        if !self.slot_mut(key).expires.contains_key(key) {
+            return false;
+        }
+        self.cow_key(key);
         let removed = self.slot_mut(key).expires.remove(key).is_some();
         if removed {
             self.expires_len -= 1;
@@ -536,6 +675,11 @@ impl Db {
         for flags in self.signals.watched.values() {
             for f in flags {
                 f.store(true, Ordering::Release);
+            }
+        }
+        if self.cow.is_some() {
+            for i in 0..SLOTS {
+                self.cow_slot(i);
             }
         }
         for s in &mut self.slots {
@@ -631,6 +775,9 @@ impl Db {
                     .filter(|(_, &at)| at <= now)
                     .map(|(k, _)| k.clone()),
             );
+            if !dead.is_empty() {
+                self.cow_slot(i);
+            }
             for k in dead.drain(..) {
                 let slot = &mut self.slots[i];
                 slot.expires.remove(&k);
@@ -776,6 +923,60 @@ mod tests {
 
     fn s(v: &str) -> Value {
         Value::Str(sds(v.as_bytes()))
+    }
+
+    fn enc(out: &mut Vec<u8>, k: &[u8], v: &Value, e: Option<u64>) {
+        let v = match v {
+            Value::Str(s) => String::from_utf8_lossy(s).into_owned(),
+            Value::List(l) => format!("list{}", l.len()),
+            _ => "other".into(),
+        };
+        out.extend_from_slice(format!("{}={}@{:?}\n", String::from_utf8_lossy(k), v, e).as_bytes());
+    }
+
+    fn image(out: &[u8]) -> Vec<String> {
+        let mut v: Vec<String> = String::from_utf8_lossy(out)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn snapshot_is_the_state_at_its_start_whatever_changes_after() {
+        let mut db = Db::new();
+        for i in 0..500 {
+            db.set(format!("k{i}").as_bytes(), s("old"));
+        }
+        db.set_with_expire(b"ttl", s("t"), Some(10));
+        db.set_with_expire(b"gone", s("g"), Some(10));
+        db.set(b"l", Value::List(Box::new([sds(b"a")].into())));
+        let mut want = Vec::new();
+        db.for_each(|k, v, e| enc(&mut want, k, v, e));
+        assert!(db.begin_snapshot(enc));
+        assert!(!db.begin_snapshot(enc), "one at a time");
+        // Read a few slots, then change things in read and unread slots.
+        let mut got = Vec::new();
+        let mut next = db.snapshot_take(0, &mut got, 1);
+        for i in 0..500 {
+            db.set(format!("k{i}").as_bytes(), s("new"));
+        }
+        db.set(b"added", s("x"));
+        db.remove(b"k7", 0);
+        db.persist(b"ttl", 0);
+        assert!(db.get(b"gone", 20).is_none(), "lazily expired");
+        if let Some(Value::List(l)) = db.get_mut(b"l", 0) {
+            l.push_back(sds(b"b"));
+        }
+        db.clear();
+        db.set(b"after", s("y"));
+        while next < SLOTS {
+            next = db.snapshot_take(next, &mut got, 4096);
+        }
+        assert_eq!(db.snapshot_keys(), 503);
+        db.end_snapshot();
+        assert_eq!(image(&got), image(&want));
     }
 
     #[test]

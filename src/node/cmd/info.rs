@@ -164,20 +164,76 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
             w(out, "mem_allocator", &"jemalloc");
         }
         "persistence" => {
+            use crate::persist::snapshot::{total_changes, SnapshotKind};
+            let ps = &ctx.shared.persist;
+            let running = ps.current();
+            let rdb_running =
+                matches!(running, Some(SnapshotKind::Rdb | SnapshotKind::Replication));
+            let since_start = |ms: u64| -> i64 { (ctx.now.saturating_sub(ms) / 1000) as i64 };
+            let ok = |b: bool| if b { "ok" } else { "err" };
             out.push_str("# Persistence\r\n");
-            w(out, "loading", &0);
+            w(
+                out,
+                "loading",
+                &u8::from(ps.loading.load(Ordering::Relaxed)),
+            );
             w(out, "async_loading", &0);
-            w(out, "rdb_changes_since_last_save", &0);
-            w(out, "rdb_bgsave_in_progress", &0);
+            w(out, "current_cow_peak", &0);
+            w(out, "current_cow_size", &0);
+            w(out, "current_cow_size_age", &0);
+            w(out, "current_fork_perc", &"0.00");
+            w(out, "current_save_keys_processed", &ctx.db.snapshot_keys());
+            w(
+                out,
+                "current_save_keys_total",
+                &if running.is_some() { ctx.db.len() } else { 0 },
+            );
+            w(
+                out,
+                "rdb_changes_since_last_save",
+                &total_changes(ctx.db)
+                    .saturating_sub(ps.changes_at_last_save.load(Ordering::Relaxed)),
+            );
+            w(out, "rdb_bgsave_in_progress", &u8::from(rdb_running));
             w(
                 out,
                 "rdb_last_save_time",
                 &ctx.shared.lastsave.load(Ordering::Relaxed),
             );
-            w(out, "rdb_last_bgsave_status", &"ok");
-            w(out, "aof_enabled", &u8::from(cfg.appendonly));
-            w(out, "aof_rewrite_in_progress", &0);
-            w(out, "aof_last_write_status", &"ok");
+            w(
+                out,
+                "rdb_last_bgsave_status",
+                &ok(ps.last_bgsave_ok.load(Ordering::Relaxed)),
+            );
+            w(
+                out,
+                "rdb_last_bgsave_time_sec",
+                &ps.last_bgsave_secs.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "rdb_current_bgsave_time_sec",
+                &if rdb_running {
+                    since_start(ps.bgsave_started_ms.load(Ordering::Relaxed))
+                } else {
+                    -1
+                },
+            );
+            w(out, "rdb_saves", &ps.rdb_saves.load(Ordering::Relaxed));
+            w(out, "rdb_last_cow_size", &0);
+            w(
+                out,
+                "rdb_last_load_keys_expired",
+                &ps.last_load_expired.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "rdb_last_load_keys_loaded",
+                &ps.last_load_keys.load(Ordering::Relaxed),
+            );
+            crate::persist::aof::info_fields(ctx.shared, ctx.now, out);
+            w(out, "module_fork_in_progress", &0);
+            w(out, "module_fork_last_cow_size", &0);
         }
         "stats" => {
             let db = &ctx.db.stats;

@@ -1,13 +1,15 @@
 //! DUMP, RESTORE, RESTORE-ASKING and MIGRATE: moving keys between nodes
-//! (what `redis-cli --cluster reshard` drives).
+//! (what `redis-cli --cluster reshard` drives). Payloads are Redis's own
+//! (RDB value, version, CRC-64), so keys move between slotway and Redis
+//! nodes alike.
 //!
 //! MIGRATE talks to the target synchronously while holding the keyspace
 //! lock, like Redis: the keys it moves cannot change under it.
 
 use super::flags::*;
 use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
+use crate::persist::rdb;
 use crate::resp::Reply;
-use crate::store::dump;
 use bytes::Bytes;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
@@ -55,10 +57,9 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 fn dump_cmd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(ctx
-        .db
-        .peek(&a[1], ctx.now)
-        .map_or(Reply::Nil, |e| Reply::Bulk(dump::dump(&e.value))))
+    Ok(ctx.db.peek(&a[1], ctx.now).map_or(Reply::Nil, |e| {
+        Reply::Bulk(Bytes::from(rdb::dump_payload(&e.value)))
+    }))
 }
 
 fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -84,7 +85,7 @@ fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if !replace && ctx.db.contains(&a[1], ctx.now) {
         return Err(err("BUSYKEY Target key name already exists."));
     }
-    let value = dump::restore(&a[3])
+    let value = rdb::restore_payload(&a[3])
         .ok_or_else(|| err("ERR DUMP payload version or checksum are wrong"))?;
     let expire = match (ttl, absttl) {
         (0, _) => None,
@@ -187,7 +188,7 @@ fn migrate(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut payloads = Vec::new();
     for k in &keys {
         if let Some(e) = ctx.db.peek(k, ctx.now) {
-            let p = dump::dump(&e.value);
+            let p = rdb::dump_payload(&e.value);
             let ttl = ctx
                 .db
                 .expire_at(k, ctx.now)

@@ -124,8 +124,19 @@ pub enum Action {
         keys: Vec<Bytes>,
         deadline: Option<u64>,
     },
-    /// Stop the server (SHUTDOWN).
-    Shutdown,
+    /// Stop the server (SHUTDOWN): wait for replicas, save, exit.
+    Shutdown(ShutdownOpts),
+}
+
+/// SHUTDOWN's options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShutdownOpts {
+    /// Some(true) SAVE, Some(false) NOSAVE, None: save if save points exist.
+    pub save: Option<bool>,
+    /// Do not wait for replicas to catch up.
+    pub now: bool,
+    /// Exit even if the save fails.
+    pub force: bool,
 }
 
 /// State that lives under the keyspace lock.

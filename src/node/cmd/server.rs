@@ -146,6 +146,24 @@ pub const COMMANDS: &[CommandSpec] = &[
         handler: super::client_cmd::client,
     },
     CommandSpec {
+        name: "save",
+        arity: 1,
+        flags: ADMIN | NOSCRIPT | NO_MULTI,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: save,
+    },
+    CommandSpec {
+        name: "bgsave",
+        arity: -1,
+        flags: ADMIN | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: bgsave,
+    },
+    CommandSpec {
         name: "lastsave",
         arity: 1,
         flags: FAST | LOADING | STALE,
@@ -371,18 +389,32 @@ fn time(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
 }
 
 fn shutdown(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let mut opts = super::ShutdownOpts::default();
+    let mut abort = false;
     for opt in &a[1..] {
-        if !(is(opt, "nosave")
-            || is(opt, "save")
-            || is(opt, "now")
-            || is(opt, "force")
-            || is(opt, "abort"))
-        {
+        if is(opt, "nosave") && opts.save.is_none() {
+            opts.save = Some(false);
+        } else if is(opt, "save") && opts.save.is_none() {
+            opts.save = Some(true);
+        } else if is(opt, "now") {
+            opts.now = true;
+        } else if is(opt, "force") {
+            opts.force = true;
+        } else if is(opt, "abort") {
+            abort = true;
+        } else {
             return Err(syntax_error());
         }
     }
+    if abort {
+        if a.len() > 2 {
+            return Err(syntax_error());
+        }
+        // The wait for replicas is not interruptible here.
+        return Err(err("ERR No shutdown in progress."));
+    }
     tracing::info!(client = ctx.client.id(), "User requested shutdown...");
-    ctx.action = Some(Action::Shutdown);
+    ctx.action = Some(Action::Shutdown(opts));
     // Redis closes the connection without a reply on success.
     ctx.client.skip_replies = 1;
     Ok(Reply::Ok)
@@ -604,6 +636,78 @@ fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         "ERR unknown subcommand '{}'. Try COMMAND HELP.",
         String::from_utf8_lossy(sub)
     )))
+}
+
+/// SAVE: a blocking save under the keyspace lock, as Redis's SAVE blocks
+/// its event loop.
+fn save(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    use crate::persist::snapshot::{self, SnapshotKind};
+    match ctx.shared.persist.current() {
+        Some(SnapshotKind::Rdb | SnapshotKind::Replication) => {
+            return Err(err("ERR Background save already in progress"))
+        }
+        Some(SnapshotKind::AofRewrite) => {
+            return Err(err("ERR Background rewrite already in progress"))
+        }
+        None => {}
+    }
+    // Earlier writes of this batch first, so the offset matches the data.
+    ctx.shared.propagated(ctx.prop);
+    let (replid, offset) = ctx.shared.repl.position();
+    let path = snapshot::rdb_path(ctx.shared);
+    match snapshot::save_locked(ctx.db, &path, &replid, offset) {
+        Ok(()) => {
+            snapshot::saved(ctx.shared, snapshot::total_changes(ctx.db));
+            Ok(Reply::Ok)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SAVE failed");
+            ctx.shared
+                .persist
+                .last_bgsave_ok
+                .store(false, Ordering::Relaxed);
+            Err(err("ERR"))
+        }
+    }
+}
+
+fn bgsave(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    use crate::persist::snapshot::{self, SnapshotKind};
+    let schedule = match a.get(1) {
+        None => false,
+        Some(o) if is(o, "schedule") && a.len() == 2 => true,
+        Some(_) => return Err(syntax_error()),
+    };
+    match ctx.shared.persist.current() {
+        Some(SnapshotKind::Rdb | SnapshotKind::Replication) => {
+            return Err(err("ERR Background save already in progress"))
+        }
+        Some(SnapshotKind::AofRewrite) if schedule => {
+            ctx.shared
+                .persist
+                .bgsave_scheduled
+                .store(true, Ordering::Relaxed);
+            return Ok(Reply::simple("Background saving scheduled"));
+        }
+        Some(SnapshotKind::AofRewrite) => return Err(err("ERR Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.")),
+        None => {}
+    }
+    let shared = ctx
+        .shared
+        .self_arc()
+        .ok_or_else(|| err("ERR server is stopping"))?;
+    // The image is taken now, under the lock, as Redis forks inside BGSAVE:
+    // writes after the reply are not in it.
+    ctx.shared.propagated(ctx.prop);
+    let begun = snapshot::begin_locked(ctx.shared, ctx.db)
+        .ok_or_else(|| err("ERR Background save already in progress"))?;
+    match snapshot::spawn_bgsave(&shared, begun) {
+        Ok(()) => Ok(Reply::simple("Background saving started")),
+        Err(_) => {
+            ctx.db.end_snapshot();
+            Err(err("ERR Background save already in progress"))
+        }
+    }
 }
 
 fn lastsave(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
