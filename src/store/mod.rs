@@ -280,6 +280,21 @@ impl Db {
         self.cow = None;
     }
 
+    /// Replaces every key with those of `other` (a loaded snapshot): WATCHers
+    /// of any key are told and blocked clients re-check, as after FLUSHALL.
+    pub fn replace_contents(&mut self, other: Db) {
+        self.clear();
+        self.slots = other.slots;
+        self.len = other.len;
+        self.expires_len = other.expires_len;
+        self.dirty += 1;
+        for waiters in self.signals.blocked.values() {
+            for w in waiters {
+                w.notify_one();
+            }
+        }
+    }
+
     /// Every key with its value and expiry (SAVE, under the lock).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], &Value, Option<u64>)) {
         for slot in &self.slots {

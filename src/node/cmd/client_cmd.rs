@@ -68,6 +68,18 @@ fn kill(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             } else {
                 return Err(syntax_error());
             };
+        } else if is(&a[i], "type") && (is(v, "master") || is(v, "replica") || is(v, "slave")) {
+            // Replication links are not in the client table: they are
+            // dropped through the replication handle.
+            let repl = &ctx.shared.repl;
+            if is(v, "master") {
+                let n = i64::from(repl.is_replica());
+                repl.drop_master_link();
+                return Ok(Reply::Int(n));
+            }
+            let n = repl.replicas().len() as i64;
+            repl.kick_replicas();
+            return Ok(Reply::Int(n));
         } else if is(&a[i], "type") || is(&a[i], "user") || is(&a[i], "maxage") {
             // Every client is a normal client of the default user here.
         } else {

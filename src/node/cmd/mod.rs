@@ -17,6 +17,7 @@ pub mod multi;
 #[cfg(test)]
 mod propagation_tests;
 pub mod pubsub;
+pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod sets;
@@ -126,6 +127,16 @@ pub enum Action {
     },
     /// Stop the server (SHUTDOWN): wait for replicas, save, exit.
     Shutdown(ShutdownOpts),
+    /// PSYNC/SYNC: this connection becomes a replica link; the replication
+    /// driver takes the socket over (and sends the reply).
+    Sync { psync: Option<(String, String)> },
+    /// WAIT: reply once `numreplicas` acknowledged `offset`, or at
+    /// `deadline` (unix ms; None = no timeout), without blocking others.
+    Wait {
+        numreplicas: usize,
+        offset: u64,
+        deadline: Option<u64>,
+    },
 }
 
 /// SHUTDOWN's options.
@@ -231,7 +242,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// May a blocking command block now?
     pub fn can_block(&self) -> bool {
-        !self.nested && !self.timed_out
+        !self.nested && !self.timed_out && !self.client.is_master
     }
 
     /// Whether the command's writes are propagated. Handlers that rewrite
@@ -274,8 +285,9 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 11] {
+fn families() -> [&'static [CommandSpec]; 12] {
     [
+        replication::COMMANDS,
         migrate::COMMANDS,
         strings::COMMANDS,
         keys::COMMANDS,
@@ -485,7 +497,12 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
     ctx.client.last_cmd = spec.name;
     // ASKING covers exactly the next command.
     let asking = std::mem::take(&mut ctx.client.asking);
-    if let Some(cl) = ctx.shared.cluster.as_ref() {
+    if let Some(cl) = ctx
+        .shared
+        .cluster
+        .as_ref()
+        .filter(|_| !ctx.client.is_master)
+    {
         let view = cl.view.load();
         let full = ctx.shared.config.load().cluster_require_full_coverage;
         let (db, now) = (&mut *ctx.db, ctx.now);
@@ -500,6 +517,13 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
         ) {
             ctx.client.flag_multi_error();
             return r.reply();
+        }
+    }
+    if spec.has(flags::WRITE) && !ctx.client.is_master && ctx.shared.repl.is_replica() {
+        let cfg = ctx.shared.config.load();
+        if cfg.replica_read_only {
+            ctx.client.flag_multi_error();
+            return err("READONLY You can't write against a read only replica.");
         }
     }
     if ctx.client.in_multi()
@@ -521,7 +545,9 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
             spec.name
         ));
     }
-    if spec.has(flags::DENYOOM) {
+    // A replica applies its master's writes whatever its own memory
+    // (replica-ignore-maxmemory).
+    if spec.has(flags::DENYOOM) && !ctx.client.is_master {
         if let Err(e) = enforce_maxmemory(ctx) {
             return e;
         }

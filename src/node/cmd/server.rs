@@ -173,15 +173,6 @@ pub const COMMANDS: &[CommandSpec] = &[
         handler: lastsave,
     },
     CommandSpec {
-        name: "wait",
-        arity: 3,
-        flags: NOSCRIPT,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: wait,
-    },
-    CommandSpec {
         name: "readonly",
         arity: 1,
         flags: FAST | LOADING | STALE,
@@ -350,7 +341,14 @@ fn hello(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             Reply::bulk("mode"),
             Reply::bulk(if cluster { "cluster" } else { "standalone" }),
         ),
-        (Reply::bulk("role"), Reply::bulk("master")),
+        (
+            Reply::bulk("role"),
+            Reply::bulk(if ctx.shared.repl.is_replica() {
+                "replica"
+            } else {
+                "master"
+            }),
+        ),
         (Reply::bulk("modules"), Reply::Array(vec![])),
     ]))
 }
@@ -714,16 +712,6 @@ fn lastsave(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(
         ctx.shared.lastsave.load(Ordering::Relaxed) as i64
     ))
-}
-
-fn wait(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let n = int_arg(&a[1])?;
-    let t = int_arg(&a[2])?;
-    if n < 0 || t < 0 {
-        return Err(err("ERR timeout is negative"));
-    }
-    // No replicas exist until replication lands: zero acknowledged.
-    Ok(Reply::Int(0))
 }
 
 fn cluster_disabled(ctx: &Ctx) -> Result<(), Reply> {
