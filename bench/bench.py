@@ -17,6 +17,9 @@ SLOTWAY = os.environ.get("SLOTWAY", os.path.join(ROOT, "target", "release", "slo
 # ONLY="SET/GET -P 16" runs only the workloads whose name contains it;
 # OUT=path writes the report elsewhere (partial runs keep RESULTS.md).
 ONLY = os.environ.get("ONLY", "")
+# REPLICA=1 gives each server one replica of its own kind (the cost of
+# feeding the replication stream).
+REPLICA = os.environ.get("REPLICA", "") == "1"
 OUT = os.environ.get("OUT", "")
 CLK = os.sysconf("SC_CLK_TCK")
 procs = []
@@ -38,15 +41,20 @@ def wait_ping(port, deadline=20):
     raise SystemExit(f"server on {port} did not start")
 
 
-def start(kind):
+def start(kind, replicaof=None):
     port = free_port()
     if kind == "slotway":
         cmd = [SLOTWAY, "node", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     else:
         cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]
+    if replicaof:
+        cmd += ["--replicaof", "127.0.0.1", str(replicaof), "--dir", f"/tmp/bench-replica-{port}"]
+        os.makedirs(f"/tmp/bench-replica-{port}", exist_ok=True)
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
     procs.append(p)
     wait_ping(port)
+    if REPLICA and not replicaof:
+        start(kind, replicaof=port)
     return {"kind": kind, "port": port, "proc": p}
 
 

@@ -517,3 +517,62 @@ fn we_replicate_from_a_real_redis_server() {
     let v: String = r.get("during").unwrap();
     assert_eq!(v, "1");
 }
+
+#[test]
+fn client_pause_write_holds_writes_not_reads_and_unpause_releases_them() {
+    let master = Node::start(&[]);
+    let replica = Node::start(&[]);
+    let (mut m, mut r) = (master.client(), replica.client());
+    replicaof(&mut r, master.port);
+    wait_synced(&mut m, &mut r);
+    let _: () = redis::cmd("SET")
+        .arg("exp")
+        .arg("v")
+        .arg("PX")
+        .arg(50)
+        .query(&mut m)
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query(&mut m)
+        .unwrap();
+    let offset = info_field(&mut m, "replication", "master_repl_offset");
+    let port = master.port;
+    let writer = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let _: () = c.set("held", 1).unwrap();
+        t.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Reads go on; the expired key reads as gone but no DEL enters the
+    // stream while paused, so the offset stays put for a failover.
+    let mut other = master.client();
+    let v: Option<String> = other.get("exp").unwrap();
+    assert!(v.is_none());
+    let held: Option<i64> = other.get("held").unwrap();
+    assert!(held.is_none(), "the write must wait");
+    assert_eq!(
+        info_field(&mut other, "replication", "master_repl_offset"),
+        offset
+    );
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut other)
+        .unwrap();
+    let waited = writer.join().unwrap();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    let held: i64 = other.get("held").unwrap();
+    assert_eq!(held, 1);
+    let e: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(10)
+        .arg("SOME")
+        .query(&mut other);
+    assert!(e.is_err());
+}
