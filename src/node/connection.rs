@@ -87,22 +87,27 @@ fn held_by_pause(all: bool, args: &[Bytes], client: &Client) -> bool {
 /// being re-run: `timed_out` says its deadline passed, and if it blocks again
 /// it keeps `deadline` (the one of its first run) rather than restarting its
 /// timeout on every wake-up that found nothing to take.
+///
+/// Also returns the append-only log offset the replies must wait for
+/// (`appendfsync always`), when the batch wrote anything.
 fn run_batch(
     shared: &Shared,
     client: &mut Client,
     pending: &mut VecDeque<Vec<Bytes>>,
     out: &mut BytesMut,
     mut resumed: Option<Resumed>,
-) -> BatchEnd {
+) -> (BatchEnd, Option<u64>) {
     let mut guard = shared.lock();
     let now = unix_ms();
     shared.sync_state(&mut guard, now);
     let end = run_locked(&mut guard, shared, client, pending, out, &mut resumed, now);
+    let mut durable = None;
     if guard.prop.has_output() || guard.db.log_deletions_pending() {
         guard.propagate_server_deletions();
         shared.propagated(&mut guard.prop);
+        durable = shared.aof.durable_target();
     }
-    end
+    (end, durable)
 }
 
 fn run_locked(
@@ -214,8 +219,18 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         }
         let mut end = BatchEnd::Done;
         if !pending.is_empty() {
-            end = run_batch(&shared, &mut client, &mut pending, &mut out, resumed.take());
+            let (e, durable) =
+                run_batch(&shared, &mut client, &mut pending, &mut out, resumed.take());
+            end = e;
             client.publish_batch(&shared.stats, unix_ms());
+            // The log gets the writes before the client gets the replies;
+            // with appendfsync always, only once they are on disk.
+            if shared.aof.is_on() {
+                match durable {
+                    Some(offset) => shared.aof.wait_durable(offset).await,
+                    None => shared.aof.write_pending(),
+                }
+            }
         }
         if let Some(e) = &protocol_error {
             if matches!(end, BatchEnd::Done) {

@@ -238,10 +238,30 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Loads the dataset from `dir` before serving: the RDB file if there is
-/// one. A file that does not load completely stops the start, with its
-/// name and what is wrong, rather than serving partial data.
+/// Loads the dataset from `dir` before serving: with `appendonly yes` the
+/// append-only log (it wins over the RDB file, as in Redis); else, or when
+/// no log exists yet, the RDB file, and then a log is created from it (so
+/// turning AOF on never starts from an empty dataset). A file that does not
+/// load completely stops the start, with its name and what is wrong, rather
+/// than serving partial data.
 fn load_dataset(shared: &Arc<Shared>) -> Result<(), NodeError> {
+    let appendonly = shared.config.load().appendonly;
+    if appendonly {
+        shared.persist.loading.store(true, Ordering::Relaxed);
+        let loaded = crate::persist::aof::load_at_start(shared);
+        shared.persist.loading.store(false, Ordering::Relaxed);
+        if loaded.map_err(|e| NodeError::Load(e.to_string()))? {
+            return Ok(());
+        }
+    }
+    load_rdb(shared)?;
+    if appendonly {
+        crate::persist::aof::enable(shared, true).map_err(NodeError::Load)?;
+    }
+    Ok(())
+}
+
+fn load_rdb(shared: &Arc<Shared>) -> Result<(), NodeError> {
     let path = crate::persist::snapshot::rdb_path(shared);
     if !path.exists() {
         return Ok(());
@@ -290,6 +310,10 @@ pub async fn shutdown_sequence(
     let cfg = shared.config.load();
     if !opts.now {
         wait_for_replicas(shared, cfg.shutdown_timeout).await;
+    }
+    {
+        let aof = shared.aof.clone();
+        let _ = tokio::task::spawn_blocking(move || aof.flush_and_sync()).await;
     }
     let save = opts.save.unwrap_or(!cfg.save.is_empty());
     if save {
@@ -488,7 +512,9 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
             }
             crate::persist::snapshot::total_changes(&st.db)
         };
+        shared.aof.write_pending();
         crate::persist::snapshot::cron(&shared, changes);
+        crate::persist::aof::cron(&shared);
     }
 }
 

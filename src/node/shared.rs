@@ -60,6 +60,8 @@ pub struct Shared {
     /// Replication: stream identity and position, replicas, the link to
     /// our master.
     pub repl: crate::replication::Repl,
+    /// The append-only log.
+    pub aof: Arc<crate::persist::aof::Aof>,
     /// Ourselves, for handlers that start background work.
     me: std::sync::OnceLock<std::sync::Weak<Shared>>,
     /// Unix ms until which clients are paused (CLIENT PAUSE, a coordinated
@@ -101,6 +103,7 @@ impl Shared {
             cluster,
             persist: Default::default(),
             repl: crate::replication::Repl::new(),
+            aof: Arc::new(crate::persist::aof::Aof::default()),
             me: std::sync::OnceLock::new(),
             pause_until: AtomicU64::new(0),
             pause_all: std::sync::atomic::AtomicBool::new(false),

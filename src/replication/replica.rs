@@ -353,7 +353,9 @@ async fn stream_loop(
         }
         if !cmds.is_empty() {
             let more = cmds.len() >= 1024;
-            if apply(shared, &mut client, cmds) {
+            let getack = apply(shared, &mut client, cmds);
+            shared.aof.write_pending();
+            if getack {
                 send_ack(shared, &mut wr).await?;
             }
             if more {

@@ -164,6 +164,15 @@ pub const COMMANDS: &[CommandSpec] = &[
         handler: bgsave,
     },
     CommandSpec {
+        name: "bgrewriteaof",
+        arity: 1,
+        flags: ADMIN | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: bgrewriteaof,
+    },
+    CommandSpec {
         name: "lastsave",
         arity: 1,
         flags: FAST | LOADING | STALE,
@@ -467,8 +476,11 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let cfg = crate::runtime::config::NodeConfig::from_table(&next)
             .map_err(|e| Reply::Error(format!("ERR {e}")))?;
         ctx.db.set_policy(cfg.maxmemory_policy);
+        let (aof_on, fsync) = (cfg.appendonly, cfg.appendfsync.clone());
         ctx.shared.config.store(std::sync::Arc::new(cfg));
         *table = next;
+        drop(table);
+        apply_aof_config(ctx, aof_on, &fsync)?;
         return Ok(Reply::Ok);
     }
     if is(sub, "resetstat") && a.len() == 2 {
@@ -705,6 +717,73 @@ fn bgsave(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             ctx.db.end_snapshot();
             Err(err("ERR Background save already in progress"))
         }
+    }
+}
+
+/// CONFIG SET appendonly / appendfsync take effect at once, as in Redis:
+/// turning the log on writes a base from the current data first.
+fn apply_aof_config(ctx: &mut Ctx, on: bool, fsync: &str) -> Result<(), Reply> {
+    use crate::persist::aof;
+    ctx.shared.aof.set_fsync(aof::Fsync::parse(fsync));
+    if on == ctx.shared.aof.is_on() {
+        return Ok(());
+    }
+    if !on {
+        ctx.shared.propagated(ctx.prop);
+        aof::disable(ctx.shared);
+        return Ok(());
+    }
+    let shared = ctx
+        .shared
+        .self_arc()
+        .ok_or_else(|| err("ERR server is stopping"))?;
+    ctx.shared.propagated(ctx.prop);
+    aof::enable(&shared, false).or_else(|e| {
+        if e == "busy" {
+            // Another snapshot runs: the rewrite starts when it is done.
+            shared.aof.rewrite_scheduled.store(true, Ordering::Relaxed);
+            Ok(())
+        } else {
+            Err(Reply::Error(format!("ERR {e}")))
+        }
+    })
+}
+
+fn bgrewriteaof(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    use crate::persist::snapshot::SnapshotKind;
+    if !ctx.shared.aof.is_on() {
+        return Err(err(
+            "ERR Background append only file rewriting needs appendonly yes",
+        ));
+    }
+    match ctx.shared.persist.current() {
+        Some(SnapshotKind::AofRewrite) => {
+            return Err(err(
+                "ERR Background append only file rewriting already in progress",
+            ))
+        }
+        Some(_) => {
+            ctx.shared
+                .aof
+                .rewrite_scheduled
+                .store(true, Ordering::Relaxed);
+            return Ok(Reply::simple(
+                "Background append only file rewriting scheduled",
+            ));
+        }
+        None => {}
+    }
+    let shared = ctx
+        .shared
+        .self_arc()
+        .ok_or_else(|| err("ERR server is stopping"))?;
+    match crate::persist::aof::start_rewrite(&shared, false) {
+        Ok(()) => Ok(Reply::simple(
+            "Background append only file rewriting started",
+        )),
+        Err(_) => Err(err(
+            "ERR Background append only file rewriting already in progress",
+        )),
     }
 }
 
