@@ -481,6 +481,12 @@ fn we_replicate_from_a_real_redis_server() {
     pipe.zadd("z", "a", 1).ignore();
     pipe.set("s", "x".repeat(200)).ignore();
     let _: () = pipe.query(&mut m).unwrap();
+    // A key in another database: a node has only db 0, it must not land there.
+    let mut db1 = redis::Client::open(format!("redis://127.0.0.1:{}/1", redis.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = db1.set("elsewhere", 1).unwrap();
     let node = Node::start(&[]);
     let mut r = node.client();
     replicaof(&mut r, redis.port);
@@ -504,6 +510,12 @@ fn we_replicate_from_a_real_redis_server() {
     assert_eq!(h, 300);
     let t: i64 = r.pttl("px").unwrap();
     assert!(t > 90_000);
+    let other: i64 = redis::cmd("EXISTS")
+        .arg("elsewhere")
+        .arg("elsewhere-live")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(other, 0);
     // A partial resync from the real master after a short disconnect.
     let _: i64 = redis::cmd("CLIENT")
         .arg("KILL")
@@ -575,4 +587,31 @@ fn client_pause_write_holds_writes_not_reads_and_unpause_releases_them() {
         .arg("SOME")
         .query(&mut other);
     assert!(e.is_err());
+}
+
+#[test]
+fn a_master_frees_its_backlog_after_repl_backlog_ttl_without_replicas() {
+    let master = Node::start(&["--repl-backlog-ttl", "1"]);
+    let replica = Node::start(&[]);
+    let (mut m, mut r) = (master.client(), replica.client());
+    replicaof(&mut r, master.port);
+    wait_synced(&mut m, &mut r);
+    assert_eq!(
+        info_field(&mut m, "replication", "repl_backlog_active"),
+        "1"
+    );
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r)
+        .unwrap();
+    wait_until("the backlog to be freed", Duration::from_secs(10), || {
+        info_field(&mut m, "replication", "repl_backlog_active") == "0"
+    });
+    // Writes go on, with nothing to feed.
+    let _: () = m.set("k", 1).unwrap();
+    assert_eq!(
+        info_field(&mut m, "replication", "repl_backlog_histlen"),
+        "0"
+    );
 }

@@ -524,6 +524,7 @@ async fn replication_cron(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = shared.shutdown.subscribe();
     let mut last_ping = std::time::Instant::now();
+    let mut lonely_since = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -531,6 +532,17 @@ async fn replication_cron(shared: Arc<Shared>) {
         }
         let cfg = shared.config.load();
         shared.repl.set_backlog_limit(cfg.repl_backlog_size);
+        if !shared.repl.replicas().is_empty() || shared.repl.is_replica() {
+            lonely_since = std::time::Instant::now();
+        } else if cfg.repl_backlog_ttl > 0
+            && lonely_since.elapsed() >= Duration::from_secs(cfg.repl_backlog_ttl)
+            && shared.repl.free_backlog()
+        {
+            tracing::info!(
+                secs = cfg.repl_backlog_ttl,
+                "Replication backlog freed after a while without replicas"
+            );
+        }
         if last_ping.elapsed() >= Duration::from_secs(cfg.repl_ping_replica_period)
             && !shared.repl.is_replica()
             && shared.paused(unix_ms()).is_none()

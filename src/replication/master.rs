@@ -140,7 +140,7 @@ async fn full_resync(
             );
             (begun, id)
         };
-        let res = send_snapshot(shared, wr, &begun, id).await;
+        let res = send_snapshot(shared, wr, &begun, id, req.psync.is_some()).await;
         if res.is_err() {
             shared.repl.unregister_replica(id);
         }
@@ -156,13 +156,17 @@ async fn send_snapshot(
     wr: &mut OwnedWriteHalf,
     begun: &snapshot::Begun,
     id: u64,
+    psync: bool,
 ) -> Result<(), LinkError> {
     tracing::info!(
         offset = begun.offset,
         "Starting BGSAVE for SYNC with target: disk"
     );
-    wr.write_all(format!("+FULLRESYNC {} {}\r\n", begun.replid, begun.offset).as_bytes())
-        .await?;
+    // The old SYNC gets the payload with no +FULLRESYNC line before it.
+    if psync {
+        wr.write_all(format!("+FULLRESYNC {} {}\r\n", begun.replid, begun.offset).as_bytes())
+            .await?;
+    }
     let s = shared.clone();
     let b = begun.clone();
     let mut job = tokio::task::spawn_blocking(move || snapshot::bgsave_blocking(&s, &b));

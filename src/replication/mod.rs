@@ -102,12 +102,19 @@ impl Feed {
         if let Some(bl) = self.backlog.as_mut() {
             bl.append(b);
             self.offset = bl.end();
-            let keep = self
-                .replicas
-                .values()
-                .map(|r| r.pos)
-                .min()
-                .unwrap_or(u64::MAX);
+        }
+        self.trim();
+    }
+
+    /// Frees what no replica needs beyond repl-backlog-size.
+    fn trim(&mut self) {
+        let keep = self
+            .replicas
+            .values()
+            .map(|r| r.pos)
+            .min()
+            .unwrap_or(u64::MAX);
+        if let Some(bl) = self.backlog.as_mut() {
             bl.trim(keep);
         }
     }
@@ -445,7 +452,12 @@ impl Repl {
     }
 
     pub fn unregister_replica(&self, id: u64) {
-        self.feed().replicas.remove(&id);
+        {
+            let mut f = self.feed();
+            f.replicas.remove(&id);
+            // What only this replica pinned may go now.
+            f.trim();
+        }
         self.acks_tx.send_modify(|g| *g += 1);
     }
 
@@ -483,6 +495,25 @@ impl Repl {
     /// Drops every replica connection; they reconnect and PSYNC.
     pub fn kick_replicas(&self) {
         self.kick_tx.send_modify(|g| *g += 1);
+    }
+
+    /// A master without replicas for `repl-backlog-ttl` frees its backlog
+    /// (and the propagation hook turns off), under a new id since the
+    /// history is gone (Redis does the same). Returns true if freed.
+    pub fn free_backlog(&self) -> bool {
+        if self.is_replica() {
+            return false;
+        }
+        let mut f = self.feed();
+        if f.backlog.is_none() || !f.replicas.is_empty() {
+            return false;
+        }
+        f.backlog = None;
+        f.replid = new_replid();
+        f.replid2 = NO_ID.to_string();
+        f.second_offset = None;
+        self.backlog_on.store(false, Ordering::Relaxed);
+        true
     }
 
     /// Drops the link to our master; the driver reconnects (and PSYNCs).

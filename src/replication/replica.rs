@@ -337,6 +337,7 @@ async fn stream_loop(
     let handle = Arc::new(ClientHandle::detached(0, "master"));
     let mut client = Client::new(handle, true).0;
     client.is_master = true;
+    let mut other_db = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_io = unix_ms();
     loop {
@@ -353,7 +354,7 @@ async fn stream_loop(
         }
         if !cmds.is_empty() {
             let more = cmds.len() >= 1024;
-            let getack = apply(shared, &mut client, cmds);
+            let getack = apply(shared, &mut client, cmds, &mut other_db);
             shared.aof.write_pending();
             if getack {
                 send_ack(shared, &mut wr).await?;
@@ -390,7 +391,14 @@ async fn send_ack(shared: &Shared, wr: &mut OwnedWriteHalf) -> Result<(), LinkEr
 }
 
 /// Applies a batch of the master's commands; true if one was GETACK.
-fn apply(shared: &Shared, client: &mut Client, cmds: Vec<(Bytes, Vec<Bytes>)>) -> bool {
+/// `other_db` follows the master's SELECT: a node has database 0 only, so
+/// writes to other databases of a Redis master are skipped, not misfiled.
+fn apply(
+    shared: &Shared,
+    client: &mut Client,
+    cmds: Vec<(Bytes, Vec<Bytes>)>,
+    other_db: &mut bool,
+) -> bool {
     let mut guard = shared.lock();
     let st = &mut *guard;
     let want = shared.repl.prop_wanted();
@@ -409,9 +417,18 @@ fn apply(shared: &Shared, client: &mut Client, cmds: Vec<(Bytes, Vec<Bytes>)>) -
             && args
                 .get(1)
                 .is_some_and(|a| a.eq_ignore_ascii_case(b"getack"));
+        let select = args
+            .first()
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"select"));
         if getack {
             ack = true;
-        } else if !args.is_empty() {
+        } else if select {
+            let db = args.get(1).and_then(|d| crate::resp::parse_i64(d));
+            if db != Some(0) && !*other_db {
+                tracing::warn!(?db, "master writes to a database other than 0: skipped");
+            }
+            *other_db = db != Some(0);
+        } else if !args.is_empty() && !*other_db {
             let mut ctx = st.ctx(client, shared, now);
             let reply = execute(&mut ctx, args);
             if reply.is_error() {

@@ -143,6 +143,7 @@ fn validate(name: &str, value: &str) -> Result<String, String> {
             int(0, i64::from(i32::MAX))
         }
         "repl-timeout" | "repl-ping-replica-period" => int(1, i64::from(i32::MAX)),
+        "repl-backlog-ttl" => int(0, i64::from(i32::MAX)),
         "shutdown-timeout" | "replica-priority" | "auto-aof-rewrite-percentage" => {
             int(0, i64::from(i32::MAX))
         }
@@ -451,6 +452,9 @@ pub struct NodeConfig {
     /// `replicaof host port` at start (standalone mode).
     pub replicaof: Option<(String, u16)>,
     pub repl_backlog_size: usize,
+    /// Seconds without replicas after which a master frees its backlog
+    /// (0 = never).
+    pub repl_backlog_ttl: u64,
     /// Seconds without traffic before a replication link is dropped.
     pub repl_timeout: u64,
     pub repl_ping_replica_period: u64,
@@ -522,6 +526,7 @@ impl NodeConfig {
                 .split_once(' ')
                 .and_then(|(h, p)| Some((h.to_string(), p.trim().parse::<u16>().ok()?))),
             repl_backlog_size: usize::try_from(num("repl-backlog-size")?).unwrap_or(1 << 20),
+            repl_backlog_ttl: num("repl-backlog-ttl")?,
             repl_timeout: num("repl-timeout")?.max(1),
             repl_ping_replica_period: num("repl-ping-replica-period")?.max(1),
             replica_read_only: flag("replica-read-only"),
