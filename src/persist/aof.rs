@@ -508,7 +508,7 @@ fn load_base(shared: &Shared, client: &mut Client, path: &Path) -> Result<(), Ao
     let (db, meta) = snapshot::load_file(path, None).map_err(|e| AofError::Base(e.to_string()))?;
     let mut st = shared.lock();
     let policy = st.db.policy();
-    st.db.replace_contents(db);
+    let _old = st.db.replace_contents(db);
     st.db.set_policy(policy);
     st.db.expiry = ExpiryMode::Ignore;
     if let (Some(id), Some(off)) = (
@@ -1023,6 +1023,15 @@ mod tests {
             "nonsense",
         ] {
             assert!(Manifest::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_manifest_text_parses_or_fails_cleanly(text in ".{0,300}") {
+            if let Ok(m) = Manifest::parse(&text) {
+                proptest::prop_assert_eq!(Manifest::parse(&m.render()), Ok(m));
+            }
         }
     }
 }

@@ -10,7 +10,7 @@
 use super::rdb::{self, RdbError, RdbWriter};
 use crate::node::client::unix_ms;
 use crate::node::shared::Shared;
-use crate::store::{Db, Sds, Value};
+use crate::store::Db;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -410,17 +410,16 @@ pub fn cron(shared: &Arc<Shared>, changes_now: u64) {
 pub fn load_file(path: &Path, now: Option<u64>) -> Result<(Db, rdb::RdbMeta), SnapshotError> {
     let f = File::open(path).map_err(io_err(path))?;
     let reader = io::BufReader::with_capacity(1 << 20, f);
-    let mut entries: Vec<(Sds, Value, Option<u64>)> = Vec::new();
-    let meta = rdb::load(reader, now, |k, v, e| entries.push((k, v, e))).map_err(|source| {
-        SnapshotError::Load {
-            path: path.display().to_string(),
-            source,
-        }
-    })?;
+    // Keys go straight into a keyspace of their own, which is dropped
+    // unless the whole file loaded.
     let mut db = Db::new();
-    for (k, v, e) in entries {
-        db.set_with_expire(&k, v, e);
-    }
+    let meta =
+        rdb::load(reader, now, |k, v, e| db.set_with_expire(&k, v, e)).map_err(|source| {
+            SnapshotError::Load {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
     db.dirty = 0;
     Ok((db, meta))
 }
@@ -428,6 +427,7 @@ pub fn load_file(path: &Path, now: Option<u64>) -> Result<(Db, rdb::RdbMeta), Sn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Value;
 
     #[test]
     fn save_then_load_and_torn_files_are_refused() {

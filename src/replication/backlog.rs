@@ -167,4 +167,35 @@ mod tests {
         let s = b.start();
         assert_eq!(read_all(&b, s).unwrap(), data[(s - 100) as usize..]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_appends_then_any_bounded_reads_give_the_stream_back(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..5000), 0..40),
+            limit in 1usize..50_000,
+            keep in 0u64..200_000,
+            reads in proptest::collection::vec((0u64..200_000, 1usize..70_000), 0..20),
+        ) {
+            let mut b = Backlog::new(7, limit);
+            let mut all = Vec::new();
+            for c in &chunks {
+                b.append(c);
+                all.extend_from_slice(c);
+                b.trim(keep + 7);
+            }
+            proptest::prop_assert_eq!(b.end(), 7 + all.len() as u64);
+            for (pos, max) in reads {
+                let pos = pos + 7;
+                match b.read(pos, max) {
+                    None => proptest::prop_assert!(!b.has(pos)),
+                    Some(parts) => {
+                        let got: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+                        let from = (pos - 7) as usize;
+                        let want = &all[from..(from + max).min(all.len())];
+                        proptest::prop_assert_eq!(&got[..], want);
+                    }
+                }
+            }
+        }
+    }
 }

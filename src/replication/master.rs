@@ -6,7 +6,7 @@
 //! bulk, then the stream from X. Acknowledgements (REPLCONF ACK) come back
 //! on the same socket.
 
-use super::ReplicaState;
+use super::{ReplicaState, MAX_LAG};
 use crate::node::client::unix_ms;
 use crate::node::shared::Shared;
 use crate::persist::snapshot::{self, SnapshotKind};
@@ -20,9 +20,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Bytes of stream sent per write.
 const CHUNK: usize = 256 * 1024;
-/// A replica this far behind the stream is dropped (Redis's hard
-/// `client-output-buffer-limit replica 256mb`).
-const MAX_LAG: u64 = 256 * 1024 * 1024;
 
 /// What the replica asked for.
 #[derive(Debug, Clone)]

@@ -46,6 +46,10 @@ pub fn new_replid() -> String {
 
 const NO_ID: &str = "0000000000000000000000000000000000000000";
 
+/// A replica this far behind the stream is dropped (Redis's hard
+/// `client-output-buffer-limit replica 256mb`).
+pub const MAX_LAG: u64 = 256 * 1024 * 1024;
+
 /// Where a replica of ours is in its sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaState {
@@ -106,14 +110,17 @@ impl Feed {
         self.trim();
     }
 
-    /// Frees what no replica needs beyond repl-backlog-size.
+    /// Frees what no replica needs beyond repl-backlog-size. A replica
+    /// more than MAX_LAG behind pins nothing: it will have to resync.
     fn trim(&mut self) {
+        let floor = self.offset.saturating_sub(MAX_LAG);
         let keep = self
             .replicas
             .values()
             .map(|r| r.pos)
             .min()
-            .unwrap_or(u64::MAX);
+            .unwrap_or(u64::MAX)
+            .max(floor);
         if let Some(bl) = self.backlog.as_mut() {
             bl.trim(keep);
         }

@@ -239,17 +239,20 @@ async fn full_sync(
     if std::fs::rename(&tmp, &path).is_ok() {
         snapshot::fsync_dir(&path);
     }
-    {
+    let old = {
         let mut st = shared.lock();
         let st = &mut *st;
         let policy = st.db.policy();
-        st.db.replace_contents(db);
+        let old = st.db.replace_contents(db);
         st.db.set_policy(policy);
         shared.repl.reset_to_master(replid, offset);
         let want = shared.repl.prop_wanted();
         st.set_propagation(want);
         snapshot::saved(shared, snapshot::total_changes(&st.db));
-    }
+        old
+    };
+    // Freeing the old dataset can take a while: not under the lock.
+    tokio::task::spawn_blocking(move || drop(old));
     shared
         .persist
         .last_load_keys

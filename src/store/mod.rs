@@ -282,9 +282,20 @@ impl Db {
 
     /// Replaces every key with those of `other` (a loaded snapshot): WATCHers
     /// of any key are told and blocked clients re-check, as after FLUSHALL.
-    pub fn replace_contents(&mut self, other: Db) {
-        self.clear();
-        self.slots = other.slots;
+    /// Returns the old keys, for the caller to drop outside the lock.
+    pub fn replace_contents(&mut self, other: Db) -> Db {
+        if self.cow.is_some() {
+            for i in 0..SLOTS {
+                self.cow_slot(i);
+            }
+        }
+        for flags in self.signals.watched.values() {
+            for f in flags {
+                f.store(true, Ordering::Release);
+            }
+        }
+        let mut old = Db::new();
+        old.slots = std::mem::replace(&mut self.slots, other.slots);
         self.len = other.len;
         self.expires_len = other.expires_len;
         self.dirty += 1;
@@ -293,6 +304,7 @@ impl Db {
                 w.notify_one();
             }
         }
+        old
     }
 
     /// Every key with its value and expiry (SAVE, under the lock).
