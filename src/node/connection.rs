@@ -228,7 +228,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
             if shared.aof.is_on() {
                 match durable {
                     Some(offset) => shared.aof.wait_durable(offset).await,
-                    None => shared.aof.write_pending(),
+                    None => {
+                        shared.aof.write_pending();
+                    }
                 }
             }
         }

@@ -172,10 +172,9 @@ struct State {
     name: String,
     fsync: Fsync,
     manifest: Manifest,
-    /// The incr file being appended to.
-    file: Option<File>,
-    /// The same file for the fsync thread (fsync outside the lock).
-    sync_file: Option<Arc<File>>,
+    /// The incr file being appended to (written and fsynced outside this
+    /// state's lock, by whoever holds `Aof::writer`).
+    file: Option<Arc<File>>,
     buf: Vec<u8>,
     /// Bytes appended since start (never goes back).
     offset: u64,
@@ -195,6 +194,10 @@ pub struct Aof {
     on: AtomicBool,
     always: AtomicBool,
     st: Mutex<Option<State>>,
+    /// Held while bytes go to the file: one writer at a time keeps them in
+    /// order, and the state lock (taken under the keyspace lock by every
+    /// write command) is never held across a write syscall.
+    writer: Mutex<()>,
     /// Offset fsynced so far (`appendfsync always` replies wait on it).
     synced_tx: watch::Sender<u64>,
     sync_req: Mutex<Option<mpsc::Sender<()>>>,
@@ -213,6 +216,7 @@ impl Default for Aof {
             on: AtomicBool::new(false),
             always: AtomicBool::new(false),
             st: Mutex::new(None),
+            writer: Mutex::new(()),
             synced_tx: watch::channel(0).0,
             sync_req: Mutex::new(None),
             write_ok: AtomicBool::new(true),
@@ -253,12 +257,14 @@ impl State {
         write_file_atomically(&path, self.manifest.render().as_bytes())
     }
 
-    /// Writes the buffer to the current incr file.
-    fn write_buf(&mut self) -> io::Result<()> {
+    /// Writes the buffer to the current incr file, under this lock (the
+    /// caller holds `Aof::writer`; only for rare paths: a rewrite's switch).
+    fn write_buf_locked(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Some(f) = self.file.as_mut() {
+        if let Some(f) = self.file.as_deref() {
+            let mut f: &File = f;
             f.write_all(&self.buf)?;
         }
         self.incr_size += self.buf.len() as u64;
@@ -267,9 +273,10 @@ impl State {
         Ok(())
     }
 
-    /// Starts a new incr file; the appends after this call go there.
+    /// Starts a new incr file; the appends after this call go there. The
+    /// caller holds `Aof::writer`.
     fn open_incr(&mut self) -> io::Result<ManifestFile> {
-        self.write_buf()?;
+        self.write_buf_locked()?;
         if let Some(f) = &self.file {
             f.sync_data()?;
         }
@@ -279,8 +286,7 @@ impl State {
             .create(true)
             .append(true)
             .open(self.path(&name))?;
-        self.sync_file = Some(Arc::new(f.try_clone()?));
-        self.file = Some(f);
+        self.file = Some(Arc::new(f));
         self.incr_size = 0;
         tracing::info!(file = %name, "Creating AOF incr file");
         let m = ManifestFile {
@@ -322,16 +328,52 @@ impl Aof {
         self.state().as_ref().map(|s| s.offset)
     }
 
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Writes what is buffered to the file (before replies go out).
-    pub fn write_pending(&self) {
+    /// Returns the file and the offset now written, for an fsync.
+    pub fn write_pending(&self) -> Option<(Arc<File>, u64)> {
         if !self.is_on() {
-            return;
+            return None;
         }
-        let res = match self.state().as_mut() {
-            Some(st) => st.write_buf(),
+        let _w = self.writer();
+        let (data, file, upto) = {
+            let mut g = self.state();
+            let st = g.as_mut()?;
+            if st.buf.is_empty() {
+                return st.file.clone().map(|f| (f, st.written));
+            }
+            (std::mem::take(&mut st.buf), st.file.clone(), st.offset)
+        };
+        let res = match file.as_deref() {
+            Some(f) => {
+                let mut f: &File = f;
+                f.write_all(&data)
+            }
             None => Ok(()),
         };
+        let ok = res.is_ok();
         self.record_write(res);
+        let mut g = self.state();
+        let st = g.as_mut()?;
+        if ok {
+            st.written = upto;
+            st.incr_size += data.len() as u64;
+        } else {
+            // Keep the bytes: they go out with the next write.
+            let mut rest = data;
+            rest.extend_from_slice(&st.buf);
+            st.buf = rest;
+            return None;
+        }
+        if st.buf.is_empty() {
+            let mut spare = data;
+            spare.clear();
+            st.buf = spare;
+        }
+        file.map(|f| (f, upto))
     }
 
     fn record_write(&self, res: io::Result<()>) {
@@ -371,14 +413,7 @@ impl Aof {
 
     /// Writes and fsyncs everything appended so far (shutdown).
     pub fn flush_and_sync(&self) {
-        let (file, upto) = {
-            let mut g = self.state();
-            let Some(st) = g.as_mut() else { return };
-            let res = st.write_buf();
-            self.record_write(res);
-            (st.sync_file.clone(), st.written)
-        };
-        if let Some(f) = file {
+        if let Some((f, upto)) = self.write_pending() {
             if f.sync_data().is_ok() {
                 self.synced_tx.send_replace(upto);
             }
@@ -404,25 +439,20 @@ impl Aof {
                 if !aof.is_on() {
                     continue;
                 }
-                let (file, upto, policy) = {
-                    let mut g = aof.state();
-                    let Some(st) = g.as_mut() else { continue };
-                    let res = st.write_buf();
-                    aof.record_write(res);
-                    (st.sync_file.clone(), st.written, st.fsync)
+                let policy = aof.state().as_ref().map(|s| s.fsync);
+                let Some((file, upto)) = aof.write_pending() else {
+                    continue;
                 };
-                if policy == Fsync::No {
+                if policy == Some(Fsync::No) {
                     aof.synced_tx.send_replace(upto);
                     continue;
                 }
-                if let Some(f) = file {
-                    match f.sync_data() {
-                        Ok(()) => {
-                            aof.synced_tx.send_replace(upto);
-                        }
-                        Err(e) => {
-                            aof.record_write(Err(e));
-                        }
+                match file.sync_data() {
+                    Ok(()) => {
+                        aof.synced_tx.send_replace(upto);
+                    }
+                    Err(e) => {
+                        aof.record_write(Err(e));
                     }
                 }
             });
@@ -652,7 +682,6 @@ fn open_existing(
         fsync: Fsync::parse(&cfg.appendfsync),
         manifest: Manifest::default(),
         file: None,
-        sync_file: None,
         buf: Vec::new(),
         offset: 0,
         written: 0,
@@ -667,8 +696,7 @@ fn open_existing(
                 .create(true)
                 .append(true)
                 .open(st.path(&last.name))?;
-            st.sync_file = Some(Arc::new(f.try_clone()?));
-            st.file = Some(f);
+            st.file = Some(Arc::new(f));
             st.current = Some(last.clone());
             st.manifest = manifest;
         }
@@ -712,7 +740,6 @@ pub fn enable(shared: &Arc<Shared>, blocking: bool) -> Result<(), String> {
         fsync: Fsync::parse(&cfg.appendfsync),
         manifest: Manifest::default(),
         file: None,
-        sync_file: None,
         buf: Vec::new(),
         offset: 0,
         written: 0,
@@ -805,6 +832,7 @@ fn rewrite_inner(shared: &Arc<Shared>, restart: bool) -> Result<(), AofError> {
         let mut st = shared.lock();
         let st = &mut *st;
         shared.propagated(&mut st.prop);
+        let _w = aof.writer();
         let mut g = aof.state();
         let Some(a) = g.as_mut() else {
             return Err(AofError::Base("the AOF is off".into()));
