@@ -20,6 +20,9 @@ ONLY = os.environ.get("ONLY", "")
 # REPLICA=1 gives each server one replica of its own kind (the cost of
 # feeding the replication stream).
 REPLICA = os.environ.get("REPLICA", "") == "1"
+# AOF=always|everysec|no runs both servers with appendonly yes and that
+# appendfsync (each in a fresh directory).
+AOF = os.environ.get("AOF", "")
 OUT = os.environ.get("OUT", "")
 CLK = os.sysconf("SC_CLK_TCK")
 procs = []
@@ -43,13 +46,19 @@ def wait_ping(port, deadline=20):
 
 def start(kind, replicaof=None):
     port = free_port()
+    aof = ["--appendonly", "yes", "--appendfsync", AOF] if AOF else ["--appendonly", "no"]
     if kind == "slotway":
-        cmd = [SLOTWAY, "node", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        cmd = [SLOTWAY, "node", "--port", str(port), "--bind", "127.0.0.1", "--save", ""] + aof
     else:
-        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"] + aof
+    if AOF and not replicaof:
+        d = f"/tmp/bench-aof-{os.getpid()}-{port}"
+        os.makedirs(d, exist_ok=True)
+        cmd += ["--dir", d]
     if replicaof:
-        cmd += ["--replicaof", "127.0.0.1", str(replicaof), "--dir", f"/tmp/bench-replica-{port}"]
-        os.makedirs(f"/tmp/bench-replica-{port}", exist_ok=True)
+        d = f"/tmp/bench-replica-{os.getpid()}-{port}"
+        os.makedirs(d, exist_ok=True)
+        cmd += ["--replicaof", "127.0.0.1", str(replicaof), "--dir", d]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
     procs.append(p)
     wait_ping(port)
@@ -155,6 +164,9 @@ def main():
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        mine = (f"bench-aof-{os.getpid()}-", f"bench-replica-{os.getpid()}-")
+        for d in [x for x in os.listdir("/tmp") if x.startswith(mine)]:
+            subprocess.run(["rm", "-rf", os.path.join("/tmp", d)])
     write_report(results, mem)
 
 
@@ -177,7 +189,10 @@ def write_report(results, mem):
     ]
     for wname, args in WORKLOADS:
         lines.append(f"- {wname}: `redis-benchmark -p PORT --csv {' '.join(a for a in args if a != '-q')}`")
-    lines += ["- servers: `slotway node --port P --bind 127.0.0.1 --save '' --appendonly no` and `redis-server` with the same flags", ""]
+    aof = f"--appendonly yes --appendfsync {AOF}" if AOF else "--appendonly no"
+    lines += [f"- servers: `slotway node --port P --bind 127.0.0.1 --save '' {aof}` and `redis-server` with the same flags"
+              + (", each with one replica of its own kind (`--replicaof`)" if REPLICA else ""),
+              f"- environment: `ONLY={ONLY!r} REPLICA={int(REPLICA)} AOF={AOF!r} ROUNDS={ROUNDS} N={N} KEYS={KEYS}`", ""]
     for wname, _ in WORKLOADS:
         tests = sorted({t for (w, t, k) in results if w == wname}, key=lambda t: list(dict.fromkeys(t for (w, t, k) in results if w == wname)).index(t))
         lines += [f"## {wname}", "", "| test | slotway rps | redis rps | ratio | slotway p50/p99 ms | redis p50/p99 ms | slotway CPU µs/req | redis CPU µs/req |", "|---|---|---|---|---|---|---|---|"]

@@ -402,12 +402,11 @@ impl Aof {
                 let _ = tx.send(());
             }
         }
+        // Turning the log off releases waiters (it sends u64::MAX).
         while *rx.borrow_and_update() < offset {
-            if !self.is_on() {
+            if rx.changed().await.is_err() || !self.is_on() {
                 return;
             }
-            // Bounded wait: a log turned off meanwhile must not hang us.
-            let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
         }
     }
 
@@ -434,6 +433,8 @@ impl Aof {
                 if matches!(got, Err(mpsc::RecvTimeoutError::Disconnected)) {
                     return;
                 }
+                // Connections that are about to ask too get the same fsync.
+                std::thread::yield_now();
                 while rx.try_recv().is_ok() {}
                 let Some(aof) = me.upgrade() else { return };
                 if !aof.is_on() {
@@ -716,6 +717,8 @@ fn activate(shared: &Arc<Shared>, st: State) {
     let aof = &shared.aof;
     let policy = st.fsync;
     *aof.state() = Some(st);
+    // Offsets start over with this log.
+    aof.synced_tx.send_replace(0);
     aof.always.store(policy == Fsync::Always, Ordering::Relaxed);
     aof.on.store(true, Ordering::Relaxed);
     shared.repl.set_aof_on(true);
@@ -766,6 +769,7 @@ pub fn disable(shared: &Shared) {
     shared.aof.on.store(false, Ordering::Relaxed);
     shared.repl.set_aof_on(false);
     *shared.aof.state() = None;
+    shared.aof.synced_tx.send_replace(u64::MAX);
 }
 
 /// BGREWRITEAOF: Err(reply text) when it cannot start now.

@@ -261,7 +261,12 @@ async fn stream(
         };
         if chunks.is_empty() {
             tokio::select! {
-                _ = end_rx.changed() => {}
+                _ = end_rx.changed() => {
+                    // Let the connections that are ready append their
+                    // batches too: one write to the replica for many of
+                    // them, as Redis writes once per event-loop turn.
+                    tokio::task::yield_now().await;
+                }
                 _ = kick_rx.changed() => break Ok(()),
                 _ = handle.kill.notified() => break Ok(()),
                 _ = shutdown.changed() => break Ok(()),
