@@ -212,6 +212,8 @@ def write_report(results, mem):
             if sb:
                 lines.append(f"| **SET+GET** | **{sa:,.0f}** | **{sb:,.0f}** | **{sa / sb:.2f}** | | | | |")
         lines.append("")
+    if KEYS <= 0:
+        return finish(lines)
     lines += [f"## Memory for {KEYS:,} small string keys", "", "Keys `key:%012d`, 3-byte values, loaded with `redis-cli --pipe`.", "",
               "| server | keys | used_memory delta | bytes/key | RSS delta | RSS bytes/key |", "|---|---|---|---|---|---|"]
     for k in ("slotway", "redis"):
@@ -220,6 +222,10 @@ def write_report(results, mem):
             lines.append(f"| {k} | {dbs} | {du:,} | {du / KEYS:.1f} | {dr:,} | {dr / KEYS:.1f} |")
     if "slotway" in mem and "redis" in mem and mem["redis"][0]:
         lines.append(f"\nRatio slotway/redis: used_memory {mem['slotway'][0] / mem['redis'][0]:.2f}, RSS {mem['slotway'][1] / max(1, mem['redis'][1]):.2f}.")
+    finish(lines)
+
+
+def finish(lines):
     out = OUT or os.path.join(ROOT, "bench", "RESULTS.md")
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
