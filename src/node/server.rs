@@ -220,13 +220,13 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
             }
         }));
     }
+    tokio::spawn(signals(shared.clone()));
     tokio::spawn(crate::replication::replica::run(shared.clone()));
     tokio::spawn(replication_cron(shared.clone()));
     for l in listeners {
         tokio::spawn(accept_loop(l, shared.clone()));
     }
     tokio::spawn(cron(shared.clone(), hz));
-    tokio::spawn(signals(shared.clone()));
 
     let mut rx = shared.shutdown.subscribe();
     while !*rx.borrow() {
@@ -553,15 +553,29 @@ async fn replication_cron(shared: Arc<Shared>) {
     }
 }
 
-async fn signals(shared: Arc<Shared>) {
+/// Installs the SIGTERM/SIGINT handlers now (before any client can see the
+/// node, so a signal never meets the default action and exits without the
+/// shutdown save) and returns the task that acts on them.
+fn signals(shared: Arc<Shared>) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers");
-        return;
-    };
+    );
+    async move {
+        let (Ok(term), Ok(int)) = handlers else {
+            tracing::warn!("cannot install signal handlers");
+            return;
+        };
+        on_signals(shared, term, int).await;
+    }
+}
+
+async fn on_signals(
+    shared: Arc<Shared>,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
     loop {
         tokio::select! {
             _ = term.recv() => tracing::info!("Received SIGTERM scheduling shutdown..."),

@@ -536,18 +536,15 @@ fn load_base(shared: &Shared, client: &mut Client, path: &Path) -> Result<(), Ao
         load_commands(shared, client, path, false)?;
         return Ok(());
     }
-    let (db, meta) = snapshot::load_file(path, None).map_err(|e| AofError::Base(e.to_string()))?;
+    // The base's replication position is not restored: the incr files
+    // move the data past it, so a replica could wrongly continue from it
+    // (Redis ignores it too).
+    let (db, _meta) = snapshot::load_file(path, None).map_err(|e| AofError::Base(e.to_string()))?;
     let mut st = shared.lock();
     let policy = st.db.policy();
     let _old = st.db.replace_contents(db);
     st.db.set_policy(policy);
     st.db.expiry = ExpiryMode::Ignore;
-    if let (Some(id), Some(off)) = (
-        meta.aux("repl-id"),
-        meta.aux("repl-offset").and_then(|o| o.parse::<u64>().ok()),
-    ) {
-        shared.repl.restore_position(id, off);
-    }
     Ok(())
 }
 
