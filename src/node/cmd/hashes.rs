@@ -294,8 +294,10 @@ fn hincrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let by = float_arg(&a[3])?;
-    let h = hash_mut(ctx, &a[1])?;
-    let cur = match h.get(&a[2][..]) {
+    // Checked before creating the hash: a refused increment must not leave
+    // an empty hash behind (nor a difference with the replicas, which never
+    // see a failed command).
+    let cur = match hash_ref(ctx, &a[1])?.and_then(|h| h.get(&a[2][..])) {
         None => 0.0,
         Some(v) => super::parse_float(v).ok_or_else(|| err("ERR hash value is not a float"))?,
     };
@@ -304,7 +306,7 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(err("ERR increment would produce NaN or Infinity"));
     }
     let text = format!("{new}");
-    h.insert(sds(&a[2]), sds(text.as_bytes()));
+    hash_mut(ctx, &a[1])?.insert(sds(&a[2]), sds(text.as_bytes()));
     // The result, not the increment (float formatting, as Redis 7).
     if ctx.propagating() {
         ctx.propagate_as(vec![

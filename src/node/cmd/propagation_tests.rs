@@ -138,6 +138,11 @@ fn floats_and_randomness_propagate_their_result() {
     h.expect("incrbyfloat f 1.5", &["SET f 1.5 KEEPTTL"]);
     h.expect("incrbyfloat f 0.25", &["SET f 1.75 KEEPTTL"]);
     h.expect("hincrbyfloat h x 2.5", &["HSET h x 2.5"]);
+    h.expect("hincrbyfloat new x inf", &[]);
+    assert!(
+        matches!(h.run("exists new"), crate::resp::Reply::Int(0)),
+        "a refused increment leaves no empty hash"
+    );
     h.run("sadd s only");
     h.stream();
     h.expect("spop s", &["SREM s only"]);
