@@ -12,6 +12,10 @@ Prints a markdown section on stdout and writes the figures as JSON to
 rps_min, rps_max, ...}); progress goes to stderr. Every process it starts
 is stopped by PID on exit; every redis-benchmark run has a time limit.
 Usage: bench/node.py [--json PATH]   (ROUNDS=3 N=200000 KEYS=1000000)
+Modes (environment): ONLY="SET/GET -P 16" runs only matching workloads;
+REPLICA=1 gives each server one replica of its own kind (the cost of
+feeding the replication stream); AOF=always|everysec|no runs both with
+appendonly yes and that appendfsync; KEYS=0 skips the memory part.
 """
 import argparse, signal, csv, io, json, os, socket, statistics, subprocess, sys, time
 
@@ -21,6 +25,9 @@ KEYS = int(os.environ.get("KEYS", "1000000"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOTWAY = os.environ.get("SLOTWAY", os.path.join(ROOT, "target", "release", "slotway"))
 RUN_TIMEOUT = int(os.environ.get("RUN_TIMEOUT", "300"))
+ONLY = os.environ.get("ONLY", "")
+REPLICA = os.environ.get("REPLICA", "") == "1"
+AOF = os.environ.get("AOF", "")
 CLK = os.sysconf("SC_CLK_TCK")
 procs = []
 
@@ -41,15 +48,28 @@ def wait_ping(port, deadline=20):
     raise SystemExit(f"server on {port} did not start")
 
 
-def start(kind):
+SCRATCH = []  # directories this run created, removed at the end
+
+
+def start(kind, replicaof=None):
     port = free_port()
+    aof = ["--appendonly", "yes", "--appendfsync", AOF] if AOF else ["--appendonly", "no"]
     if kind == "slotway":
-        cmd = [SLOTWAY, "node", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        cmd = [SLOTWAY, "node", "--port", str(port), "--bind", "127.0.0.1", "--save", ""] + aof
     else:
-        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"] + aof
+    if AOF or replicaof:
+        d = f"/tmp/bench-node-{os.getpid()}-{port}"
+        os.makedirs(d, exist_ok=True)
+        SCRATCH.append(d)
+        cmd += ["--dir", d]
+    if replicaof:
+        cmd += ["--replicaof", "127.0.0.1", str(replicaof)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
     procs.append(p)
     wait_ping(port)
+    if REPLICA and not replicaof:
+        start(kind, replicaof=port)
     return {"kind": kind, "port": port, "proc": p}
 
 
@@ -120,6 +140,9 @@ WORKLOADS = [
 ]
 
 
+WORKLOADS = [w for w in WORKLOADS if ONLY in w[0]]
+
+
 def fmt_spread(vals):
     return f"{statistics.median(vals):,.0f} ({min(vals):,.0f}–{max(vals):,.0f})"
 
@@ -150,7 +173,7 @@ def main():
                     for test, vals in bench(s, args2).items():
                         results.setdefault((wname, test, s["kind"]), []).append(vals)
                     print(f"node: round {rnd + 1}/{ROUNDS} {wname} {s['kind']} done", file=sys.stderr)
-        for s in servers:
+        for s in (servers if KEYS > 0 else []):
             flush(s)
             base_used, base_rss = used_memory(s), rss_bytes(s["proc"].pid)
             load_keys(s, KEYS)
@@ -165,6 +188,8 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for d in SCRATCH:
+            subprocess.run(["rm", "-rf", d])
     print(report(results, mem))
     if args.json:
         with open(args.json, "w") as f:
@@ -209,7 +234,9 @@ def report(results, mem):
     ]
     for wname, wargs in WORKLOADS:
         lines.append(f"- {wname}: `redis-benchmark -p PORT --csv {' '.join(a for a in wargs if a != '-q')}`")
-    lines += ["- servers: `slotway node --port P --bind 127.0.0.1 --save '' --appendonly no` and `redis-server` with the same flags",
+    aof = f"--appendonly yes --appendfsync {AOF}" if AOF else "--appendonly no"
+    lines += [f"- servers: `slotway node --port P --bind 127.0.0.1 --save '' {aof}` and `redis-server` with the same flags"
+              + (", each with one replica of its own kind (`--replicaof`)" if REPLICA else ""),
               "- memory: `redis-cli -p PORT --pipe` of SET key:%012d xxx, then `INFO memory` and VmRSS", ""]
     for wname, _ in WORKLOADS:
         lines += [f"### {wname}", "", "| test | slotway rps | redis rps | ratio | slotway p50/p99 ms | redis p50/p99 ms | slotway CPU µs/req | redis CPU µs/req |", "|---|---|---|---|---|---|---|---|"]
@@ -229,6 +256,8 @@ def report(results, mem):
             if sb:
                 lines.append(f"| **SET+GET** | **{sa:,.0f}** | **{sb:,.0f}** | **{sa / sb:.2f}** | | | | |")
         lines.append("")
+    if KEYS <= 0:
+        return "\n".join(lines) + "\n"
     lines += [f"### Memory for {KEYS:,} small string keys", "", "Keys `key:%012d`, 3-byte values, loaded with `redis-cli --pipe`.", "",
               "| server | keys | used_memory delta | bytes/key | RSS delta | RSS bytes/key |", "|---|---|---|---|---|---|"]
     for k in ("slotway", "redis"):

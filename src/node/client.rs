@@ -36,6 +36,27 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
+    /// A handle for a client that has no socket (tests, the AOF loader,
+    /// a replica's link to its master).
+    pub fn detached(id: u64, addr: &str) -> ClientHandle {
+        let now = unix_ms();
+        ClientHandle {
+            id,
+            addr: addr.to_string(),
+            laddr: String::new(),
+            created_ms: now,
+            last_interaction_ms: AtomicU64::new(now),
+            name: Mutex::new(None),
+            last_cmd: Mutex::new("NULL"),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+            sub_count: AtomicU64::new(0),
+            psub_count: AtomicU64::new(0),
+            in_multi: AtomicBool::new(false),
+            resp: AtomicU64::new(2),
+        }
+    }
+
     pub fn name(&self) -> Option<String> {
         self.name.lock().ok().and_then(|n| n.clone())
     }
@@ -106,6 +127,13 @@ pub struct Client {
     /// Commands run since the connection last added them to the server's
     /// counter (one shared atomic add per batch, not per command).
     pub commands_unreported: u64,
+    /// This is a replica's link to its master, applying the master's
+    /// command stream: no auth, slot, read-only or memory checks, and keys
+    /// are seen as the master sees them.
+    pub is_master: bool,
+    /// REPLCONF listening-port / ip-address of a replica, before PSYNC.
+    pub repl_listening_port: u16,
+    pub repl_ip: Option<String>,
 }
 
 impl Client {
@@ -130,6 +158,9 @@ impl Client {
                 skip_replies: 0,
                 last_cmd: "NULL",
                 commands_unreported: 0,
+                is_master: false,
+                repl_listening_port: 0,
+                repl_ip: None,
             },
             push_rx,
         )

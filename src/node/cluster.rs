@@ -252,13 +252,10 @@ impl Durable {
     }
 }
 
-/// What the bus asks of the rest of the node (replication, client pause).
+/// What the bus asks of the rest of the node besides its role (which
+/// reaches replication through the role hook).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeAction {
-    /// Replicate the master at this address (a new or changed master).
-    Replicate { ip: String, port: u16 },
-    /// I am a master now: stop replicating, keep the data, take writes.
-    Promote,
     /// Hold client writes until this unix ms (0: resume now).
     PauseWrites(u64),
     /// Deliver a message published on another node to local subscribers.
@@ -281,12 +278,20 @@ pub fn bus_config(cfg: &crate::runtime::config::NodeConfig) -> BusConfig {
     }
 }
 
+/// Called with our master's address when the bus makes us a replica, or
+/// None when it makes us a master.
+pub type RoleHook = Box<dyn Fn(Option<(String, u16)>) + Send + Sync>;
+
 /// Cluster state of a node, shared with its connections.
 pub struct ClusterHandle {
     bus: Mutex<Bus>,
-    /// Bus requests for the node; the receiver is taken once at start.
+    /// Bus requests for the node (client pause, pub/sub delivery); the
+    /// receiver is taken once at start.
     actions: mpsc::UnboundedSender<NodeAction>,
     actions_rx: Mutex<Option<mpsc::UnboundedReceiver<NodeAction>>>,
+    role_hook: std::sync::OnceLock<RoleHook>,
+    /// The role last reported to `role_hook`.
+    last_role: Mutex<Option<Option<(String, u16)>>>,
     pub view: ArcSwap<SlotView>,
     conf_path: PathBuf,
     links: Mutex<HashMap<Link, mpsc::Sender<Bytes>>>,
@@ -373,6 +378,8 @@ impl ClusterHandle {
             bus: Mutex::new(bus),
             actions,
             actions_rx: Mutex::new(Some(rx)),
+            role_hook: std::sync::OnceLock::new(),
+            last_role: Mutex::new(None),
             view,
             conf_path,
             links: Mutex::new(HashMap::new()),
@@ -384,6 +391,41 @@ impl ClusterHandle {
         };
         h.save();
         Ok(h)
+    }
+
+    /// Sets who is told when our role changes (the replication handle),
+    /// and tells it the current role.
+    pub fn on_role_change(&self, hook: RoleHook) {
+        let _ = self.role_hook.set(hook);
+        let role = Self::role_of(&self.bus());
+        self.report_role(role);
+    }
+
+    /// Some(None) as a master, Some(Some(addr)) as a replica of a master
+    /// whose address we know, None while that address is unknown.
+    fn role_of(bus: &Bus) -> Option<Option<(String, u16)>> {
+        let me = bus.myself();
+        match me.master_id.as_deref() {
+            None if !me.flags.slave => Some(None),
+            None => None,
+            Some(id) => bus
+                .node(id)
+                .filter(|n| !n.ip.is_empty() && n.port != 0)
+                .map(|n| Some((n.ip.clone(), n.port))),
+        }
+    }
+
+    fn report_role(&self, role: Option<Option<(String, u16)>>) {
+        let Some(role) = role else { return };
+        let mut last = self.last_role.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() == Some(&role) {
+            return;
+        }
+        *last = Some(role.clone());
+        drop(last);
+        if let Some(hook) = self.role_hook.get() {
+            hook(role);
+        }
     }
 
     pub fn bus(&self) -> MutexGuard<'_, Bus> {
@@ -438,7 +480,7 @@ impl ClusterHandle {
     /// Sends what the bus queued and acts on its events. Call after any
     /// change to the bus.
     pub fn pump(self: &Arc<Self>) {
-        let (transmits, events, view) = {
+        let (transmits, events, view, role) = {
             let mut bus = self.bus();
             let mut t = Vec::new();
             while let Some(x) = bus.poll_transmit() {
@@ -449,8 +491,10 @@ impl ClusterHandle {
                 e.push(x);
             }
             let view = (!e.is_empty()).then(|| SlotView::from_bus(&bus));
-            (t, e, view)
+            let role = Self::role_of(&bus);
+            (t, e, view, role)
         };
+        self.report_role(role);
         if let Some(v) = view {
             self.view.store(Arc::new(v));
         }
@@ -469,11 +513,6 @@ impl ClusterHandle {
         }
         for e in events {
             let action = match e {
-                Event::RoleChanged(None) => Some(NodeAction::Promote),
-                Event::RoleChanged(Some(master)) => {
-                    let addr = self.bus().node(&master).map(|n| (n.ip.clone(), n.port));
-                    addr.map(|(ip, port)| NodeAction::Replicate { ip, port })
-                }
                 Event::PauseWrites(until) => Some(NodeAction::PauseWrites(until)),
                 Event::Message {
                     channel,

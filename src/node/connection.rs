@@ -7,7 +7,7 @@
 //! is served, like Redis.
 
 use crate::node::client::{unix_ms, Client, ClientHandle};
-use crate::node::cmd::{execute, Action, Ctx, State};
+use crate::node::cmd::{execute, Action, State};
 use crate::node::shared::Shared;
 use crate::resp::{Limits, Reply, RequestParser};
 use bytes::{Bytes, BytesMut};
@@ -29,13 +29,56 @@ struct Resumed {
 enum BatchEnd {
     Done,
     Close,
-    Shutdown,
+    Shutdown(crate::node::cmd::ShutdownOpts),
     /// The front command blocked; `waker` is registered on `keys`.
     Block {
         keys: Vec<Bytes>,
         deadline: Option<u64>,
         waker: Arc<Notify>,
     },
+    /// The front command waits for the end of a client pause.
+    Paused,
+    /// PSYNC/SYNC: the connection becomes a replica link.
+    Sync {
+        psync: Option<(String, String)>,
+    },
+    /// WAIT: its reply is due once replicas acknowledged.
+    Wait {
+        numreplicas: usize,
+        offset: u64,
+        deadline: Option<u64>,
+    },
+}
+
+/// Whether a pause holds this command back: every command under
+/// CLIENT PAUSE ALL, else what writes or may write (Redis 7: `write` and
+/// `may-replicate` commands, EXEC of a transaction that writes).
+fn held_by_pause(all: bool, args: &[Bytes], client: &Client) -> bool {
+    use crate::node::cmd::{flags, lookup};
+    if client.is_master {
+        return false;
+    }
+    if all {
+        return true;
+    }
+    let Some(spec) = args.first().and_then(|n| lookup(n)) else {
+        return false;
+    };
+    let may_write = |s: &crate::node::cmd::CommandSpec| {
+        s.has(flags::WRITE)
+            || matches!(
+                s.name,
+                "eval" | "evalsha" | "publish" | "spublish" | "script"
+            )
+    };
+    if spec.name == "exec" {
+        return client.multi.as_ref().is_some_and(|q| {
+            q.iter()
+                .any(|c| c.first().and_then(|n| lookup(n)).is_some_and(may_write))
+        });
+    }
+    // Inside MULTI commands are only queued.
+    !client.in_multi() && may_write(spec)
 }
 
 /// Runs queued commands until the queue is empty or one blocks.
@@ -44,28 +87,46 @@ enum BatchEnd {
 /// being re-run: `timed_out` says its deadline passed, and if it blocks again
 /// it keeps `deadline` (the one of its first run) rather than restarting its
 /// timeout on every wake-up that found nothing to take.
+///
+/// Also returns the append-only log offset the replies must wait for
+/// (`appendfsync always`), when the batch wrote anything.
 fn run_batch(
     shared: &Shared,
     client: &mut Client,
     pending: &mut VecDeque<Vec<Bytes>>,
     out: &mut BytesMut,
     mut resumed: Option<Resumed>,
-) -> BatchEnd {
+) -> (BatchEnd, Option<u64>) {
     let mut guard = shared.lock();
     let now = unix_ms();
-    let State { db, scripts } = &mut *guard;
+    shared.sync_state(&mut guard, now);
+    let end = run_locked(&mut guard, shared, client, pending, out, &mut resumed, now);
+    let mut durable = None;
+    if guard.prop.has_output() || guard.db.log_deletions_pending() {
+        guard.propagate_server_deletions();
+        shared.propagated(&mut guard.prop);
+        durable = shared.aof.durable_target();
+    }
+    (end, durable)
+}
+
+fn run_locked(
+    st: &mut State,
+    shared: &Shared,
+    client: &mut Client,
+    pending: &mut VecDeque<Vec<Bytes>>,
+    out: &mut BytesMut,
+    resumed: &mut Option<Resumed>,
+    now: u64,
+) -> BatchEnd {
     while let Some(args) = pending.front() {
-        let mut ctx = Ctx {
-            db,
-            scripts,
-            client,
-            shared,
-            now,
-            action: None,
-            nested: false,
-            timed_out: resumed.as_ref().is_some_and(|r| r.timed_out),
-            extra: Vec::new(),
-        };
+        if let Some(all) = shared.paused(now) {
+            if held_by_pause(all, args, client) {
+                return BatchEnd::Paused;
+            }
+        }
+        let mut ctx = st.ctx(client, shared, now);
+        ctx.timed_out = resumed.as_ref().is_some_and(|r| r.timed_out);
         let reply = execute(&mut ctx, args);
         let action = ctx.action.take();
         let extra = std::mem::take(&mut ctx.extra);
@@ -74,7 +135,7 @@ fn run_batch(
             let deadline = first_deadline.unwrap_or(deadline);
             let waker = Arc::new(Notify::new());
             for k in &keys {
-                db.block_on(k, &waker);
+                st.db.block_on(k, &waker);
             }
             return BatchEnd::Block {
                 keys,
@@ -83,6 +144,21 @@ fn run_batch(
             };
         }
         pending.pop_front();
+        match action {
+            Some(Action::Sync { psync }) => return BatchEnd::Sync { psync },
+            Some(Action::Wait {
+                numreplicas,
+                offset,
+                deadline,
+            }) => {
+                return BatchEnd::Wait {
+                    numreplicas,
+                    offset,
+                    deadline,
+                }
+            }
+            _ => {}
+        }
         if reply.is_error() {
             shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
         }
@@ -92,7 +168,7 @@ fn run_batch(
         }
         match action {
             Some(Action::Close) => return BatchEnd::Close,
-            Some(Action::Shutdown) => return BatchEnd::Shutdown,
+            Some(Action::Shutdown(opts)) => return BatchEnd::Shutdown(opts),
             _ => {}
         }
     }
@@ -143,8 +219,20 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         }
         let mut end = BatchEnd::Done;
         if !pending.is_empty() {
-            end = run_batch(&shared, &mut client, &mut pending, &mut out, resumed.take());
+            let (e, durable) =
+                run_batch(&shared, &mut client, &mut pending, &mut out, resumed.take());
+            end = e;
             client.publish_batch(&shared.stats, unix_ms());
+            // The log gets the writes before the client gets the replies;
+            // with appendfsync always, only once they are on disk.
+            if shared.aof.is_on() {
+                match durable {
+                    Some(offset) => shared.aof.wait_durable(offset).await,
+                    None => {
+                        shared.aof.write_pending();
+                    }
+                }
+            }
         }
         if let Some(e) = &protocol_error {
             if matches!(end, BatchEnd::Done) {
@@ -164,9 +252,17 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         }
         match end {
             BatchEnd::Close => break,
-            BatchEnd::Shutdown => {
-                shared.request_shutdown();
-                break;
+            BatchEnd::Shutdown(opts) => {
+                match crate::node::server::shutdown_sequence(&shared, opts).await {
+                    Ok(()) => break,
+                    Err(msg) => {
+                        Reply::Error(msg).encode(client.proto, &mut out);
+                        if wr.write_all(&out).await.is_err() {
+                            break;
+                        }
+                        out.clear();
+                    }
+                }
             }
             BatchEnd::Block {
                 keys,
@@ -216,6 +312,99 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                     deadline,
                     timed_out,
                 });
+                continue 'conn;
+            }
+            BatchEnd::Paused => {
+                // Wait for the end of the pause, then run the rest.
+                loop {
+                    let until = shared.pause_until();
+                    let now = unix_ms();
+                    if until <= now {
+                        break;
+                    }
+                    let mut gone = false;
+                    tokio::select! {
+                        biased;
+                        _ = handle.kill.notified() => gone = true,
+                        _ = shutdown_rx.changed() => gone = true,
+                        _ = shared.unpaused.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis((until - now).min(100))) => {}
+                    }
+                    if gone {
+                        break 'conn;
+                    }
+                }
+                continue 'conn;
+            }
+            BatchEnd::Sync { psync } => {
+                let ip = client
+                    .repl_ip
+                    .clone()
+                    .or_else(|| {
+                        handle
+                            .addr
+                            .rsplit_once(':')
+                            .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
+                    })
+                    .unwrap_or_default();
+                let req = crate::replication::master::SyncRequest {
+                    psync,
+                    ip,
+                    listening_port: client.repl_listening_port,
+                };
+                let rest = std::mem::take(&mut rbuf);
+                crate::replication::master::serve(
+                    shared.clone(),
+                    rd,
+                    wr,
+                    rest,
+                    req,
+                    handle.clone(),
+                )
+                .await;
+                cleanup(&shared, &mut client);
+                return;
+            }
+            BatchEnd::Wait {
+                numreplicas,
+                offset,
+                deadline,
+            } => {
+                let repl = &shared.repl;
+                let mut acks = repl.acks_rx();
+                repl.request_ack();
+                let sleep = async {
+                    match deadline {
+                        Some(d) => {
+                            tokio::time::sleep(Duration::from_millis(d.saturating_sub(unix_ms())))
+                                .await
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::pin!(sleep);
+                let mut gone = false;
+                let count = loop {
+                    let n = repl.count_acked(offset);
+                    if n >= numreplicas {
+                        break n;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = handle.kill.notified() => { gone = true; break n; }
+                        _ = shutdown_rx.changed() => { gone = true; break n; }
+                        r = acks.changed() => if r.is_err() { break n; },
+                        _ = &mut sleep => break repl.count_acked(offset),
+                        r = rd.read_buf(&mut rbuf) => match r {
+                            Ok(0) | Err(_) => { gone = true; break n; }
+                            Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                        },
+                    }
+                };
+                if gone {
+                    break;
+                }
+                encode_reply(&mut client, &Reply::Int(count as i64), &mut out);
                 continue 'conn;
             }
             BatchEnd::Done => {}

@@ -37,19 +37,26 @@ pub enum NodeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot load the dataset: {0}")]
+    Load(String),
 }
 
 /// `slotway node CONF [--directive value]...`: runs in the foreground (or
 /// detached with `daemonize yes`) until SHUTDOWN or a signal.
 pub fn start(conf: Option<&Path>, overrides: &[String]) -> Result<(), NodeError> {
     let table = ConfigTable::from_args(conf, overrides)?;
-    let cfg = NodeConfig::from_table(&table)?;
+    let mut cfg = NodeConfig::from_table(&table)?;
     if cfg.daemonize {
         daemon::daemonize()?;
     }
     logging::init(&cfg.loglevel, cfg.logfile.as_deref()).map_err(NodeError::Log)?;
     std::fs::create_dir_all(&cfg.dir)
-        .and_then(|()| std::env::set_current_dir(&cfg.dir))
+        .and_then(|()| std::fs::canonicalize(&cfg.dir))
+        .and_then(|abs| {
+            // Absolute, so files in `dir` stay where they are after the chdir.
+            cfg.dir = abs;
+            std::env::set_current_dir(&cfg.dir)
+        })
         .map_err(|source| NodeError::Dir {
             path: cfg.dir.display().to_string(),
             source,
@@ -180,11 +187,7 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
     } else {
         None
     };
-    let shared = Arc::new(Shared::new(
-        table,
-        cfg,
-        cluster.as_ref().map(|(h, _)| h.clone()),
-    ));
+    let shared = Shared::new(table, cfg, cluster.as_ref().map(|(h, _)| h.clone())).into_arc();
     if let Some((h, listener)) = cluster {
         if let Some(rx) = h.take_actions() {
             tokio::spawn(cluster_actions(shared.clone(), rx));
@@ -196,17 +199,37 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
         ));
     }
     shared.lock().db.set_policy(policy);
+    load_dataset(&shared)?;
     tracing::info!(
         port,
         pid = std::process::id(),
         "Ready to accept connections"
     );
 
+    {
+        let cfg = shared.config.load();
+        shared.repl.set_backlog_limit(cfg.repl_backlog_size);
+        if let (Some(master), None) = (&cfg.replicaof, &shared.cluster) {
+            shared.repl.set_master(Some(master.clone()));
+        }
+    }
+    if let Some(cl) = &shared.cluster {
+        // The bus says who our master is (CLUSTER REPLICATE, failover);
+        // the replication driver follows it.
+        let s = Arc::downgrade(&shared);
+        cl.on_role_change(Box::new(move |master| {
+            if let Some(s) = s.upgrade() {
+                s.repl.set_master(master);
+            }
+        }));
+    }
+    tokio::spawn(signals(shared.clone()));
+    tokio::spawn(crate::replication::replica::run(shared.clone()));
+    tokio::spawn(replication_cron(shared.clone()));
     for l in listeners {
         tokio::spawn(accept_loop(l, shared.clone()));
     }
     tokio::spawn(cron(shared.clone(), hz));
-    tokio::spawn(signals(shared.clone()));
 
     let mut rx = shared.shutdown.subscribe();
     while !*rx.borrow() {
@@ -216,6 +239,168 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
     }
     tracing::info!(port, "Redis is now ready to exit, bye bye...");
     Ok(())
+}
+
+/// Loads the dataset from `dir` before serving: with `appendonly yes` the
+/// append-only log (it wins over the RDB file, as in Redis); else, or when
+/// no log exists yet, the RDB file, and then a log is created from it (so
+/// turning AOF on never starts from an empty dataset). A file that does not
+/// load completely stops the start, with its name and what is wrong, rather
+/// than serving partial data.
+fn load_dataset(shared: &Arc<Shared>) -> Result<(), NodeError> {
+    let appendonly = shared.config.load().appendonly;
+    if appendonly {
+        shared.persist.loading.store(true, Ordering::Relaxed);
+        let loaded = crate::persist::aof::load_at_start(shared);
+        shared.persist.loading.store(false, Ordering::Relaxed);
+        if loaded.map_err(|e| NodeError::Load(e.to_string()))? {
+            return Ok(());
+        }
+    }
+    load_rdb(shared)?;
+    if appendonly {
+        crate::persist::aof::enable(shared, true).map_err(NodeError::Load)?;
+    }
+    Ok(())
+}
+
+fn load_rdb(shared: &Arc<Shared>) -> Result<(), NodeError> {
+    let path = crate::persist::snapshot::rdb_path(shared);
+    if !path.exists() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    shared.persist.loading.store(true, Ordering::Relaxed);
+    let loaded = crate::persist::snapshot::load_file(&path, Some(unix_ms()));
+    shared.persist.loading.store(false, Ordering::Relaxed);
+    let (db, meta) = loaded.map_err(|e| NodeError::Load(e.to_string()))?;
+    let ps = &shared.persist;
+    ps.last_load_keys.store(meta.keys, Ordering::Relaxed);
+    ps.last_load_expired.store(meta.expired, Ordering::Relaxed);
+    if meta.skipped_other_db > 0 {
+        tracing::warn!(
+            keys = meta.skipped_other_db,
+            "keys of databases other than 0 ignored"
+        );
+    }
+    if let (Some(id), Some(off)) = (
+        meta.aux("repl-id"),
+        meta.aux("repl-offset").and_then(|o| o.parse::<u64>().ok()),
+    ) {
+        shared.repl.restore_position(id, off);
+    }
+    let mut st = shared.lock();
+    let policy = st.db.policy();
+    st.db = db;
+    st.db.set_policy(policy);
+    tracing::info!(
+        keys = meta.keys,
+        expired = meta.expired,
+        secs = started.elapsed().as_secs_f64(),
+        "DB loaded from disk"
+    );
+    Ok(())
+}
+
+/// What SHUTDOWN and SIGTERM do before the process exits (Redis 7): wait
+/// (bounded) for replicas to catch up, save if asked or if save points
+/// exist, then stop. Err(reply text) when the save failed and FORCE was
+/// not given: the node keeps running.
+pub async fn shutdown_sequence(
+    shared: &Arc<Shared>,
+    opts: crate::node::cmd::ShutdownOpts,
+) -> Result<(), String> {
+    let cfg = shared.config.load();
+    if !opts.now {
+        wait_for_replicas(shared, cfg.shutdown_timeout).await;
+    }
+    {
+        let aof = shared.aof.clone();
+        let _ = tokio::task::spawn_blocking(move || aof.flush_and_sync()).await;
+    }
+    let save = opts.save.unwrap_or(!cfg.save.is_empty());
+    if save {
+        let s = shared.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            s.persist.shutting_down.store(true, Ordering::Relaxed);
+            let st = s.lock();
+            let (replid, offset) = s.repl.position();
+            let path = crate::persist::snapshot::rdb_path(&s);
+            let r = crate::persist::snapshot::save_locked(&st.db, &path, &replid, offset);
+            if r.is_ok() {
+                crate::persist::snapshot::saved(
+                    &s,
+                    crate::persist::snapshot::total_changes(&st.db),
+                );
+            }
+            r
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => tracing::info!("DB saved on disk"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Error trying to save the DB, can't exit.");
+                if !opts.force {
+                    shared.persist.shutting_down.store(false, Ordering::Relaxed);
+                    shared.pause_writes_until(0);
+                    return Err("ERR Errors trying to SHUTDOWN. Check logs.".into());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "save task failed");
+                if !opts.force {
+                    shared.persist.shutting_down.store(false, Ordering::Relaxed);
+                    shared.pause_writes_until(0);
+                    return Err("ERR Errors trying to SHUTDOWN. Check logs.".into());
+                }
+            }
+        }
+    }
+    shared.request_shutdown();
+    Ok(())
+}
+
+/// Redis 7's graceful shutdown of a master: writes are paused and the node
+/// waits (at most `timeout_secs`) until every online replica acknowledged
+/// the whole stream, so stopping a master loses nothing its replicas could
+/// have had.
+async fn wait_for_replicas(shared: &Arc<Shared>, timeout_secs: u64) {
+    let repl = &shared.repl;
+    if repl.is_replica() || repl.replicas().is_empty() || timeout_secs == 0 {
+        return;
+    }
+    let deadline = unix_ms() + timeout_secs * 1000;
+    shared.pause_writes_until(deadline);
+    // Let batches already running hand their writes to the stream.
+    drop(shared.lock());
+    let target = repl.offset();
+    let mut acks = repl.acks_rx();
+    repl.request_ack();
+    let lagging = || {
+        repl.replicas()
+            .iter()
+            .filter(|r| r.state == crate::replication::ReplicaState::Online && r.ack < target)
+            .count()
+    };
+    tracing::info!(offset = target, "Waiting for replicas before shutting down");
+    loop {
+        let n = lagging();
+        if n == 0 {
+            tracing::info!("Replicas are in sync, shutting down");
+            return;
+        }
+        let now = unix_ms();
+        if now >= deadline {
+            tracing::warn!(lagging = n, "Lagging replicas remain, shutting down anyway");
+            return;
+        }
+        tokio::select! {
+            _ = acks.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis((deadline - now).min(1000))) => {
+                repl.request_ack();
+            }
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -325,14 +510,25 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
             );
         }
         let secs = shared.started.elapsed().as_secs() as u32;
-        let mut st = shared.lock();
-        st.db.set_clock(secs);
-        // Bounded work per tick keeps the lock hold short.
-        st.db.active_expire(unix_ms(), 2000);
+        let changes = {
+            let mut st = shared.lock();
+            shared.sync_state(&mut st, unix_ms());
+            st.db.set_clock(secs);
+            // Bounded work per tick keeps the lock hold short.
+            st.db.active_expire(unix_ms(), 2000);
+            if st.db.log_deletions_pending() {
+                st.propagate_server_deletions();
+                shared.propagated(&mut st.prop);
+            }
+            crate::persist::snapshot::total_changes(&st.db)
+        };
+        shared.aof.write_pending();
+        crate::persist::snapshot::cron(&shared, changes);
+        crate::persist::aof::cron(&shared);
     }
 }
 
-/// Carries out what the cluster bus decides about this node's role.
+/// Carries out what the cluster bus asks of the node besides its role.
 async fn cluster_actions(
     shared: Arc<Shared>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::node::cluster::NodeAction>,
@@ -340,15 +536,13 @@ async fn cluster_actions(
     use crate::node::cluster::NodeAction;
     while let Some(action) = rx.recv().await {
         match action {
-            NodeAction::Replicate { ip, port } => {
-                tracing::info!(master_ip = %ip, master_port = port, "replicating a new master");
-            }
-            NodeAction::Promote => tracing::info!("promoted to master"),
             NodeAction::PauseWrites(until) => {
+                // 0 (or any past time) lifts the pause.
                 tracing::info!(
                     until_ms = until,
                     "client writes paused for a manual failover"
                 );
+                shared.pause_writes_until(until);
             }
             NodeAction::Deliver {
                 channel,
@@ -367,18 +561,72 @@ async fn cluster_actions(
     }
 }
 
-async fn signals(shared: Arc<Shared>) {
+/// Once a second: PING into the stream every `repl-ping-replica-period`
+/// (replicas judge the link by it), and the backlog size from the config.
+async fn replication_cron(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut last_ping = std::time::Instant::now();
+    let mut lonely_since = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let cfg = shared.config.load();
+        shared.repl.set_backlog_limit(cfg.repl_backlog_size);
+        if !shared.repl.replicas().is_empty() || shared.repl.is_replica() {
+            lonely_since = std::time::Instant::now();
+        } else if cfg.repl_backlog_ttl > 0
+            && lonely_since.elapsed() >= Duration::from_secs(cfg.repl_backlog_ttl)
+            && shared.repl.free_backlog()
+        {
+            tracing::info!(
+                secs = cfg.repl_backlog_ttl,
+                "Replication backlog freed after a while without replicas"
+            );
+        }
+        if last_ping.elapsed() >= Duration::from_secs(cfg.repl_ping_replica_period)
+            && !shared.repl.is_replica()
+            && shared.paused(unix_ms()).is_none()
+        {
+            shared.repl.ping_replicas();
+            last_ping = std::time::Instant::now();
+        }
+    }
+}
+
+/// Installs the SIGTERM/SIGINT handlers now (before any client can see the
+/// node, so a signal never meets the default action and exits without the
+/// shutdown save) and returns the task that acts on them.
+fn signals(shared: Arc<Shared>) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("Received SIGTERM scheduling shutdown..."),
-        _ = int.recv() => tracing::info!("Received SIGINT scheduling shutdown..."),
+    );
+    async move {
+        let (Ok(term), Ok(int)) = handlers else {
+            tracing::warn!("cannot install signal handlers");
+            return;
+        };
+        on_signals(shared, term, int).await;
     }
-    shared.request_shutdown();
+}
+
+async fn on_signals(
+    shared: Arc<Shared>,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
+    loop {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("Received SIGTERM scheduling shutdown..."),
+            _ = int.recv() => tracing::info!("Received SIGINT scheduling shutdown..."),
+        }
+        // As Redis: a failed save keeps the node running.
+        if shutdown_sequence(&shared, Default::default()).await.is_ok() {
+            return;
+        }
+    }
 }

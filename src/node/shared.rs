@@ -55,6 +55,21 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Cluster mode state; None when `cluster-enabled no`.
     pub cluster: Option<Arc<crate::node::cluster::ClusterHandle>>,
+    /// Snapshot and append-only log state.
+    pub persist: crate::persist::snapshot::PersistState,
+    /// Replication: stream identity and position, replicas, the link to
+    /// our master.
+    pub repl: crate::replication::Repl,
+    /// The append-only log.
+    pub aof: Arc<crate::persist::aof::Aof>,
+    /// Ourselves, for handlers that start background work.
+    me: std::sync::OnceLock<std::sync::Weak<Shared>>,
+    /// Unix ms until which clients are paused (CLIENT PAUSE, a coordinated
+    /// failover); `pause_all` pauses every command, not only writes.
+    pause_until: AtomicU64,
+    pause_all: std::sync::atomic::AtomicBool,
+    /// Woken when a pause is lifted early.
+    pub unpaused: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -86,7 +101,77 @@ impl Shared {
             peak_memory: AtomicU64::new(0),
             shutdown,
             cluster,
+            persist: Default::default(),
+            repl: crate::replication::Repl::new(),
+            aof: Arc::new(crate::persist::aof::Aof::default()),
+            me: std::sync::OnceLock::new(),
+            pause_until: AtomicU64::new(0),
+            pause_all: std::sync::atomic::AtomicBool::new(false),
+            unpaused: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Pauses write commands of normal clients until `unix_ms` (they wait,
+    /// they do not fail); the replication stream keeps flowing, and keys do
+    /// not expire meanwhile, so replicas can reach a stable offset (a
+    /// coordinated CLUSTER FAILOVER). Replaces any earlier pause; a time in
+    /// the past lifts it. Callable from any thread; never blocks.
+    pub fn pause_writes_until(&self, unix_ms: u64) {
+        self.pause(unix_ms, false);
+    }
+
+    /// CLIENT PAUSE: writes only, or every command (`all`).
+    pub fn pause(&self, unix_ms: u64, all: bool) {
+        self.pause_all.store(all, Ordering::Relaxed);
+        self.pause_until.store(unix_ms, Ordering::Release);
+        self.unpaused.notify_waiters();
+    }
+
+    /// The pause in force at `now`: None, or Some(all).
+    #[inline]
+    pub fn paused(&self, now: u64) -> Option<bool> {
+        if self.pause_until.load(Ordering::Acquire) > now {
+            Some(self.pause_all.load(Ordering::Relaxed))
+        } else {
+            None
+        }
+    }
+
+    pub fn pause_until(&self) -> u64 {
+        self.pause_until.load(Ordering::Acquire)
+    }
+
+    /// How lazy expiry treats keys for normal clients now: hidden on a
+    /// replica (only the master's DEL removes them) and during a pause (no
+    /// DEL may enter the stream), deleted otherwise.
+    pub fn expiry_mode(&self, now: u64) -> crate::store::ExpiryMode {
+        if self.repl.is_replica() || self.paused(now).is_some() {
+            crate::store::ExpiryMode::Hide
+        } else {
+            crate::store::ExpiryMode::Delete
+        }
+    }
+
+    /// Brings the keyspace's propagation and expiry settings in line with
+    /// the node's role; called under the lock at the start of each batch.
+    #[inline]
+    pub fn sync_state(&self, st: &mut State, now: u64) {
+        let want = self.repl.prop_wanted();
+        if want != st.prop.is_on() {
+            st.set_propagation(want);
+        }
+        st.db.expiry = self.expiry_mode(now);
+    }
+
+    /// Wraps in an Arc that handlers can get back with `self_arc`.
+    pub fn into_arc(self) -> Arc<Shared> {
+        let arc = Arc::new(self);
+        let _ = arc.me.set(Arc::downgrade(&arc));
+        arc
+    }
+
+    pub fn self_arc(&self) -> Option<Arc<Shared>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// Locks the keyspace. A panic while holding the lock cannot leave the
@@ -98,6 +183,17 @@ impl Shared {
 
     pub fn connected_clients(&self) -> usize {
         self.clients.lock().map_or(0, |c| c.len())
+    }
+
+    /// Hands the propagation stream built under the keyspace lock to its
+    /// consumers, keeping the execution order. Call with the lock held.
+    pub fn propagated(&self, prop: &mut crate::replication::propagate::Propagator) {
+        if !prop.has_output() {
+            return;
+        }
+        let stream = prop.take();
+        self.repl.append_local(&stream);
+        crate::persist::aof::append(self, &stream);
     }
 
     pub fn request_shutdown(&self) {

@@ -39,18 +39,23 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// The bytes as received are a multibulk (not an inline line).
+    fn is_multibulk(&self) -> bool {
+        self.frame.first() == Some(&b'*')
+    }
+
     /// The request as a RESP multibulk, taking its own bytes.
     pub fn into_wire(self) -> Bytes {
-        if self.frame.is_empty() {
-            self.wire()
-        } else {
+        if self.is_multibulk() {
             self.frame
+        } else {
+            self.wire()
         }
     }
 
     /// The request as a RESP multibulk (inline requests are encoded).
     pub fn wire(&self) -> Bytes {
-        if !self.frame.is_empty() {
+        if self.is_multibulk() {
             return self.frame.clone();
         }
         let mut out = BytesMut::new();

@@ -119,8 +119,8 @@ impl RequestParser {
     }
 
     /// Like [`parse`](Self::parse), and also hands back the request's own
-    /// multibulk bytes (empty for an inline request) so a proxy can forward
-    /// them verbatim instead of encoding the arguments again.
+    /// bytes exactly as received (the line, for an inline request), so a
+    /// proxy can forward them and a replica count its master's stream.
     pub fn parse_frame(
         &mut self,
         buf: &mut BytesMut,
@@ -130,11 +130,7 @@ impl RequestParser {
             match buf.first() {
                 None => return Ok(None),
                 Some(b'*') => {}
-                Some(_) => {
-                    return Ok(self
-                        .parse_inline(buf, limits)?
-                        .map(|args| (Bytes::new(), args)))
-                }
+                Some(_) => return self.parse_inline(buf, limits),
             }
             let Some(end) = find_crlf(buf, 0) else {
                 if buf.len() > limits.max_inline_len {
@@ -148,8 +144,8 @@ impl RequestParser {
                 .filter(|&n| n <= limits.max_multibulk_len as i64)
                 .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
             if n <= 0 {
-                let _ = buf.split_to(end + 2);
-                return Ok(Some((Bytes::new(), Vec::new())));
+                let frame = buf.split_to(end + 2).freeze();
+                return Ok(Some((frame, Vec::new())));
             }
             let n = n as usize;
             self.expected = Some(n);
@@ -210,19 +206,20 @@ impl RequestParser {
         &mut self,
         buf: &mut BytesMut,
         limits: &Limits,
-    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    ) -> Result<Option<(Bytes, Vec<Bytes>)>, ProtocolError> {
         let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
             if buf.len() > limits.max_inline_len {
                 return Err(ProtocolError::new("too big inline request"));
             }
             return Ok(None);
         };
-        let line = buf.split_to(nl + 1);
+        let line = buf.split_to(nl + 1).freeze();
         let body = line.get(..nl).unwrap_or_default();
         let body = body.strip_suffix(b"\r").unwrap_or(body);
-        split_args(body)
-            .map(|v| Some(v.into_iter().map(Bytes::from).collect()))
-            .ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))
+        let args = split_args(body)
+            .map(|v| v.into_iter().map(Bytes::from).collect())
+            .ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))?;
+        Ok(Some((line, args)))
     }
 }
 

@@ -142,6 +142,20 @@ fn validate(name: &str, value: &str) -> Result<String, String> {
         "cluster-replica-validity-factor" | "cluster-migration-barrier" => {
             int(0, i64::from(i32::MAX))
         }
+        "repl-timeout" | "repl-ping-replica-period" => int(1, i64::from(i32::MAX)),
+        "repl-backlog-ttl" => int(0, i64::from(i32::MAX)),
+        "shutdown-timeout" | "replica-priority" | "auto-aof-rewrite-percentage" => {
+            int(0, i64::from(i32::MAX))
+        }
+        "auto-aof-rewrite-min-size" => mem(),
+        "replicaof" => {
+            let parts: Vec<&str> = value.split_whitespace().collect();
+            match parts.as_slice() {
+                [] => Ok(String::new()),
+                [host, port] if port.parse::<u16>().is_ok() => Ok(format!("{host} {port}")),
+                _ => Err("Invalid master port".into()),
+            }
+        }
         "maxmemory" | "proto-max-bulk-len" | "repl-backlog-size" | "client-query-buffer-limit" => {
             mem()
         }
@@ -152,6 +166,9 @@ fn validate(name: &str, value: &str) -> Result<String, String> {
         | "cluster-require-full-coverage"
         | "appendonly"
         | "replica-read-only"
+        | "replica-announced"
+        | "aof-load-truncated"
+        | "aof-use-rdb-preamble"
         | "cluster-allow-reads-when-down" => boolean(),
         "maxmemory-policy" => one_of(&[
             "volatile-lru",
@@ -427,6 +444,28 @@ pub struct NodeConfig {
     pub appendonly: bool,
     pub appendfsync: String,
     pub appendfilename: String,
+    /// Directory (inside `dir`) of the multi-part AOF.
+    pub appenddirname: String,
+    pub aof_load_truncated: bool,
+    pub aof_use_rdb_preamble: bool,
+    pub auto_aof_rewrite_percentage: u64,
+    pub auto_aof_rewrite_min_size: u64,
+    /// `masteruser` for AUTH to our master.
+    pub masteruser: Option<String>,
+    /// `replicaof host port` at start (standalone mode).
+    pub replicaof: Option<(String, u16)>,
+    pub repl_backlog_size: usize,
+    /// Seconds without replicas after which a master frees its backlog
+    /// (0 = never).
+    pub repl_backlog_ttl: u64,
+    /// Seconds without traffic before a replication link is dropped.
+    pub repl_timeout: u64,
+    pub repl_ping_replica_period: u64,
+    pub replica_read_only: bool,
+    pub replica_priority: u64,
+    pub replica_announced: bool,
+    /// Seconds SHUTDOWN waits for replicas to catch up.
+    pub shutdown_timeout: u64,
     pub dbfilename: String,
     /// (seconds, changes) pairs of the `save` directive.
     pub save: Vec<(u64, u64)>,
@@ -483,6 +522,23 @@ impl NodeConfig {
             appendonly: flag("appendonly"),
             appendfsync: s("appendfsync"),
             appendfilename: s("appendfilename"),
+            appenddirname: s("appenddirname"),
+            aof_load_truncated: flag("aof-load-truncated"),
+            aof_use_rdb_preamble: flag("aof-use-rdb-preamble"),
+            auto_aof_rewrite_percentage: num("auto-aof-rewrite-percentage")?,
+            auto_aof_rewrite_min_size: num("auto-aof-rewrite-min-size")?,
+            masteruser: opt("masteruser"),
+            replicaof: s("replicaof")
+                .split_once(' ')
+                .and_then(|(h, p)| Some((h.to_string(), p.trim().parse::<u16>().ok()?))),
+            repl_backlog_size: usize::try_from(num("repl-backlog-size")?).unwrap_or(1 << 20),
+            repl_backlog_ttl: num("repl-backlog-ttl")?,
+            repl_timeout: num("repl-timeout")?.max(1),
+            repl_ping_replica_period: num("repl-ping-replica-period")?.max(1),
+            replica_read_only: flag("replica-read-only"),
+            replica_priority: num("replica-priority")?,
+            replica_announced: flag("replica-announced"),
+            shutdown_timeout: num("shutdown-timeout")?,
             dbfilename: s("dbfilename"),
             save: save_parts
                 .chunks(2)

@@ -6,9 +6,17 @@
 //! table at once (latency spikes, memory peaks).
 //!
 //! Every change to a key goes through this type, so it is the one place that
-//! tells WATCHers and blocked clients that a key changed.
+//! tells WATCHers and blocked clients that a key changed, and the one place
+//! that keeps a snapshot in progress consistent.
+//!
+//! Snapshots (BGSAVE, full resync) do not fork: they are copy-on-write at
+//! slot granularity. While one runs, the first change to a slot the
+//! snapshot has not read yet serializes that slot first; the snapshot
+//! thread reads the other slots in small batches under the keyspace lock.
+//! Either way each slot is captured exactly as it was when the snapshot
+//! began, so the result is a point-in-time image, and no client waits for
+//! more than one batch.
 
-pub mod dump;
 pub mod value;
 
 use crate::cluster::{key_hash_slot, SLOTS};
@@ -103,6 +111,60 @@ pub struct DbStats {
     pub keyspace_misses: u64,
 }
 
+/// How lazy expiry treats a key whose TTL passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpiryMode {
+    /// A master: the key is deleted (and the deletion logged for
+    /// propagation as DEL).
+    #[default]
+    Delete,
+    /// A replica's own clients, or a master whose writes are paused: the key
+    /// reads as missing but stays; only the master's DEL removes it, so the
+    /// replica never diverges from its master on its own authority.
+    Hide,
+    /// The master's command stream on a replica: keys are as the master
+    /// sees them, expired or not.
+    Ignore,
+}
+
+/// Serializes one key for a snapshot: (out, key, value, expire_at).
+pub type EntryEncoder = fn(&mut Vec<u8>, &[u8], &Value, Option<u64>);
+
+/// A snapshot in progress.
+struct Cow {
+    encode: EntryEncoder,
+    /// Slots already captured (by a writer or by the snapshot thread).
+    done: Vec<bool>,
+    /// Slots writers captured before changing them, not yet collected.
+    early: HashMap<u16, Vec<u8>>,
+    /// Keys serialized so far.
+    keys: u64,
+}
+
+impl Cow {
+    fn capture(&mut self, i: usize, slot: &Slot) {
+        let Some(done) = self.done.get_mut(i) else {
+            return;
+        };
+        if *done {
+            return;
+        }
+        *done = true;
+        let mut out = Vec::new();
+        self.keys += encode_slot(self.encode, slot, &mut out);
+        self.early.insert(i as u16, out);
+    }
+}
+
+fn encode_slot(encode: EntryEncoder, slot: &Slot, out: &mut Vec<u8>) -> u64 {
+    let mut n = 0;
+    for (k, e) in &slot.keys {
+        encode(out, k, &e.value, slot.expires.get(k.as_slice()).copied());
+        n += 1;
+    }
+    n
+}
+
 /// Who to tell when a key changes.
 #[derive(Default)]
 struct Signals {
@@ -122,6 +184,17 @@ pub struct Db {
     policy: EvictionPolicy,
     expire_cursor: usize,
     pub stats: DbStats,
+    /// Changes made by commands (Redis's `server.dirty`). A command whose
+    /// run leaves it unchanged changed nothing and is not propagated.
+    pub dirty: u64,
+    /// Keys removed on the server's own authority (expiry, eviction).
+    pub removed_by_server: u64,
+    /// Whether keys removed by expiry or eviction are recorded in
+    /// `deleted` for propagation as DEL.
+    log_deletions: bool,
+    deleted: Vec<Sds>,
+    pub expiry: ExpiryMode,
+    cow: Option<Box<Cow>>,
 }
 
 impl Default for Db {
@@ -147,6 +220,143 @@ impl Db {
             policy: EvictionPolicy::NoEviction,
             expire_cursor: 0,
             stats: DbStats::default(),
+            dirty: 0,
+            removed_by_server: 0,
+            log_deletions: false,
+            deleted: Vec::new(),
+            expiry: ExpiryMode::Delete,
+            cow: None,
+        }
+    }
+
+    /// Starts a point-in-time snapshot; false if one is already running.
+    pub fn begin_snapshot(&mut self, encode: EntryEncoder) -> bool {
+        if self.cow.is_some() {
+            return false;
+        }
+        self.cow = Some(Box::new(Cow {
+            encode,
+            done: vec![false; SLOTS],
+            early: HashMap::new(),
+            keys: 0,
+        }));
+        true
+    }
+
+    pub fn snapshot_running(&self) -> bool {
+        self.cow.is_some()
+    }
+
+    /// Appends the snapshot image of slots from `from` on to `out`, at
+    /// least one slot and then until about `budget` bytes were added;
+    /// returns the next slot to ask for (SLOTS when done).
+    pub fn snapshot_take(&mut self, from: usize, out: &mut Vec<u8>, budget: usize) -> usize {
+        let Some(cow) = self.cow.as_mut() else {
+            return SLOTS;
+        };
+        let start = out.len();
+        let mut i = from;
+        while i < SLOTS && (i == from || out.len() - start < budget) {
+            if let Some(early) = cow.early.remove(&(i as u16)) {
+                out.extend_from_slice(&early);
+            } else if let (Some(done), Some(slot)) = (cow.done.get_mut(i), self.slots.get(i)) {
+                if !*done {
+                    *done = true;
+                    cow.keys += encode_slot(cow.encode, slot, out);
+                }
+            }
+            i += 1;
+        }
+        i
+    }
+
+    /// Keys the running snapshot has serialized so far.
+    pub fn snapshot_keys(&self) -> u64 {
+        self.cow.as_ref().map_or(0, |c| c.keys)
+    }
+
+    /// Ends the snapshot (finished or abandoned).
+    pub fn end_snapshot(&mut self) {
+        self.cow = None;
+    }
+
+    /// Replaces every key with those of `other` (a loaded snapshot): WATCHers
+    /// of any key are told and blocked clients re-check, as after FLUSHALL.
+    /// Returns the old keys, for the caller to drop outside the lock.
+    pub fn replace_contents(&mut self, other: Db) -> Db {
+        if self.cow.is_some() {
+            for i in 0..SLOTS {
+                self.cow_slot(i);
+            }
+        }
+        for flags in self.signals.watched.values() {
+            for f in flags {
+                f.store(true, Ordering::Release);
+            }
+        }
+        let mut old = Db::new();
+        old.slots = std::mem::replace(&mut self.slots, other.slots);
+        self.len = other.len;
+        self.expires_len = other.expires_len;
+        self.dirty += 1;
+        for waiters in self.signals.blocked.values() {
+            for w in waiters {
+                w.notify_one();
+            }
+        }
+        old
+    }
+
+    /// Every key with its value and expiry (SAVE, under the lock).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &Value, Option<u64>)) {
+        for slot in &self.slots {
+            for (k, e) in &slot.keys {
+                f(k, &e.value, slot.expires.get(k.as_slice()).copied());
+            }
+        }
+    }
+
+    /// Captures the slot of `key` for a running snapshot before it changes.
+    #[inline]
+    fn cow_key(&mut self, key: &[u8]) {
+        if self.cow.is_some() {
+            self.cow_slot(usize::from(key_hash_slot(key)));
+        }
+    }
+
+    fn cow_slot(&mut self, i: usize) {
+        if let (Some(cow), Some(slot)) = (self.cow.as_mut(), self.slots.get(i)) {
+            cow.capture(i, slot);
+        }
+    }
+
+    /// Starts or stops recording server-side deletions for propagation.
+    pub fn set_log_deletions(&mut self, on: bool) {
+        self.log_deletions = on;
+        if !on {
+            self.deleted.clear();
+        }
+    }
+
+    /// Keys removed by expiry or eviction since the last call, in order.
+    pub fn take_deleted(&mut self) -> Option<Vec<Sds>> {
+        if self.deleted.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.deleted))
+        }
+    }
+
+    /// Whether server-side deletions wait to be propagated.
+    pub fn log_deletions_pending(&self) -> bool {
+        !self.deleted.is_empty()
+    }
+
+    /// Records a key removed on the server's own authority.
+    fn removed_by_server(&mut self, key: &[u8]) {
+        self.removed_by_server += 1;
+        if self.log_deletions {
+            self.deleted.push(sds(key));
         }
     }
 
@@ -164,6 +374,10 @@ impl Db {
 
     pub fn set_clock(&mut self, secs: u32) {
         self.clock = secs;
+    }
+
+    pub fn policy(&self) -> EvictionPolicy {
+        self.policy
     }
 
     pub fn set_policy(&mut self, p: EvictionPolicy) {
@@ -200,28 +414,44 @@ impl Db {
         }
     }
 
-    /// Removes `key` if its TTL passed. Returns true if it was removed.
+    /// Applies lazy expiry to `key`: true when the key must be treated as
+    /// missing (removed, or hidden on a replica).
     fn expire_if_needed(&mut self, key: &[u8], now: u64) -> bool {
+        let mode = self.expiry;
         let slot = self.slot_mut(key);
         if slot.expires.is_empty() {
             return false;
         }
         match slot.expires.get(key) {
-            Some(&at) if at <= now => {
-                slot.expires.remove(key);
-                slot.keys.remove(key);
-                self.len -= 1;
-                self.expires_len -= 1;
-                self.stats.expired_keys += 1;
-                self.signal(key);
-                true
-            }
+            Some(&at) if at <= now => match mode {
+                ExpiryMode::Ignore => false,
+                ExpiryMode::Hide => true,
+                ExpiryMode::Delete => {
+                    self.cow_key(key);
+                    let slot = self.slot_mut(key);
+                    slot.expires.remove(key);
+                    slot.keys.remove(key);
+                    self.len -= 1;
+                    self.expires_len -= 1;
+                    self.stats.expired_keys += 1;
+                    self.notify(key);
+                    self.removed_by_server(key);
+                    true
+                }
+            },
             _ => false,
         }
     }
 
-    /// Tells watchers and blocked clients that `key` changed.
+    /// Records a change made by a command and tells watchers and blocked
+    /// clients about it.
     pub fn signal(&mut self, key: &[u8]) {
+        self.dirty += 1;
+        self.notify(key);
+    }
+
+    /// Tells watchers and blocked clients that `key` changed.
+    fn notify(&mut self, key: &[u8]) {
         if !self.signals.watched.is_empty() {
             if let Some(flags) = self.signals.watched.get(key) {
                 for f in flags {
@@ -240,7 +470,10 @@ impl Db {
 
     /// Reads a key (counts a hit or miss, updates its access time).
     pub fn get(&mut self, key: &[u8], now: u64) -> Option<&Value> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            self.stats.keyspace_misses += 1;
+            return None;
+        }
         let (policy, clock) = (self.policy, self.clock);
         let i = usize::from(key_hash_slot(key));
         match self.slots[i].keys.get_mut(key) {
@@ -258,14 +491,19 @@ impl Db {
 
     /// Looks at a key without counting it as an access (TYPE, EXISTS, TTL).
     pub fn peek(&mut self, key: &[u8], now: u64) -> Option<&Entry> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
         self.slot_mut(key).keys.get(key)
     }
 
     /// Mutable access for a command that changes the value in place. The
     /// change is announced now, so call this only to write.
     pub fn get_mut(&mut self, key: &[u8], now: u64) -> Option<&mut Value> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
+        self.cow_key(key);
         self.signal(key);
         let (policy, clock) = (self.policy, self.clock);
         let e = self.slot_mut(key).keys.get_mut(key)?;
@@ -280,7 +518,11 @@ impl Db {
         now: u64,
         make: impl FnOnce() -> Value,
     ) -> &mut Value {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) && self.expiry == ExpiryMode::Hide {
+            // A hidden stale key must not lend its old value to the write.
+            let _ = self.remove_quietly_even_if_expired(key);
+        }
+        self.cow_key(key);
         self.signal(key);
         let (policy, clock) = (self.policy, self.clock);
         let init = if policy.is_lfu() { LFU_INIT } else { clock };
@@ -304,6 +546,7 @@ impl Db {
 
     /// Sets a key; `expire_at` None clears the TTL.
     pub fn set_with_expire(&mut self, key: &[u8], value: Value, expire_at: Option<u64>) {
+        self.cow_key(key);
         self.signal(key);
         let init = if self.policy.is_lfu() {
             LFU_INIT
@@ -354,6 +597,7 @@ impl Db {
         if self.expire_if_needed(key, now) {
             return None;
         }
+        self.cow_key(key);
         let slot = self.slot_mut(key);
         let e = slot.keys.remove(key)?;
         let had_ttl = slot.expires.remove(key).is_some();
@@ -362,6 +606,35 @@ impl Db {
             self.expires_len -= 1;
         }
         self.signal(key);
+        Some(e.value)
+    }
+
+    /// Removes a key without counting it as a command's change (eviction).
+    fn remove_quietly(&mut self, key: &[u8], now: u64) -> Option<Value> {
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
+        self.cow_key(key);
+        let slot = self.slot_mut(key);
+        let e = slot.keys.remove(key)?;
+        let had_ttl = slot.expires.remove(key).is_some();
+        self.len -= 1;
+        if had_ttl {
+            self.expires_len -= 1;
+        }
+        self.notify(key);
+        Some(e.value)
+    }
+
+    fn remove_quietly_even_if_expired(&mut self, key: &[u8]) -> Option<Value> {
+        self.cow_key(key);
+        let slot = self.slot_mut(key);
+        let e = slot.keys.remove(key)?;
+        let had_ttl = slot.expires.remove(key).is_some();
+        self.len -= 1;
+        if had_ttl {
+            self.expires_len -= 1;
+        }
         Some(e.value)
     }
 
@@ -383,17 +656,22 @@ impl Db {
 
     /// Absolute expiry (unix ms) of a live key.
     pub fn expire_at(&mut self, key: &[u8], now: u64) -> Option<u64> {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return None;
+        }
         self.slot_mut(key).expires.get(key).copied()
     }
 
     /// Sets the TTL of an existing key; false if the key does not exist.
     pub fn set_expire(&mut self, key: &[u8], at: u64, now: u64) -> bool {
-        self.expire_if_needed(key, now);
-        let slot = self.slot_mut(key);
-        if !slot.keys.contains_key(key) {
+        if self.expire_if_needed(key, now) {
             return false;
         }
+        if !self.slot_mut(key).keys.contains_key(key) {
+            return false;
+        }
+        self.cow_key(key);
+        let slot = self.slot_mut(key);
         if slot.expires.insert(sds(key), at).is_none() {
             self.expires_len += 1;
         }
@@ -403,7 +681,13 @@ impl Db {
 
     /// Drops the TTL; true if there was one.
     pub fn persist(&mut self, key: &[u8], now: u64) -> bool {
-        self.expire_if_needed(key, now);
+        if self.expire_if_needed(key, now) {
+            return false;
+        }
+        if !self.slot_mut(key).expires.contains_key(key) {
+            return false;
+        }
+        self.cow_key(key);
         let removed = self.slot_mut(key).expires.remove(key).is_some();
         if removed {
             self.expires_len -= 1;
@@ -414,9 +698,15 @@ impl Db {
 
     /// Removes every key. Watchers of any key are told.
     pub fn clear(&mut self) {
+        self.dirty += 1;
         for flags in self.signals.watched.values() {
             for f in flags {
                 f.store(true, Ordering::Release);
+            }
+        }
+        if self.cow.is_some() {
+            for i in 0..SLOTS {
+                self.cow_slot(i);
             }
         }
         for s in &mut self.slots {
@@ -492,7 +782,7 @@ impl Db {
     /// Deletes expired keys, visiting at most `budget` TTL entries, resuming
     /// where the previous call stopped. Returns how many it deleted.
     pub fn active_expire(&mut self, now: u64, budget: usize) -> usize {
-        if self.expires_len == 0 {
+        if self.expires_len == 0 || self.expiry != ExpiryMode::Delete {
             return 0;
         }
         let mut visited = 0;
@@ -512,6 +802,9 @@ impl Db {
                     .filter(|(_, &at)| at <= now)
                     .map(|(k, _)| k.clone()),
             );
+            if !dead.is_empty() {
+                self.cow_slot(i);
+            }
             for k in dead.drain(..) {
                 let slot = &mut self.slots[i];
                 slot.expires.remove(&k);
@@ -520,7 +813,8 @@ impl Db {
                 self.expires_len -= 1;
                 self.stats.expired_keys += 1;
                 deleted += 1;
-                self.signal(&k);
+                self.notify(&k);
+                self.removed_by_server(&k);
             }
             if visited >= budget {
                 break;
@@ -582,8 +876,9 @@ impl Db {
                 }
             }
             if let Some((k, _)) = best {
-                if self.remove(&k, now).is_some() {
+                if self.remove_quietly(&k, now).is_some() {
                     self.stats.evicted_keys += 1;
+                    self.removed_by_server(&k);
                 }
             }
         }
@@ -655,6 +950,60 @@ mod tests {
 
     fn s(v: &str) -> Value {
         Value::Str(sds(v.as_bytes()))
+    }
+
+    fn enc(out: &mut Vec<u8>, k: &[u8], v: &Value, e: Option<u64>) {
+        let v = match v {
+            Value::Str(s) => String::from_utf8_lossy(s).into_owned(),
+            Value::List(l) => format!("list{}", l.len()),
+            _ => "other".into(),
+        };
+        out.extend_from_slice(format!("{}={}@{:?}\n", String::from_utf8_lossy(k), v, e).as_bytes());
+    }
+
+    fn image(out: &[u8]) -> Vec<String> {
+        let mut v: Vec<String> = String::from_utf8_lossy(out)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn snapshot_is_the_state_at_its_start_whatever_changes_after() {
+        let mut db = Db::new();
+        for i in 0..500 {
+            db.set(format!("k{i}").as_bytes(), s("old"));
+        }
+        db.set_with_expire(b"ttl", s("t"), Some(10));
+        db.set_with_expire(b"gone", s("g"), Some(10));
+        db.set(b"l", Value::List(Box::new([sds(b"a")].into())));
+        let mut want = Vec::new();
+        db.for_each(|k, v, e| enc(&mut want, k, v, e));
+        assert!(db.begin_snapshot(enc));
+        assert!(!db.begin_snapshot(enc), "one at a time");
+        // Read a few slots, then change things in read and unread slots.
+        let mut got = Vec::new();
+        let mut next = db.snapshot_take(0, &mut got, 1);
+        for i in 0..500 {
+            db.set(format!("k{i}").as_bytes(), s("new"));
+        }
+        db.set(b"added", s("x"));
+        db.remove(b"k7", 0);
+        db.persist(b"ttl", 0);
+        assert!(db.get(b"gone", 20).is_none(), "lazily expired");
+        if let Some(Value::List(l)) = db.get_mut(b"l", 0) {
+            l.push_back(sds(b"b"));
+        }
+        db.clear();
+        db.set(b"after", s("y"));
+        while next < SLOTS {
+            next = db.snapshot_take(next, &mut got, 4096);
+        }
+        assert_eq!(db.snapshot_keys(), 503);
+        db.end_snapshot();
+        assert_eq!(image(&got), image(&want));
     }
 
     #[test]

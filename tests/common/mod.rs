@@ -194,3 +194,64 @@ pub fn run_bin(args: &[&str], cwd: &Path) -> (bool, String) {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// A real `redis-server` on a free loopback port (compatibility tests),
+/// killed by PID when dropped.
+pub struct RealRedis {
+    pub port: u16,
+    child: Child,
+}
+
+impl RealRedis {
+    /// Starts `redis-server` with `--port P --bind 127.0.0.1 --save ""`
+    /// plus `extra`, and waits until it answers.
+    pub fn start(dir: &Path, extra: &[&str]) -> RealRedis {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--save".into(),
+            "".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let r = RealRedis { port, child };
+        wait_until("redis-server to answer", Duration::from_secs(20), || {
+            r.client_opt()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
+                .is_some()
+        });
+        r
+    }
+
+    fn client_opt(&self) -> Option<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .ok()?
+            .get_connection()
+            .ok()
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        self.client_opt().unwrap()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RealRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -68,6 +68,18 @@ fn kill(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             } else {
                 return Err(syntax_error());
             };
+        } else if is(&a[i], "type") && (is(v, "master") || is(v, "replica") || is(v, "slave")) {
+            // Replication links are not in the client table: they are
+            // dropped through the replication handle.
+            let repl = &ctx.shared.repl;
+            if is(v, "master") {
+                let n = i64::from(repl.is_replica());
+                repl.drop_master_link();
+                return Ok(Reply::Int(n));
+            }
+            let n = repl.replicas().len() as i64;
+            repl.kick_replicas();
+            return Ok(Reply::Int(n));
         } else if is(&a[i], "type") || is(&a[i], "user") || is(&a[i], "maxage") {
             // Every client is a normal client of the default user here.
         } else {
@@ -176,6 +188,30 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if (is(sub, "no-evict") || is(sub, "no-touch")) && a.len() == 3 {
         return Ok(Reply::Ok);
     }
+    if is(sub, "pause") && (a.len() == 3 || a.len() == 4) {
+        let ms =
+            int_arg(&a[2]).map_err(|_| err("ERR timeout is not an integer or out of range"))?;
+        if ms < 0 {
+            return Err(err("ERR timeout is negative"));
+        }
+        let all = match a.get(3) {
+            None => true,
+            Some(m) if is(m, "all") => true,
+            Some(m) if is(m, "write") => false,
+            Some(_) => return Err(err("ERR CLIENT PAUSE mode must be WRITE or ALL")),
+        };
+        ctx.shared.pause(unix_ms().saturating_add(ms as u64), all);
+        return Ok(Reply::Ok);
+    }
+    if is(sub, "unpause") {
+        if a.len() != 2 {
+            return Err(err(
+                "ERR wrong number of arguments for 'client|unpause' command",
+            ));
+        }
+        ctx.shared.pause(0, false);
+        return Ok(Reply::Ok);
+    }
     if is(sub, "setinfo") && a.len() == 4 {
         return Ok(Reply::Ok);
     }
@@ -194,10 +230,14 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             "    Kill connections. Options are: ID, ADDR, LADDR, SKIPME (yes|no).",
             "LIST [options ...]",
             "    Return information about client connections.",
+            "PAUSE <timeout> [WRITE|ALL]",
+            "    Suspend all, or just write, clients for <timeout> milliseconds.",
             "REPLY (ON|OFF|SKIP)",
             "    Control the replies sent to the current connection.",
             "SETNAME <name>",
             "    Assign the name <name> to the current connection.",
+            "UNPAUSE",
+            "    Stop the current client pause, resuming traffic.",
             "HELP",
             "    Print this help.",
         ]));

@@ -252,6 +252,9 @@ fn hdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let h = hash_mut(ctx, &a[1])?;
     let n = a[2..].iter().filter(|f| h.remove(&f[..]).is_some()).count();
     ctx.db.remove_if_empty(&a[1], ctx.now);
+    if n == 0 {
+        ctx.unchanged();
+    }
     Ok(Reply::Int(n as i64))
 }
 
@@ -291,8 +294,10 @@ fn hincrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let by = float_arg(&a[3])?;
-    let h = hash_mut(ctx, &a[1])?;
-    let cur = match h.get(&a[2][..]) {
+    // Checked before creating the hash: a refused increment must not leave
+    // an empty hash behind (nor a difference with the replicas, which never
+    // see a failed command).
+    let cur = match hash_ref(ctx, &a[1])?.and_then(|h| h.get(&a[2][..])) {
         None => 0.0,
         Some(v) => super::parse_float(v).ok_or_else(|| err("ERR hash value is not a float"))?,
     };
@@ -301,7 +306,16 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(err("ERR increment would produce NaN or Infinity"));
     }
     let text = format!("{new}");
-    h.insert(sds(&a[2]), sds(text.as_bytes()));
+    hash_mut(ctx, &a[1])?.insert(sds(&a[2]), sds(text.as_bytes()));
+    // The result, not the increment (float formatting, as Redis 7).
+    if ctx.propagating() {
+        ctx.propagate_as(vec![
+            Bytes::from_static(b"HSET"),
+            a[1].clone(),
+            a[2].clone(),
+            Bytes::from(text.clone()),
+        ]);
+    }
     Ok(Reply::bulk(text))
 }
 

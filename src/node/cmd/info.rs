@@ -46,9 +46,112 @@ fn cpu_times() -> (f64, f64) {
     }
 }
 
-/// Stable for the life of the process, like Redis's master_replid.
-fn replid(ctx: &Ctx) -> String {
-    ctx.shared.run_id.chars().rev().collect()
+/// INFO replication, laid out as Redis 7.0 does for a master and a replica.
+fn replication_section(ctx: &mut Ctx, out: &mut String) {
+    let w = |out: &mut String, k: &str, v: &dyn std::fmt::Display| {
+        let _ = write!(out, "{k}:{v}\r\n");
+    };
+    let cfg = ctx.shared.config.load();
+    let repl = &ctx.shared.repl;
+    let now = crate::node::client::unix_ms();
+    let secs_since = |ms: u64| -> i64 {
+        if ms == 0 {
+            -1
+        } else {
+            (now.saturating_sub(ms) / 1000) as i64
+        }
+    };
+    out.push_str("# Replication\r\n");
+    let offset = repl.offset();
+    match repl.master() {
+        Some((host, port)) => {
+            let link = repl.link().clone();
+            w(out, "role", &"slave");
+            w(out, "master_host", &host);
+            w(out, "master_port", &port);
+            w(
+                out,
+                "master_link_status",
+                &if link.up { "up" } else { "down" },
+            );
+            w(
+                out,
+                "master_last_io_seconds_ago",
+                &secs_since(link.last_io_ms),
+            );
+            w(
+                out,
+                "master_sync_in_progress",
+                &u8::from(link.sync_in_progress),
+            );
+            if link.sync_in_progress {
+                let total = link.sync_total_bytes;
+                let read = link.sync_read_bytes as i64;
+                w(out, "master_sync_total_bytes", &total);
+                w(out, "master_sync_read_bytes", &read);
+                w(out, "master_sync_left_bytes", &(total - read));
+                let perc = if total > 0 {
+                    read as f64 * 100.0 / total as f64
+                } else {
+                    0.0
+                };
+                w(out, "master_sync_perc", &format!("{perc:.2}"));
+                w(
+                    out,
+                    "master_sync_last_io_seconds_ago",
+                    &secs_since(link.last_io_ms),
+                );
+            }
+            w(out, "slave_read_repl_offset", &offset);
+            w(out, "slave_repl_offset", &offset);
+            if !link.up {
+                w(
+                    out,
+                    "master_link_down_since_seconds",
+                    &link.down_since_ms.map_or(-1, secs_since),
+                );
+            }
+            w(out, "slave_priority", &cfg.replica_priority);
+            w(out, "slave_read_only", &u8::from(cfg.replica_read_only));
+            w(out, "replica_announced", &u8::from(cfg.replica_announced));
+        }
+        None => w(out, "role", &"master"),
+    }
+    let replicas = repl.replicas();
+    w(out, "connected_slaves", &replicas.len());
+    for (i, r) in replicas.iter().enumerate() {
+        let _ = write!(
+            out,
+            "slave{i}:ip={},port={},state={},offset={},lag={}\r\n",
+            r.ip,
+            r.port,
+            r.state.name(),
+            r.ack,
+            now.saturating_sub(r.last_ack_ms) / 1000
+        );
+    }
+    let f = repl.feed();
+    w(out, "master_failover_state", &"no-failover");
+    w(out, "master_replid", &f.replid);
+    w(out, "master_replid2", &f.replid2);
+    w(out, "master_repl_offset", &f.offset);
+    w(
+        out,
+        "second_repl_offset",
+        &f.second_offset.map_or(-1, |o| o as i64),
+    );
+    w(out, "repl_backlog_active", &u8::from(f.backlog.is_some()));
+    w(out, "repl_backlog_size", &cfg.repl_backlog_size);
+    w(
+        out,
+        "repl_backlog_first_byte_offset",
+        &f.backlog.as_ref().map_or(0, |b| b.start() + 1),
+    );
+    w(
+        out,
+        "repl_backlog_histlen",
+        &f.backlog.as_ref().map_or(0, |b| b.histlen()),
+    );
 }
 
 fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
@@ -164,20 +267,76 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
             w(out, "mem_allocator", &"jemalloc");
         }
         "persistence" => {
+            use crate::persist::snapshot::{total_changes, SnapshotKind};
+            let ps = &ctx.shared.persist;
+            let running = ps.current();
+            let rdb_running =
+                matches!(running, Some(SnapshotKind::Rdb | SnapshotKind::Replication));
+            let since_start = |ms: u64| -> i64 { (ctx.now.saturating_sub(ms) / 1000) as i64 };
+            let ok = |b: bool| if b { "ok" } else { "err" };
             out.push_str("# Persistence\r\n");
-            w(out, "loading", &0);
+            w(
+                out,
+                "loading",
+                &u8::from(ps.loading.load(Ordering::Relaxed)),
+            );
             w(out, "async_loading", &0);
-            w(out, "rdb_changes_since_last_save", &0);
-            w(out, "rdb_bgsave_in_progress", &0);
+            w(out, "current_cow_peak", &0);
+            w(out, "current_cow_size", &0);
+            w(out, "current_cow_size_age", &0);
+            w(out, "current_fork_perc", &"0.00");
+            w(out, "current_save_keys_processed", &ctx.db.snapshot_keys());
+            w(
+                out,
+                "current_save_keys_total",
+                &if running.is_some() { ctx.db.len() } else { 0 },
+            );
+            w(
+                out,
+                "rdb_changes_since_last_save",
+                &total_changes(ctx.db)
+                    .saturating_sub(ps.changes_at_last_save.load(Ordering::Relaxed)),
+            );
+            w(out, "rdb_bgsave_in_progress", &u8::from(rdb_running));
             w(
                 out,
                 "rdb_last_save_time",
                 &ctx.shared.lastsave.load(Ordering::Relaxed),
             );
-            w(out, "rdb_last_bgsave_status", &"ok");
-            w(out, "aof_enabled", &u8::from(cfg.appendonly));
-            w(out, "aof_rewrite_in_progress", &0);
-            w(out, "aof_last_write_status", &"ok");
+            w(
+                out,
+                "rdb_last_bgsave_status",
+                &ok(ps.last_bgsave_ok.load(Ordering::Relaxed)),
+            );
+            w(
+                out,
+                "rdb_last_bgsave_time_sec",
+                &ps.last_bgsave_secs.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "rdb_current_bgsave_time_sec",
+                &if rdb_running {
+                    since_start(ps.bgsave_started_ms.load(Ordering::Relaxed))
+                } else {
+                    -1
+                },
+            );
+            w(out, "rdb_saves", &ps.rdb_saves.load(Ordering::Relaxed));
+            w(out, "rdb_last_cow_size", &0);
+            w(
+                out,
+                "rdb_last_load_keys_expired",
+                &ps.last_load_expired.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "rdb_last_load_keys_loaded",
+                &ps.last_load_keys.load(Ordering::Relaxed),
+            );
+            crate::persist::aof::info_fields(ctx.shared, ctx.now, out);
+            w(out, "module_fork_in_progress", &0);
+            w(out, "module_fork_last_cow_size", &0);
         }
         "stats" => {
             let db = &ctx.db.stats;
@@ -212,6 +371,18 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
                 "rejected_connections",
                 &st.rejected_connections.load(Ordering::Relaxed),
             );
+            let rs = &ctx.shared.repl.stats;
+            w(out, "sync_full", &rs.sync_full.load(Ordering::Relaxed));
+            w(
+                out,
+                "sync_partial_ok",
+                &rs.sync_partial_ok.load(Ordering::Relaxed),
+            );
+            w(
+                out,
+                "sync_partial_err",
+                &rs.sync_partial_err.load(Ordering::Relaxed),
+            );
             w(out, "expired_keys", &db.expired_keys);
             w(out, "evicted_keys", &db.evicted_keys);
             w(out, "keyspace_hits", &db.keyspace_hits);
@@ -232,24 +403,7 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
                 &st.error_replies.load(Ordering::Relaxed),
             );
         }
-        "replication" => {
-            out.push_str("# Replication\r\n");
-            w(out, "role", &"master");
-            w(out, "connected_slaves", &0);
-            w(out, "master_failover_state", &"no-failover");
-            w(out, "master_replid", &replid(ctx));
-            w(
-                out,
-                "master_replid2",
-                &"0000000000000000000000000000000000000000",
-            );
-            w(out, "master_repl_offset", &0);
-            w(out, "second_repl_offset", &-1);
-            w(out, "repl_backlog_active", &0);
-            w(out, "repl_backlog_size", &1048576);
-            w(out, "repl_backlog_first_byte_offset", &0);
-            w(out, "repl_backlog_histlen", &0);
-        }
+        "replication" => replication_section(ctx, out),
         "cpu" => {
             let (sys, user) = cpu_times();
             out.push_str("# CPU\r\n");

@@ -278,10 +278,23 @@ fn expire_generic(ctx: &mut Ctx, a: &[Bytes], at: Option<i64>, cmd: &str) -> Cmd
     if !ok {
         return Ok(Reply::Int(0));
     }
-    if at <= ctx.now as i64 {
+    // A time already past deletes the key, except for the master's stream
+    // on a replica, which keeps keys until the master's own DEL.
+    if at <= ctx.now as i64 && !ctx.client.is_master {
         ctx.db.remove(key, ctx.now);
+        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), key.clone()]);
     } else {
-        ctx.db.set_expire(key, at as u64, ctx.now);
+        let at = u64::try_from(at).unwrap_or(0);
+        ctx.db.set_expire(key, at, ctx.now);
+        if ctx.propagating() {
+            // PEXPIREAT with the absolute time, options kept (Redis 7).
+            let mut cmd = Vec::with_capacity(a.len());
+            cmd.push(Bytes::from_static(b"PEXPIREAT"));
+            cmd.push(key.clone());
+            cmd.push(Bytes::from(at.to_string()));
+            cmd.extend(a[3..].iter().cloned());
+            ctx.propagate_as(cmd);
+        }
     }
     Ok(Reply::Int(1))
 }

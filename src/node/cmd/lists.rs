@@ -702,10 +702,28 @@ fn rpoplpush(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(move_one(ctx, &a[1], &a[2], End::Right, End::Left)?.map_or(Reply::Nil, |v| bulk(&v)))
 }
 
+fn end_name(e: End) -> Bytes {
+    Bytes::from_static(if e == End::Left { b"LEFT" } else { b"RIGHT" })
+}
+
+fn pop_name(e: End) -> Bytes {
+    Bytes::from_static(if e == End::Left { b"LPOP" } else { b"RPOP" })
+}
+
 fn blocking_move(ctx: &mut Ctx, a: &[Bytes], from: End, to: End, timeout: &[u8]) -> CmdResult {
     let deadline = timeout_arg(timeout, ctx.now)?;
     match move_one(ctx, &a[1], &a[2], from, to)? {
-        Some(v) => Ok(bulk(&v)),
+        Some(v) => {
+            // Served: replicas apply the non-blocking form.
+            ctx.propagate_as(vec![
+                Bytes::from_static(b"LMOVE"),
+                a[1].clone(),
+                a[2].clone(),
+                end_name(from),
+                end_name(to),
+            ]);
+            Ok(bulk(&v))
+        }
         None => block_or_nil(ctx, &a[1..2], deadline, Reply::Nil),
     }
 }
@@ -776,6 +794,14 @@ fn mpop(ctx: &mut Ctx, a: &[Bytes], m: &MpopArgs) -> Result<Option<Reply>, Reply
     for key in &a[m.keys.clone()] {
         if len_for_write(ctx.db, key, ctx.now)?.is_some() {
             let items = pop_n(ctx.db, key, ctx.now, m.end, m.count);
+            // One key was chosen: replicas pop from it directly (Redis 7).
+            if ctx.propagating() {
+                ctx.propagate_as(vec![
+                    pop_name(m.end),
+                    key.clone(),
+                    Bytes::from(items.len().to_string()),
+                ]);
+            }
             return Ok(Some(Reply::Array(vec![
                 Reply::Bulk(key.clone()),
                 Reply::Array(items.iter().map(bulk).collect()),
@@ -808,6 +834,7 @@ fn blocking_pop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
     for key in keys {
         if len_for_write(ctx.db, key, ctx.now)?.is_some() {
             if let Some(v) = pop_n(ctx.db, key, ctx.now, end, 1).first() {
+                ctx.propagate_as(vec![pop_name(end), key.clone()]);
                 return Ok(Reply::Array(vec![Reply::Bulk(key.clone()), bulk(v)]));
             }
         }
@@ -867,18 +894,9 @@ mod tests {
         }
 
         fn run(&mut self, cmd: &str, nested: bool, timed_out: bool) -> (Reply, Option<Action>) {
-            let State { db, scripts } = &mut self.state;
-            let mut ctx = Ctx {
-                db,
-                scripts,
-                client: &mut self.client,
-                shared: &self.shared,
-                now: 1_000_000,
-                action: None,
-                nested,
-                timed_out,
-                extra: Vec::new(),
-            };
+            let mut ctx = self.state.ctx(&mut self.client, &self.shared, 1_000_000);
+            ctx.nested = nested;
+            ctx.timed_out = timed_out;
             let reply = execute(&mut ctx, &args(cmd));
             (reply, ctx.action.take())
         }

@@ -1,13 +1,15 @@
 //! DUMP, RESTORE, RESTORE-ASKING and MIGRATE: moving keys between nodes
-//! (what `redis-cli --cluster reshard` drives).
+//! (what `redis-cli --cluster reshard` drives). Payloads are Redis's own
+//! (RDB value, version, CRC-64), so keys move between slotway and Redis
+//! nodes alike.
 //!
 //! MIGRATE talks to the target synchronously while holding the keyspace
 //! lock, like Redis: the keys it moves cannot change under it.
 
 use super::flags::*;
 use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
+use crate::persist::rdb;
 use crate::resp::Reply;
-use crate::store::dump;
 use bytes::Bytes;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
@@ -55,10 +57,9 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 fn dump_cmd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(ctx
-        .db
-        .peek(&a[1], ctx.now)
-        .map_or(Reply::Nil, |e| Reply::Bulk(dump::dump(&e.value))))
+    Ok(ctx.db.peek(&a[1], ctx.now).map_or(Reply::Nil, |e| {
+        Reply::Bulk(Bytes::from(rdb::dump_payload(&e.value)))
+    }))
 }
 
 fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -84,18 +85,28 @@ fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if !replace && ctx.db.contains(&a[1], ctx.now) {
         return Err(err("BUSYKEY Target key name already exists."));
     }
-    let value = dump::restore(&a[3])
+    let value = rdb::restore_payload(&a[3])
         .ok_or_else(|| err("ERR DUMP payload version or checksum are wrong"))?;
     let expire = match (ttl, absttl) {
         (0, _) => None,
         (t, true) => Some(t as u64),
         (t, false) => Some(ctx.now + t as u64),
     };
-    if expire.is_some_and(|at| at <= ctx.now) {
+    if expire.is_some_and(|at| at <= ctx.now) && !ctx.client.is_master {
         ctx.db.remove(&a[1], ctx.now);
+        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a[1].clone()]);
         return Ok(Reply::Ok);
     }
     ctx.db.set_with_expire(&a[1], value, expire);
+    // A relative TTL travels as an absolute one (Redis 7: ABSTTL).
+    if let (Some(at), false, true) = (expire, absttl, ctx.propagating()) {
+        let mut cmd = a.to_vec();
+        if let Some(t) = cmd.get_mut(2) {
+            *t = Bytes::from(at.to_string());
+        }
+        cmd.push(Bytes::from_static(b"ABSTTL"));
+        ctx.propagate_as(cmd);
+    }
     Ok(Reply::Ok)
 }
 
@@ -177,7 +188,7 @@ fn migrate(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut payloads = Vec::new();
     for k in &keys {
         if let Some(e) = ctx.db.peek(k, ctx.now) {
-            let p = dump::dump(&e.value);
+            let p = rdb::dump_payload(&e.value);
             let ttl = ctx
                 .db
                 .expire_at(k, ctx.now)
@@ -226,9 +237,15 @@ fn migrate(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         .map_err(|_| err("IOERR error or timeout writing to target instance"))?;
     read_replies(&mut stream, expected)?;
     if !copy {
+        let mut del = vec![Bytes::from_static(b"DEL")];
         for (k, _, _) in &payloads {
             ctx.db.remove(k, ctx.now);
+            del.push(k.clone());
         }
+        // What left this node is a deletion for its replicas.
+        ctx.propagate_as(del);
+    } else {
+        ctx.unchanged();
     }
     Ok(Reply::Ok)
 }

@@ -14,7 +14,10 @@ pub mod keys;
 pub mod lists;
 pub mod migrate;
 pub mod multi;
+#[cfg(test)]
+mod propagation_tests;
 pub mod pubsub;
+pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod sets;
@@ -23,6 +26,7 @@ pub mod zsets;
 
 use crate::node::client::Client;
 use crate::node::shared::Shared;
+use crate::replication::propagate::Propagator;
 use crate::resp::{parse_i64, Reply};
 use crate::store::{Db, Value};
 use bytes::Bytes;
@@ -45,6 +49,9 @@ pub mod flags {
     pub const NO_MULTI: u32 = 1 << 11;
     pub const MOVABLE_KEYS: u32 = 1 << 12;
     pub const ALLOW_BUSY: u32 = 1 << 13;
+    /// Never propagated as itself: its effects are (EXEC, EVAL). Not a Redis
+    /// flag, so `COMMAND INFO` does not show it.
+    pub const NO_PROPAGATE: u32 = 1 << 14;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -118,14 +125,37 @@ pub enum Action {
         keys: Vec<Bytes>,
         deadline: Option<u64>,
     },
-    /// Stop the server (SHUTDOWN).
-    Shutdown,
+    /// Stop the server (SHUTDOWN): wait for replicas, save, exit.
+    Shutdown(ShutdownOpts),
+    /// PSYNC/SYNC: this connection becomes a replica link; the replication
+    /// driver takes the socket over (and sends the reply).
+    Sync { psync: Option<(String, String)> },
+    /// WAIT: reply once `numreplicas` acknowledged `offset`, or at
+    /// `deadline` (unix ms; None = no timeout), without blocking others.
+    Wait {
+        numreplicas: usize,
+        offset: u64,
+        deadline: Option<u64>,
+    },
+}
+
+/// SHUTDOWN's options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShutdownOpts {
+    /// Some(true) SAVE, Some(false) NOSAVE, None: save if save points exist.
+    pub save: Option<bool>,
+    /// Do not wait for replicas to catch up.
+    pub now: bool,
+    /// Exit even if the save fails.
+    pub force: bool,
 }
 
 /// State that lives under the keyspace lock.
 pub struct State {
     pub db: Db,
     pub scripts: scripting::Scripts,
+    /// The propagation stream, in execution order.
+    pub prop: Propagator,
 }
 
 impl State {
@@ -133,6 +163,42 @@ impl State {
         State {
             db: Db::new(),
             scripts: scripting::Scripts::default(),
+            prop: Propagator::default(),
+        }
+    }
+
+    /// A context to run one client's commands in.
+    pub fn ctx<'a>(&'a mut self, client: &'a mut Client, shared: &'a Shared, now: u64) -> Ctx<'a> {
+        Ctx {
+            db: &mut self.db,
+            scripts: &mut self.scripts,
+            prop: &mut self.prop,
+            client,
+            shared,
+            now,
+            action: None,
+            nested: false,
+            timed_out: false,
+            extra: Vec::new(),
+            prop_mode: PropMode::default(),
+        }
+    }
+
+    /// Turns the propagation hook on or off (something consumes the
+    /// stream, or nothing does).
+    pub fn set_propagation(&mut self, on: bool) {
+        self.prop.set_on(on);
+        self.db.set_log_deletions(on);
+    }
+
+    /// Propagates keys the server removed on its own (expiry, eviction
+    /// outside any command) as DELs, one unit each.
+    pub fn propagate_server_deletions(&mut self) {
+        if let Some(keys) = self.db.take_deleted() {
+            for k in keys {
+                self.prop.push(&[&b"DEL"[..], &k]);
+                self.prop.end_unit();
+            }
         }
     }
 }
@@ -143,10 +209,20 @@ impl Default for State {
     }
 }
 
+/// How the running command is propagated, as its handler decided.
+#[derive(Debug, Default)]
+pub struct PropMode {
+    /// Propagate even if the keyspace did not change.
+    force: bool,
+    /// Propagate these commands instead of the one received.
+    rewrite: Option<Vec<Vec<Bytes>>>,
+}
+
 /// Everything a handler can touch while it runs.
 pub struct Ctx<'a> {
     pub db: &'a mut Db,
     pub scripts: &'a mut scripting::Scripts,
+    pub prop: &'a mut Propagator,
     pub client: &'a mut Client,
     pub shared: &'a Shared,
     /// Unix time in ms, fixed for the whole batch (like Redis's cached time).
@@ -159,19 +235,59 @@ pub struct Ctx<'a> {
     /// Further top-level replies to send right after this command's own
     /// (SUBSCRIBE of N channels answers N confirmations).
     pub extra: Vec<Reply>,
+    /// Set by the handler through `propagate_as` and friends.
+    pub prop_mode: PropMode,
 }
 
 impl Ctx<'_> {
     /// May a blocking command block now?
     pub fn can_block(&self) -> bool {
-        !self.nested && !self.timed_out
+        !self.nested && !self.timed_out && !self.client.is_master
+    }
+
+    /// Whether the command's writes are propagated. Handlers that rewrite
+    /// their command for propagation build the new form only when true.
+    #[inline]
+    pub fn propagating(&self) -> bool {
+        self.prop.is_on()
+    }
+
+    /// Propagates `args` instead of the command received (call again to
+    /// propagate several commands, in order). Used where the command as
+    /// received would not reproduce the same data on a replica or after an
+    /// AOF reload: relative TTLs, floats, randomness, blocking forms.
+    /// Ignored if the command leaves the keyspace unchanged.
+    pub fn propagate_as(&mut self, args: Vec<Bytes>) {
+        if self.prop.is_on() {
+            self.prop_mode
+                .rewrite
+                .get_or_insert_with(Vec::new)
+                .push(args);
+        }
+    }
+
+    /// Propagates nothing for this command: it touched keys without
+    /// changing them (SADD of present members, ...).
+    pub fn unchanged(&mut self) {
+        if self.prop.is_on() {
+            self.prop_mode.rewrite = Some(Vec::new());
+        }
+    }
+
+    /// Propagates the command even though the keyspace did not change
+    /// (FLUSHALL of an empty keyspace).
+    pub fn force_propagation(&mut self) {
+        if self.prop.is_on() {
+            self.prop_mode.force = true;
+        }
     }
 }
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 11] {
+fn families() -> [&'static [CommandSpec]; 12] {
     [
+        replication::COMMANDS,
         migrate::COMMANDS,
         strings::COMMANDS,
         keys::COMMANDS,
@@ -381,7 +497,12 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
     ctx.client.last_cmd = spec.name;
     // ASKING covers exactly the next command.
     let asking = std::mem::take(&mut ctx.client.asking);
-    if let Some(cl) = ctx.shared.cluster.as_ref() {
+    if let Some(cl) = ctx
+        .shared
+        .cluster
+        .as_ref()
+        .filter(|_| !ctx.client.is_master)
+    {
         let view = cl.view.load();
         let (db, now) = (&mut *ctx.db, ctx.now);
         let mut exists = |k: &[u8]| db.contains(k, now);
@@ -394,6 +515,13 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
         ) {
             ctx.client.flag_multi_error();
             return r.reply();
+        }
+    }
+    if spec.has(flags::WRITE) && !ctx.client.is_master && ctx.shared.repl.is_replica() {
+        let cfg = ctx.shared.config.load();
+        if cfg.replica_read_only {
+            ctx.client.flag_multi_error();
+            return err("READONLY You can't write against a read only replica.");
         }
     }
     if ctx.client.in_multi()
@@ -415,15 +543,55 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
             spec.name
         ));
     }
-    if spec.has(flags::DENYOOM) {
+    // A replica applies its master's writes whatever its own memory
+    // (replica-ignore-maxmemory).
+    if spec.has(flags::DENYOOM) && !ctx.client.is_master {
         if let Err(e) = enforce_maxmemory(ctx) {
             return e;
         }
     }
     ctx.client.commands_unreported += 1;
-    match (spec.handler)(ctx, args) {
-        Ok(r) | Err(r) => r,
+    if !ctx.prop.is_on() {
+        return match (spec.handler)(ctx, args) {
+            Ok(r) | Err(r) => r,
+        };
     }
+    run_propagating(ctx, spec, args)
+}
+
+/// Runs a handler and propagates what it changed. A top-level command
+/// (not inside EXEC or a script) closes its unit.
+fn run_propagating(ctx: &mut Ctx, spec: &CommandSpec, args: &[Bytes]) -> Reply {
+    let top = !ctx.nested;
+    let dirty = ctx.db.dirty;
+    let outer = std::mem::take(&mut ctx.prop_mode);
+    let reply = match (spec.handler)(ctx, args) {
+        Ok(r) | Err(r) => r,
+    };
+    let mode = std::mem::replace(&mut ctx.prop_mode, outer);
+    // Keys that expired under the command first: it saw them gone.
+    if let Some(keys) = ctx.db.take_deleted() {
+        for k in keys {
+            ctx.prop.push(&[&b"DEL"[..], &k]);
+        }
+    }
+    let changed = ctx.db.dirty != dirty || mode.force;
+    if changed && !spec.has(flags::NO_PROPAGATE) {
+        match mode.rewrite {
+            Some(cmds) => {
+                for c in cmds {
+                    ctx.prop.push(&c);
+                }
+            }
+            // A failed command changed nothing a replica must copy.
+            None if reply.is_error() && !mode.force => {}
+            None => ctx.prop.push(args),
+        }
+    }
+    if top {
+        ctx.prop.end_unit();
+    }
+    reply
 }
 
 /// Evicts per policy if over `maxmemory`; Err(-OOM) when it cannot.

@@ -20,7 +20,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "exec",
         arity: 1,
-        flags: NOSCRIPT | LOADING | STALE,
+        flags: NOSCRIPT | LOADING | STALE | NO_PROPAGATE,
         first_key: 0,
         last_key: 0,
         step: 0,

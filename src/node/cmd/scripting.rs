@@ -18,7 +18,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "eval",
         arity: -3,
-        flags: NOSCRIPT | STALE | MOVABLE_KEYS,
+        flags: NOSCRIPT | STALE | MOVABLE_KEYS | NO_PROPAGATE,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -27,7 +27,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "evalsha",
         arity: -3,
-        flags: NOSCRIPT | STALE | MOVABLE_KEYS,
+        flags: NOSCRIPT | STALE | MOVABLE_KEYS | NO_PROPAGATE,
         first_key: 0,
         last_key: 0,
         step: 0,

@@ -146,6 +146,33 @@ pub const COMMANDS: &[CommandSpec] = &[
         handler: super::client_cmd::client,
     },
     CommandSpec {
+        name: "save",
+        arity: 1,
+        flags: ADMIN | NOSCRIPT | NO_MULTI,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: save,
+    },
+    CommandSpec {
+        name: "bgsave",
+        arity: -1,
+        flags: ADMIN | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: bgsave,
+    },
+    CommandSpec {
+        name: "bgrewriteaof",
+        arity: 1,
+        flags: ADMIN | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: bgrewriteaof,
+    },
+    CommandSpec {
         name: "lastsave",
         arity: 1,
         flags: FAST | LOADING | STALE,
@@ -153,15 +180,6 @@ pub const COMMANDS: &[CommandSpec] = &[
         last_key: 0,
         step: 0,
         handler: lastsave,
-    },
-    CommandSpec {
-        name: "wait",
-        arity: 3,
-        flags: NOSCRIPT,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: wait,
     },
     CommandSpec {
         name: "readonly",
@@ -332,7 +350,14 @@ fn hello(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             Reply::bulk("mode"),
             Reply::bulk(if cluster { "cluster" } else { "standalone" }),
         ),
-        (Reply::bulk("role"), Reply::bulk("master")),
+        (
+            Reply::bulk("role"),
+            Reply::bulk(if ctx.shared.repl.is_replica() {
+                "replica"
+            } else {
+                "master"
+            }),
+        ),
         (Reply::bulk("modules"), Reply::Array(vec![])),
     ]))
 }
@@ -355,6 +380,8 @@ fn flushall(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(syntax_error());
     }
     ctx.db.clear();
+    // Even an empty keyspace's flush is propagated (Redis 7).
+    ctx.force_propagation();
     Ok(Reply::Ok)
 }
 
@@ -369,18 +396,32 @@ fn time(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
 }
 
 fn shutdown(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let mut opts = super::ShutdownOpts::default();
+    let mut abort = false;
     for opt in &a[1..] {
-        if !(is(opt, "nosave")
-            || is(opt, "save")
-            || is(opt, "now")
-            || is(opt, "force")
-            || is(opt, "abort"))
-        {
+        if is(opt, "nosave") && opts.save.is_none() {
+            opts.save = Some(false);
+        } else if is(opt, "save") && opts.save.is_none() {
+            opts.save = Some(true);
+        } else if is(opt, "now") {
+            opts.now = true;
+        } else if is(opt, "force") {
+            opts.force = true;
+        } else if is(opt, "abort") {
+            abort = true;
+        } else {
             return Err(syntax_error());
         }
     }
+    if abort {
+        if a.len() > 2 {
+            return Err(syntax_error());
+        }
+        // The wait for replicas is not interruptible here.
+        return Err(err("ERR No shutdown in progress."));
+    }
     tracing::info!(client = ctx.client.id(), "User requested shutdown...");
-    ctx.action = Some(Action::Shutdown);
+    ctx.action = Some(Action::Shutdown(opts));
     // Redis closes the connection without a reply on success.
     ctx.client.skip_replies = 1;
     Ok(Reply::Ok)
@@ -435,8 +476,11 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let cfg = crate::runtime::config::NodeConfig::from_table(&next)
             .map_err(|e| Reply::Error(format!("ERR {e}")))?;
         ctx.db.set_policy(cfg.maxmemory_policy);
+        let (aof_on, fsync) = (cfg.appendonly, cfg.appendfsync.clone());
         ctx.shared.config.store(std::sync::Arc::new(cfg));
         *table = next;
+        drop(table);
+        apply_aof_config(ctx, aof_on, &fsync)?;
         return Ok(Reply::Ok);
     }
     if is(sub, "resetstat") && a.len() == 2 {
@@ -604,20 +648,149 @@ fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     )))
 }
 
+/// SAVE: a blocking save under the keyspace lock, as Redis's SAVE blocks
+/// its event loop.
+fn save(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    use crate::persist::snapshot::{self, SnapshotKind};
+    match ctx.shared.persist.current() {
+        Some(SnapshotKind::Rdb | SnapshotKind::Replication) => {
+            return Err(err("ERR Background save already in progress"))
+        }
+        Some(SnapshotKind::AofRewrite) => {
+            return Err(err("ERR Background rewrite already in progress"))
+        }
+        None => {}
+    }
+    // Earlier writes of this batch first, so the offset matches the data.
+    ctx.shared.propagated(ctx.prop);
+    let (replid, offset) = ctx.shared.repl.position();
+    let path = snapshot::rdb_path(ctx.shared);
+    match snapshot::save_locked(ctx.db, &path, &replid, offset) {
+        Ok(()) => {
+            snapshot::saved(ctx.shared, snapshot::total_changes(ctx.db));
+            Ok(Reply::Ok)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SAVE failed");
+            ctx.shared
+                .persist
+                .last_bgsave_ok
+                .store(false, Ordering::Relaxed);
+            Err(err("ERR"))
+        }
+    }
+}
+
+fn bgsave(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    use crate::persist::snapshot::{self, SnapshotKind};
+    let schedule = match a.get(1) {
+        None => false,
+        Some(o) if is(o, "schedule") && a.len() == 2 => true,
+        Some(_) => return Err(syntax_error()),
+    };
+    match ctx.shared.persist.current() {
+        Some(SnapshotKind::Rdb | SnapshotKind::Replication) => {
+            return Err(err("ERR Background save already in progress"))
+        }
+        Some(SnapshotKind::AofRewrite) if schedule => {
+            ctx.shared
+                .persist
+                .bgsave_scheduled
+                .store(true, Ordering::Relaxed);
+            return Ok(Reply::simple("Background saving scheduled"));
+        }
+        Some(SnapshotKind::AofRewrite) => return Err(err("ERR Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.")),
+        None => {}
+    }
+    let shared = ctx
+        .shared
+        .self_arc()
+        .ok_or_else(|| err("ERR server is stopping"))?;
+    // The image is taken now, under the lock, as Redis forks inside BGSAVE:
+    // writes after the reply are not in it.
+    ctx.shared.propagated(ctx.prop);
+    let begun = snapshot::begin_locked(ctx.shared, ctx.db)
+        .ok_or_else(|| err("ERR Background save already in progress"))?;
+    match snapshot::spawn_bgsave(&shared, begun) {
+        Ok(()) => Ok(Reply::simple("Background saving started")),
+        Err(_) => {
+            ctx.db.end_snapshot();
+            Err(err("ERR Background save already in progress"))
+        }
+    }
+}
+
+/// CONFIG SET appendonly / appendfsync take effect at once, as in Redis:
+/// turning the log on writes a base from the current data first.
+fn apply_aof_config(ctx: &mut Ctx, on: bool, fsync: &str) -> Result<(), Reply> {
+    use crate::persist::aof;
+    ctx.shared.aof.set_fsync(aof::Fsync::parse(fsync));
+    if on == ctx.shared.aof.is_on() {
+        return Ok(());
+    }
+    if !on {
+        ctx.shared.propagated(ctx.prop);
+        aof::disable(ctx.shared);
+        return Ok(());
+    }
+    let shared = ctx
+        .shared
+        .self_arc()
+        .ok_or_else(|| err("ERR server is stopping"))?;
+    ctx.shared.propagated(ctx.prop);
+    aof::enable(&shared, false).or_else(|e| {
+        if e == "busy" {
+            // Another snapshot runs: the rewrite starts when it is done.
+            shared.aof.rewrite_scheduled.store(true, Ordering::Relaxed);
+            Ok(())
+        } else {
+            Err(Reply::Error(format!("ERR {e}")))
+        }
+    })
+}
+
+fn bgrewriteaof(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
+    use crate::persist::snapshot::SnapshotKind;
+    if !ctx.shared.aof.is_on() {
+        return Err(err(
+            "ERR Background append only file rewriting needs appendonly yes",
+        ));
+    }
+    match ctx.shared.persist.current() {
+        Some(SnapshotKind::AofRewrite) => {
+            return Err(err(
+                "ERR Background append only file rewriting already in progress",
+            ))
+        }
+        Some(_) => {
+            ctx.shared
+                .aof
+                .rewrite_scheduled
+                .store(true, Ordering::Relaxed);
+            return Ok(Reply::simple(
+                "Background append only file rewriting scheduled",
+            ));
+        }
+        None => {}
+    }
+    let shared = ctx
+        .shared
+        .self_arc()
+        .ok_or_else(|| err("ERR server is stopping"))?;
+    match crate::persist::aof::start_rewrite(&shared, false) {
+        Ok(()) => Ok(Reply::simple(
+            "Background append only file rewriting started",
+        )),
+        Err(_) => Err(err(
+            "ERR Background append only file rewriting already in progress",
+        )),
+    }
+}
+
 fn lastsave(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(
         ctx.shared.lastsave.load(Ordering::Relaxed) as i64
     ))
-}
-
-fn wait(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let n = int_arg(&a[1])?;
-    let t = int_arg(&a[2])?;
-    if n < 0 || t < 0 {
-        return Err(err("ERR timeout is negative"));
-    }
-    // No replicas exist until replication lands: zero acknowledged.
-    Ok(Reply::Int(0))
 }
 
 fn cluster_disabled(ctx: &Ctx) -> Result<(), Reply> {

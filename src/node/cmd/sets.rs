@@ -183,6 +183,9 @@ fn members_reply(items: impl IntoIterator<Item = Sds>) -> Reply {
 fn sadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let s = set_mut(ctx, &a[1])?;
     let n = a[2..].iter().filter(|m| s.insert(sds(m))).count();
+    if n == 0 {
+        ctx.unchanged();
+    }
     Ok(Reply::Int(n as i64))
 }
 
@@ -193,6 +196,9 @@ fn srem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let s = set_mut(ctx, &a[1])?;
     let n = a[2..].iter().filter(|m| s.remove(&m[..])).count();
     ctx.db.remove_if_empty(&a[1], ctx.now);
+    if n == 0 {
+        ctx.unchanged();
+    }
     Ok(Reply::Int(n as i64))
 }
 
@@ -256,7 +262,25 @@ fn spop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     for m in &picked {
         s.remove(m.as_slice());
     }
+    let emptied = s.is_empty();
     ctx.db.remove_if_empty(&a[1], ctx.now);
+    // The choice was random: replicas get what was taken, not SPOP
+    // (Redis 7: SREM in batches, or DEL when the whole set went).
+    if picked.is_empty() {
+        ctx.unchanged();
+    } else if ctx.propagating() {
+        if emptied && count.is_some() {
+            ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a[1].clone()]);
+        } else {
+            for chunk in picked.chunks(1024) {
+                let mut cmd = Vec::with_capacity(chunk.len() + 2);
+                cmd.push(Bytes::from_static(b"SREM"));
+                cmd.push(a[1].clone());
+                cmd.extend(chunk.iter().map(|m| Bytes::copy_from_slice(m)));
+                ctx.propagate_as(cmd);
+            }
+        }
+    }
     Ok(match count {
         Some(_) => members_reply(picked),
         None => picked.into_iter().next().map_or(Reply::Nil, Reply::bulk),

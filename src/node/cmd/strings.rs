@@ -242,6 +242,7 @@ fn set(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut expire: Option<u64> = None;
     let mut keepttl = false;
     let mut get_old = false;
+    let mut pxat = false;
     let mut i = 3;
     while i < a.len() {
         let opt = &a[i];
@@ -266,6 +267,7 @@ fn set(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             } else if is(opt, "exat") {
                 (1000, true)
             } else {
+                pxat = true;
                 (1, true)
             };
             expire = Some(expire_from(ctx, v, unit, abs, "set")?);
@@ -297,12 +299,29 @@ fn set(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         } else {
             ctx.db.set_with_expire(key, v, expire);
         }
+        // Relative or second-based expiry travels as an absolute PXAT, as
+        // Redis 7 propagates it, so a replica or an AOF reload expires the
+        // key at the same instant.
+        if let (Some(at), false, true) = (expire, pxat, ctx.propagating()) {
+            ctx.propagate_as(set_pxat(key, val, at));
+        }
     }
     Ok(match old {
         Some(o) => o.map_or(Reply::Nil, Reply::Bulk),
         None if proceed => Reply::Ok,
         None => Reply::Nil,
     })
+}
+
+/// `SET key value PXAT ms`.
+fn set_pxat(key: &Bytes, val: &Bytes, at: u64) -> Vec<Bytes> {
+    vec![
+        Bytes::from_static(b"SET"),
+        key.clone(),
+        val.clone(),
+        Bytes::from_static(b"PXAT"),
+        Bytes::from(at.to_string()),
+    ]
 }
 
 fn setnx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -317,6 +336,9 @@ fn setex_unit(ctx: &mut Ctx, a: &[Bytes], unit: i64, cmd: &str) -> CmdResult {
     let at = expire_from(ctx, &a[2], unit, false, cmd)?;
     ctx.db
         .set_with_expire(&a[1], Value::Str(sds(&a[3])), Some(at));
+    if ctx.propagating() {
+        ctx.propagate_as(set_pxat(&a[1], &a[3], at));
+    }
     Ok(Reply::Ok)
 }
 
@@ -338,6 +360,7 @@ fn getdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let old = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice);
     if old.is_some() {
         ctx.db.remove(&a[1], ctx.now);
+        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a[1].clone()]);
     }
     Ok(old.map_or(Reply::Nil, Reply::Bulk))
 }
@@ -376,16 +399,28 @@ fn getex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let Some(v) = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice) else {
         return Ok(Reply::Nil);
     };
+    // GETEX is never propagated as received: as PERSIST, DEL or an
+    // absolute PEXPIREAT (Redis 7).
+    let key = a[1].clone();
     match op {
         Op::None => {}
         Op::Persist => {
-            ctx.db.persist(&a[1], ctx.now);
+            ctx.db.persist(&key, ctx.now);
+            ctx.propagate_as(vec![Bytes::from_static(b"PERSIST"), key]);
         }
         Op::At(at) if at <= ctx.now => {
-            ctx.db.remove(&a[1], ctx.now);
+            ctx.db.remove(&key, ctx.now);
+            ctx.propagate_as(vec![Bytes::from_static(b"DEL"), key]);
         }
         Op::At(at) => {
-            ctx.db.set_expire(&a[1], at, ctx.now);
+            ctx.db.set_expire(&key, at, ctx.now);
+            if ctx.propagating() {
+                ctx.propagate_as(vec![
+                    Bytes::from_static(b"PEXPIREAT"),
+                    key,
+                    Bytes::from(at.to_string()),
+                ]);
+            }
         }
     }
     Ok(Reply::Bulk(v))
@@ -477,6 +512,16 @@ fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let text = format!("{new}");
     ctx.db
         .set_keep_ttl(&a[1], Value::Str(sds(text.as_bytes())), ctx.now);
+    // The result, not the increment, so float formatting can never make a
+    // replica or an AOF reload differ (Redis 7 does the same).
+    if ctx.propagating() {
+        ctx.propagate_as(vec![
+            Bytes::from_static(b"SET"),
+            a[1].clone(),
+            Bytes::from(text.clone()),
+            Bytes::from_static(b"KEEPTTL"),
+        ]);
+    }
     Ok(Reply::bulk(text))
 }
 

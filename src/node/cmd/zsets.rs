@@ -412,6 +412,9 @@ fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         incr_result = Some(new);
     }
     ctx.db.remove_if_empty(&a[1], ctx.now);
+    if added + changed == 0 {
+        ctx.unchanged();
+    }
     if incr {
         return Ok(incr_result.map_or(Reply::Nil, score_reply));
     }
@@ -437,6 +440,9 @@ fn zrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let z = zset_mut(ctx, &a[1])?;
     let n = a[2..].iter().filter(|m| z.remove(m)).count();
     ctx.db.remove_if_empty(&a[1], ctx.now);
+    if n == 0 {
+        ctx.unchanged();
+    }
     Ok(Reply::Int(n as i64))
 }
 
@@ -812,6 +818,11 @@ fn bzpop(ctx: &mut Ctx, a: &[Bytes], max: bool) -> CmdResult {
     let keys = &a[1..a.len() - 1];
     for k in keys {
         if let Some((m, s)) = pop_n(ctx, k, max, 1)?.into_iter().next() {
+            // Served: replicas apply the non-blocking form.
+            ctx.propagate_as(vec![
+                Bytes::from_static(if max { b"ZPOPMAX" } else { b"ZPOPMIN" }),
+                k.clone(),
+            ]);
             return Ok(Reply::Array(vec![
                 Reply::Bulk(k.clone()),
                 Reply::bulk(m),
