@@ -406,6 +406,11 @@ fn replicaof_is_refused_in_cluster_mode_and_cluster_replicate_makes_data_flow() 
         .arg(&a_id)
         .query(&mut cb)
         .unwrap();
+    // As in Redis, a master takes writes once its startup delay is over.
+    wait_until("cluster_state:ok", Duration::from_secs(20), || {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut ca).unwrap();
+        info.contains("cluster_state:ok")
+    });
     let _: () = ca.set("k", "v").unwrap();
     wait_synced(&mut ca, &mut cb);
     // Reads on the replica after READONLY; MOVED before.
