@@ -172,6 +172,8 @@ pub struct Bus {
     first_tick: Option<u64>,
     /// Last time this node found itself in a minority partition.
     among_minority_time: u64,
+    /// Time of the previous tick (a long gap means we were frozen).
+    last_tick: u64,
 }
 
 fn id_bytes(id: &str) -> [u8; 40] {
@@ -235,6 +237,7 @@ impl Bus {
             state_ok: false,
             first_tick: None,
             among_minority_time: 0,
+            last_tick: 0,
         }
     }
 
@@ -704,6 +707,30 @@ impl Bus {
     /// Housekeeping, about ten times a second.
     pub fn tick(&mut self, now: u64) {
         let timeout = self.cfg.node_timeout;
+        // No tick for longer than the node timeout: this process (or its
+        // host) was frozen, and the cluster may have replaced us meanwhile.
+        // Refuse writes as if back from a minority partition until we have
+        // heard from the others (the rejoin delay), instead of serving a
+        // stale view the instant we wake up.
+        if self.last_tick != 0 && now.saturating_sub(self.last_tick) > timeout {
+            tracing::warn!(
+                gap_ms = now - self.last_tick,
+                "no bus activity for longer than the node timeout (paused?): refusing writes until the cluster is heard from"
+            );
+            self.among_minority_time = now;
+            if self.state_ok {
+                self.state_ok = false;
+                self.events.push_back(Event::StateChanged);
+            }
+            // Our own PINGs went unanswered because we were not running,
+            // not because the peers died: time them from now.
+            for p in self.peers.values_mut() {
+                if p.node.ping_sent != 0 {
+                    p.node.ping_sent = now;
+                }
+            }
+        }
+        self.last_tick = now;
         // CLUSTER NODES shows "now" (to the second) as myself's pong time.
         self.me.pong_received = now / 1000 * 1000;
         self.now_hint = now;

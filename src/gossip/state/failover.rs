@@ -905,6 +905,32 @@ mod tests {
     }
 
     #[test]
+    fn a_master_frozen_past_the_node_timeout_distrusts_its_view_on_waking() {
+        let mut sim = cluster(6, &[(3, 0), (4, 1), (5, 2)]);
+        // Node 0 is frozen (no ticks, no messages) past the node timeout:
+        // the others may be failing it over right now.
+        sim.down[0] = true;
+        sim.run(5_200);
+        sim.down[0] = false;
+        sim.run(100);
+        // Awake, it does not trust its stale view: no writes yet...
+        assert!(!sim.buses[0].state_ok(), "stale view trusted at once");
+        // ...nor its unanswered pings: it was asleep, the peers were not.
+        assert!(
+            sim.buses[0].peers.values().all(|p| !p.node.flags.pfail),
+            "false failure suspicion after waking"
+        );
+        // ...until the cluster converges on one owner of its slots
+        // (itself, or its replica if the failover went through).
+        assert!(sim.run_until(15_000, |s| {
+            let owner = owner_port(&s.buses[1], 0);
+            s.buses
+                .iter()
+                .all(|b| b.state_ok() && owner_port(b, 0) == owner)
+        }));
+    }
+
+    #[test]
     fn a_replica_migrates_to_an_orphaned_master() {
         // Master 0 has replicas 3 and 6; master 1's only replica (4) dies.
         let mut sim = cluster(7, &[(3, 0), (6, 0), (4, 1), (5, 2)]);
