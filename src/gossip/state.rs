@@ -922,6 +922,15 @@ impl Bus {
         if unfailed || before != after {
             self.changed();
         }
+        // A replica shows (CLUSTER NODES, nodes.conf) its master's config
+        // epoch, as Redis does.
+        if self.me.flags.slave
+            && self.me.master_id.as_deref() == Some(sender.as_str())
+            && self.me.config_epoch != h.config_epoch
+        {
+            self.me.config_epoch = h.config_epoch;
+            self.changed();
+        }
         self.handle_epoch_collision(&sender, is_master, h.config_epoch);
         if is_master {
             self.claim_slots(&sender, &h.slots, h.config_epoch);

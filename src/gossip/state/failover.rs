@@ -168,6 +168,9 @@ impl Bus {
         self.me.flags.master = false;
         self.me.flags.slave = true;
         self.me.master_id = Some(master.to_string());
+        if let Some(m) = self.peers.get(master) {
+            self.me.config_epoch = m.node.config_epoch;
+        }
         self.fo.auth_time = 0;
         self.fo.auth_sent = false;
         self.fo.auth_votes.clear();
@@ -781,6 +784,10 @@ mod tests {
             "old master follows the new one"
         );
         assert!(sim.buses[0].me.slots.is_empty() && sim.buses[0].me.flags.slave);
+        // As in Redis, a replica shows its master's config epoch.
+        let line = crate::cluster::topology::render_node_line(&sim.buses[0].me, None);
+        let epoch: u64 = line.split(' ').nth(6).unwrap().parse().unwrap();
+        assert_eq!(epoch, sim.buses[3].me.config_epoch, "{line}");
         assert!(events(&mut sim.buses[0]).contains(&Event::RoleChanged(Some(new_id.clone()))));
         // Everyone sees it as a healthy replica of the new master.
         assert!(sim.run_until(10_000, |s| s.buses.iter().all(|b| {
