@@ -35,6 +35,57 @@ fn run_tool(bin: &str, args: &[&str], deadline: Duration) -> (bool, String) {
     }
 }
 
+/// A cluster client that keeps writing and reading back (bounded in count
+/// and time) while slots move underneath it, until told to stop.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Load {
+    fn start(client: &redis::cluster::ClusterClient, keys: u64) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let client = client.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = client.get_connection().unwrap();
+                let (mut ops, mut errors) = (0u64, Vec::new());
+                let end = Instant::now() + Duration::from_secs(240);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && Instant::now() < end
+                    && ops < 200_000
+                {
+                    let k = format!("w{}", ops % keys);
+                    if let Err(e) = redis::cmd("SET").arg(&k).arg(ops).query::<()>(&mut c) {
+                        errors.push(e.to_string());
+                    }
+                    match redis::cmd("GET").arg(&k).query::<Option<u64>>(&mut c) {
+                        Ok(Some(v)) if v == ops => {}
+                        other => errors.push(format!("GET {k} after SET {ops}: {other:?}")),
+                    }
+                    ops += 1;
+                }
+                (ops, errors)
+            })
+        };
+        Load { stop, thread }
+    }
+
+    /// Stops the client and checks it made progress without a single error.
+    fn finish(self, what: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ops, errors) = self.thread.join().unwrap();
+        assert!(ops > 100, "the writer made progress ({ops} ops)");
+        assert!(
+            errors.is_empty(),
+            "{} errors during {what}, first: {:?}",
+            errors.len(),
+            errors.first()
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
 fn redis_cli_talks_to_a_node() {
@@ -246,33 +297,8 @@ fn add_node_reshard_del_node_lose_no_key_under_load() {
             .query(&mut c)
             .unwrap();
     }
-    // A client keeps writing and reading (bounded in count and time) while
-    // slots move underneath it.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let client = client.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut c = client.get_connection().unwrap();
-            let (mut ops, mut errors) = (0u64, Vec::new());
-            let end = Instant::now() + Duration::from_secs(240);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && Instant::now() < end
-                && ops < 200_000
-            {
-                let k = format!("w{}", ops % 300);
-                if let Err(e) = redis::cmd("SET").arg(&k).arg(ops).query::<()>(&mut c) {
-                    errors.push(e.to_string());
-                }
-                match redis::cmd("GET").arg(&k).query::<Option<u64>>(&mut c) {
-                    Ok(Some(v)) if v == ops => {}
-                    other => errors.push(format!("GET {k} after SET {ops}: {other:?}")),
-                }
-                ops += 1;
-            }
-            (ops, errors)
-        })
-    };
+    // A client keeps writing and reading while slots move underneath it.
+    let load = Load::start(&client, 300);
     let cli = |args: &[&str]| {
         let (ok, out) = run_tool("redis-cli", args, Duration::from_secs(300));
         assert!(ok, "redis-cli {args:?}:\n{out}");
@@ -344,15 +370,7 @@ fn add_node_reshard_del_node_lose_no_key_under_load() {
         "--cluster-yes",
     ]);
     cli(&["--cluster", "del-node", &addrs[0], &new_id]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ops, errors) = writer.join().unwrap();
-    assert!(ops > 100, "the writer made progress ({ops} ops)");
-    assert!(
-        errors.is_empty(),
-        "{} errors during resharding, first: {:?}",
-        errors.len(),
-        errors.first()
-    );
+    load.finish("resharding");
     let check = cli(&["--cluster", "check", &addrs[0]]);
     assert!(
         check.contains("[OK] All 16384 slots covered.") && !check.contains("[WARNING]"),
@@ -414,32 +432,8 @@ fn rebalance_onto_an_empty_master_and_add_a_replica_under_load() {
             .unwrap();
     }
     // A cluster-aware client nobody here wrote keeps writing and reading
-    // (bounded in count and time) while slots move.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let client = client.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut c = client.get_connection().unwrap();
-            let (mut ops, mut errors) = (0u64, Vec::new());
-            let end = Instant::now() + Duration::from_secs(240);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && Instant::now() < end
-                && ops < 200_000
-            {
-                let k = format!("w{}", ops % 500);
-                if let Err(e) = redis::cmd("SET").arg(&k).arg(ops).query::<()>(&mut c) {
-                    errors.push(e.to_string());
-                }
-                match redis::cmd("GET").arg(&k).query::<Option<u64>>(&mut c) {
-                    Ok(Some(v)) if v == ops => {}
-                    other => errors.push(format!("GET {k} after SET {ops}: {other:?}")),
-                }
-                ops += 1;
-            }
-            (ops, errors)
-        })
-    };
+    // while slots move.
+    let load = Load::start(&client, 500);
     cli(&["--cluster", "add-node", &addrs[3], &addrs[0]]);
     let wait_ok = |n: &Node| {
         common::wait_until("cluster_state:ok", Duration::from_secs(30), || {
@@ -517,15 +511,7 @@ fn rebalance_onto_an_empty_master_and_add_a_replica_under_load() {
             })
         },
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ops, errors) = writer.join().unwrap();
-    assert!(ops > 100, "the writer made progress ({ops} ops)");
-    assert!(
-        errors.is_empty(),
-        "{} errors during rebalance, first: {:?}",
-        errors.len(),
-        errors.first()
-    );
+    load.finish("rebalance");
     let check = cli(&["--cluster", "check", &addrs[0]]);
     assert!(
         check.contains("[OK] All 16384 slots covered.") && !check.contains("[WARNING]"),
