@@ -594,23 +594,18 @@ impl Db {
     }
 
     pub fn remove(&mut self, key: &[u8], now: u64) -> Option<Value> {
-        if self.expire_if_needed(key, now) {
-            return None;
-        }
-        self.cow_key(key);
-        let slot = self.slot_mut(key);
-        let e = slot.keys.remove(key)?;
-        let had_ttl = slot.expires.remove(key).is_some();
-        self.len -= 1;
-        if had_ttl {
-            self.expires_len -= 1;
-        }
-        self.signal(key);
-        Some(e.value)
+        self.remove_live(key, now, true)
     }
 
     /// Removes a key without counting it as a command's change (eviction).
     fn remove_quietly(&mut self, key: &[u8], now: u64) -> Option<Value> {
+        self.remove_live(key, now, false)
+    }
+
+    /// Removes a live key; `counted` says whether it is a command's change
+    /// (dirty counter, propagation) or the server's own (watchers and
+    /// blocked clients are told either way).
+    fn remove_live(&mut self, key: &[u8], now: u64, counted: bool) -> Option<Value> {
         if self.expire_if_needed(key, now) {
             return None;
         }
@@ -622,7 +617,11 @@ impl Db {
         if had_ttl {
             self.expires_len -= 1;
         }
-        self.notify(key);
+        if counted {
+            self.signal(key);
+        } else {
+            self.notify(key);
+        }
         Some(e.value)
     }
 
