@@ -834,6 +834,24 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_with_stale_data_does_not_run_unless_forced() {
+        let mut sim = cluster(6, &[(3, 0), (4, 1), (5, 2)]);
+        // Its link to the master has been down far longer than
+        // repl-ping-replica-period + node_timeout x validity factor (10 s +
+        // 50 s): its data is too old to replace the master.
+        let long_ago = sim.now - 120_000;
+        sim.buses[3].set_replication(100, Some(long_ago));
+        sim.down[0] = true;
+        sim.run(25_000);
+        assert!(sim.buses[3].me.flags.slave, "stale replica promoted itself");
+        // With the factor at 0 it may always run.
+        let mut cfg = sim.buses[3].cfg.clone();
+        cfg.replica_validity_factor = 0;
+        sim.buses[3].set_config(cfg);
+        assert!(sim.run_until(30_000, |s| serves_slot_zero(s, 3)));
+    }
+
+    #[test]
     fn a_manual_failover_waits_for_the_replica_to_catch_up() {
         let mut sim = cluster(6, &[(3, 0), (4, 1), (5, 2)]);
         sim.buses[0].set_replication(1000, None);
