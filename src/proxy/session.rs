@@ -14,7 +14,7 @@
 //! client's requests run in the order it sent them.
 
 use crate::cluster::key_hash_slot;
-use crate::proxy::backend::{encode_command, Conn, Kind, Pool};
+use crate::proxy::backend::{encode_command, Conn, Kind, Mailbox, Outcome as Wire, Pool, Tag};
 use crate::proxy::commands::{flag, Local, Lookup, Route, Txn};
 use crate::proxy::fanout::{self, Fanout};
 use crate::proxy::forward::{error_frame, Routed, SendCtx, Target};
@@ -132,6 +132,20 @@ pub struct Session {
     subscribe: Option<Parsed>,
     epochs: tokio::sync::watch::Receiver<u64>,
     limits: Limits,
+    /// Replies to this client's requests arrive here.
+    mailbox: Arc<Mailbox>,
+    /// What was taken from the mailbox, not applied yet (kept for its
+    /// capacity).
+    inbox: Vec<(Tag, Wire)>,
+    /// `seq` of the entry at the front of `pending` (entries are numbered
+    /// in request order; replies name theirs in their [`Tag`]).
+    base_seq: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
 }
 
 fn is_error(b: &[u8]) -> bool {
@@ -168,6 +182,9 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         subscribe: None,
         epochs: proxy.router.subscribe(),
         limits: Limits::default(),
+        mailbox: Arc::new(Mailbox::default()),
+        inbox: Vec::new(),
+        base_seq: 0,
         proxy,
     };
     session.serve(stream).await;
@@ -195,6 +212,8 @@ impl Session {
         loop {
             loop {
                 let progressed = self.process(&mut inbuf, &mut parser);
+                self.mailbox.take_now(&mut self.inbox);
+                self.apply_replies();
                 self.collect(&mut out);
                 if !progressed {
                     break;
@@ -243,6 +262,7 @@ impl Session {
             let idle_on = !idle.is_zero() && self.pending.is_empty();
             enum Ev {
                 Read(std::io::Result<usize>),
+                Replies,
                 Front(crate::proxy::forward::Event),
                 Idle,
                 Shutdown,
@@ -258,9 +278,16 @@ impl Session {
                 }
             }
             let ev = {
-                let front = self.pending.front_mut().and_then(Entry::waiter);
+                let front = self
+                    .pending
+                    .front_mut()
+                    .and_then(Entry::waiter)
+                    .filter(|r| r.waits_to_retry());
                 let has_front = front.is_some();
                 let epochs = &mut self.epochs;
+                let mailbox = &self.mailbox;
+                let inbox = &mut self.inbox;
+                let replies = std::future::poll_fn(|cx| mailbox.poll_take(cx, inbox));
                 let wait_front = async move {
                     match front {
                         Some(r) => r.wait(epochs).await,
@@ -269,6 +296,7 @@ impl Session {
                 };
                 tokio::select! {
                     r = stream.read_buf(&mut inbuf), if can_read => Ev::Read(r),
+                    _ = replies => Ev::Replies,
                     e = wait_front, if has_front => Ev::Front(e),
                     _ = &mut tick, if front_deadline.is_some() => Ev::Front(crate::proxy::forward::Event::Deadline),
                     _ = tokio::time::sleep(idle), if idle_on => Ev::Idle,
@@ -278,6 +306,7 @@ impl Session {
             match ev {
                 Ev::Read(Ok(0)) | Ev::Read(Err(_)) | Ev::Idle => return,
                 Ev::Read(Ok(_)) => {}
+                Ev::Replies => self.apply_replies(),
                 Ev::Shutdown => draining = true,
                 Ev::Front(e) => {
                     if matches!(e, crate::proxy::forward::Event::Deadline) {
@@ -291,6 +320,7 @@ impl Session {
                         kind,
                         replica_reads,
                         dedicated: &mut self.dedicated,
+                        mailbox: &self.mailbox,
                     };
                     if let Some(r) = self.pending.front_mut().and_then(Entry::waiter) {
                         r.on_event(e, &mut cx);
@@ -400,10 +430,51 @@ impl Session {
             kind,
             replica_reads,
             dedicated: &mut self.dedicated,
+            mailbox: &self.mailbox,
         }
     }
 
+    /// The `seq` the next entry pushed to `pending` gets.
+    fn next_seq(&self) -> u64 {
+        self.base_seq + self.pending.len() as u64
+    }
+
+    /// Applies the replies taken from the mailbox to their requests.
+    fn apply_replies(&mut self) {
+        if self.inbox.is_empty() {
+            return;
+        }
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let kind = self.kind();
+        let replica_reads = self.replica_reads();
+        let mut cx = SendCtx {
+            proxy: &self.proxy,
+            client: self.st.id,
+            kind,
+            replica_reads,
+            dedicated: &mut self.dedicated,
+            mailbox: &self.mailbox,
+        };
+        for (tag, w) in inbox.drain(..) {
+            // Entries already answered and gone leave stale tags behind.
+            let Some(i) = tag.seq.checked_sub(self.base_seq) else {
+                continue;
+            };
+            let r = match self.pending.get_mut(i as usize) {
+                Some(Entry::One { r, .. }) => r,
+                Some(Entry::Fan { f, .. }) => match f.subs.get_mut(tag.sub as usize) {
+                    Some(r) => r,
+                    None => continue,
+                },
+                Some(Entry::Ready { .. }) | None => continue,
+            };
+            r.on_reply(tag, w, &mut cx);
+        }
+        self.inbox = inbox;
+    }
+
     fn send_one(&mut self, mut r: Routed, metric: usize, start: Instant, post: Post) {
+        r.place(self.next_seq(), 0);
         let mut cx = self.send_ctx();
         r.dispatch(&mut cx);
         self.pending.push_back(Entry::One {
@@ -680,8 +751,10 @@ impl Session {
     }
 
     fn send_fan(&mut self, mut f: Fanout, metric: usize, start: Instant) {
+        let seq = self.next_seq();
         let mut cx = self.send_ctx();
-        for s in &mut f.subs {
+        for (i, s) in f.subs.iter_mut().enumerate() {
+            s.place(seq, i as u32);
             s.dispatch(&mut cx);
         }
         self.pending.push_back(Entry::Fan {
@@ -857,27 +930,12 @@ impl Session {
     fn collect(&mut self, out: &mut BytesMut) {
         let mut now: Option<Instant> = None;
         let mut n = 0u64;
-        let kind = self.kind();
-        let replica_reads = self.replica_reads();
         loop {
-            let mut cx = SendCtx {
-                proxy: &self.proxy,
-                client: self.st.id,
-                kind,
-                replica_reads,
-                dedicated: &mut self.dedicated,
-            };
-            let done = match self.pending.front_mut() {
+            let done = match self.pending.front() {
                 None => false,
                 Some(Entry::Ready { .. }) => true,
-                Some(Entry::One { r, .. }) => r.poll_now(&mut cx),
-                Some(Entry::Fan { f, .. }) => {
-                    let mut all = true;
-                    for s in f.subs.iter_mut() {
-                        all &= s.poll_now(&mut cx);
-                    }
-                    all
-                }
+                Some(Entry::One { r, .. }) => r.is_done(),
+                Some(Entry::Fan { f, .. }) => f.subs.iter().all(Routed::is_done),
             };
             if !done {
                 break;
@@ -885,6 +943,7 @@ impl Session {
             let Some(entry) = self.pending.pop_front() else {
                 break;
             };
+            self.base_seq += 1;
             let (bytes, outcome, metric, start) = match entry {
                 Entry::Ready {
                     bytes,
