@@ -209,6 +209,10 @@ impl Session {
         tokio::pin!(tick);
         let idle = Duration::from_secs(self.proxy.cfg.client_idle_timeout_secs);
         let max_pipeline = self.proxy.cfg.max_pipeline;
+        // Replies are ready but others of the same pipeline are still on
+        // their way: the write waits for one turn of the scheduler, so that
+        // replies the other nodes send meanwhile go out in the same write.
+        let mut held = false;
         loop {
             loop {
                 let progressed = self.process(&mut inbuf, &mut parser);
@@ -220,6 +224,12 @@ impl Session {
                 }
             }
             if !out.is_empty() {
+                if !held && !self.pending.is_empty() {
+                    held = true;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                held = false;
                 if stream.write_all(&out).await.is_err() {
                     return;
                 }
