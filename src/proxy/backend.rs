@@ -617,6 +617,17 @@ impl ConnTask {
         let mut out = std::mem::take(&mut batch.data);
         let mut closed = false;
         loop {
+            if !batch.reqs.is_empty() && !closed {
+                // Requests just arrived: let every session the scheduler
+                // runs this turn add its own before writing, so the node
+                // gets (and answers) them in one read instead of several.
+                tokio::task::yield_now().await;
+                let _ = self.shared.poll_take(
+                    &mut Context::from_waker(Waker::noop()),
+                    &mut out,
+                    &mut batch.reqs,
+                );
+            }
             let n = batch.reqs.len();
             for r in batch.reqs.drain(..) {
                 inflight.push_back(InFlight {
