@@ -21,7 +21,7 @@ use crate::proxy::forward::{error_frame, Routed, SendCtx, Target};
 use crate::proxy::local::{self, ClientState};
 use crate::proxy::metrics::Outcome;
 use crate::proxy::Proxy;
-use crate::resp::{Limits, Proto, RequestParser};
+use crate::resp::{Limits, Proto, Raw, RequestParser};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -137,6 +137,9 @@ pub struct Session {
     /// What was taken from the mailbox, not applied yet (kept for its
     /// capacity).
     inbox: Vec<(Tag, Wire)>,
+    /// The command of the last request on the fast path: pipelines mostly
+    /// repeat one command.
+    last_cmd: Option<&'static crate::proxy::commands::Command>,
     /// `seq` of the entry at the front of `pending` (entries are numbered
     /// in request order; replies name theirs in their [`Tag`]).
     base_seq: u64,
@@ -184,6 +187,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         limits: Limits::default(),
         mailbox: Arc::new(Mailbox::default()),
         inbox: Vec::new(),
+        last_cmd: None,
         base_seq: 0,
         proxy,
     };
@@ -309,7 +313,9 @@ impl Session {
                     _ = replies => Ev::Replies,
                     e = wait_front, if has_front => Ev::Front(e),
                     _ = &mut tick, if front_deadline.is_some() => Ev::Front(crate::proxy::forward::Event::Deadline),
-                    _ = tokio::time::sleep(idle), if idle_on => Ev::Idle,
+                    // An async block: select! builds every branch's future,
+                    // and a Sleep costs a clock read even when never polled.
+                    _ = async { tokio::time::sleep(idle).await }, if idle_on => Ev::Idle,
                     _ = &mut shutdown_signal, if !draining => Ev::Shutdown,
                 }
             };
@@ -380,13 +386,30 @@ impl Session {
                     }
                     d
                 }
-                None => match parser.parse_frame(inbuf, &self.limits) {
-                    Ok(Some((frame, args))) => {
+                None => match parser.parse_raw(inbuf, &self.limits) {
+                    Ok(Some(Raw::Frame(frame))) => {
+                        progressed = true;
+                        if parser.argc() == 0 {
+                            continue;
+                        }
+                        let start = *start.get_or_insert_with(Instant::now);
+                        match self.fast(frame, parser, start) {
+                            Ok(()) => continue,
+                            Err(frame) => {
+                                let args = parser.args_of(&frame);
+                                Parsed { frame, args }
+                            }
+                        }
+                    }
+                    Ok(Some(Raw::Inline(args))) => {
                         if args.is_empty() {
                             progressed = true;
                             continue;
                         }
-                        Parsed { frame, args }
+                        Parsed {
+                            frame: Bytes::new(),
+                            args,
+                        }
                     }
                     Ok(None) => return progressed,
                     Err(e) => {
@@ -407,6 +430,43 @@ impl Session {
             let start = *start.get_or_insert_with(Instant::now);
             self.handle(req, start);
         }
+    }
+
+    /// The common case without building an argument list: a command with
+    /// one key at a fixed place, from a client that is authenticated and
+    /// not inside MULTI. Anything else is handed back for [`handle`].
+    fn fast(&mut self, frame: Bytes, parser: &RequestParser, start: Instant) -> Result<(), Bytes> {
+        if !self.st.authed || self.txn.is_some() {
+            return Err(frame);
+        }
+        let Some(name) = parser.arg(&frame, 0) else {
+            return Err(frame);
+        };
+        let cmd = match self.last_cmd {
+            Some(c) if name.eq_ignore_ascii_case(c.name.as_bytes()) => c,
+            _ => match self.proxy.table.lookup_plain(name) {
+                Some(c) => {
+                    self.last_cmd = Some(c);
+                    c
+                }
+                None => return Err(frame),
+            },
+        };
+        if cmd.route != Route::Keyed || !cmd.arity_ok(parser.argc()) {
+            return Err(frame);
+        }
+        let Some(key) = cmd.single_key().and_then(|i| parser.arg(&frame, i)) else {
+            return Err(frame);
+        };
+        let slot = key_hash_slot(key);
+        let r = Routed::new(
+            frame,
+            Target::Slot(slot),
+            self.deadline(start),
+            cmd.has(flag::READONLY),
+        );
+        self.send_one(r, cmd.metric, start, Post::None);
+        Ok(())
     }
 
     /// The deadline of a request read at `start`.
@@ -1007,7 +1067,9 @@ impl Session {
             self.proxy
                 .commands_processed
                 .fetch_add(n, Ordering::Relaxed);
-            self.st.last_active = std::time::Instant::now();
+            if let Some(now) = now {
+                self.st.last_active = now.into_std();
+            }
         }
         if self.pending.is_empty() {
             self.barrier = false;

@@ -43,6 +43,17 @@ impl ProtocolError {
     }
 }
 
+/// A whole request taken from the buffer by
+/// [`RequestParser::parse_raw`].
+#[derive(Debug)]
+pub enum Raw {
+    /// A multibulk request's own bytes (empty for `*0`); its arguments are
+    /// read from the parser.
+    Frame(Bytes),
+    /// An inline request's arguments (none for a blank line).
+    Inline(Vec<Bytes>),
+}
+
 /// Resumable state of a multibulk request being received.
 #[derive(Debug, Default)]
 pub struct RequestParser {
@@ -126,15 +137,49 @@ impl RequestParser {
         buf: &mut BytesMut,
         limits: &Limits,
     ) -> Result<Option<(Bytes, Vec<Bytes>)>, ProtocolError> {
+        Ok(self.parse_raw(buf, limits)?.map(|raw| match raw {
+            Raw::Frame(frame) => {
+                let args = self.args_of(&frame);
+                (frame, args)
+            }
+            Raw::Inline(args) => (Bytes::new(), args),
+        }))
+    }
+
+    /// The arguments of the frame [`parse_raw`](Self::parse_raw) just
+    /// returned, as slices of it.
+    pub fn args_of(&self, frame: &Bytes) -> Vec<Bytes> {
+        self.ranges
+            .iter()
+            .map(|&(s, e)| frame.slice(s..e))
+            .collect()
+    }
+
+    /// Argument `i` of the frame [`parse_raw`](Self::parse_raw) just
+    /// returned, borrowed (no reference count, no allocation).
+    pub fn arg<'a>(&self, frame: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        let &(s, e) = self.ranges.get(i)?;
+        frame.get(s..e)
+    }
+
+    /// Arguments of the frame [`parse_raw`](Self::parse_raw) just returned.
+    pub fn argc(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Like [`parse_frame`](Self::parse_frame), without building the
+    /// argument list: a multibulk request comes back as its bytes, its
+    /// arguments readable with [`arg`](Self::arg) until the next call.
+    pub fn parse_raw(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Raw>, ProtocolError> {
         if self.expected.is_none() {
             match buf.first() {
                 None => return Ok(None),
                 Some(b'*') => {}
-                Some(_) => {
-                    return Ok(self
-                        .parse_inline(buf, limits)?
-                        .map(|args| (Bytes::new(), args)))
-                }
+                Some(_) => return Ok(self.parse_inline(buf, limits)?.map(Raw::Inline)),
             }
             let Some(end) = find_crlf(buf, 0) else {
                 if buf.len() > limits.max_inline_len {
@@ -149,7 +194,8 @@ impl RequestParser {
                 .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
             if n <= 0 {
                 let _ = buf.split_to(end + 2);
-                return Ok(Some((Bytes::new(), Vec::new())));
+                self.ranges.clear();
+                return Ok(Some(Raw::Frame(Bytes::new())));
             }
             let n = n as usize;
             self.expected = Some(n);
@@ -195,15 +241,10 @@ impl RequestParser {
             self.pos = start + len + 2;
         }
         let frame = buf.split_to(self.pos).freeze();
-        let args = self
-            .ranges
-            .iter()
-            .map(|&(s, e)| frame.slice(s..e))
-            .collect();
+        // `ranges` stay until the next request starts: see `arg`.
         self.expected = None;
-        self.ranges.clear();
         self.pos = 0;
-        Ok(Some((frame, args)))
+        Ok(Some(Raw::Frame(frame)))
     }
 
     fn parse_inline(
@@ -339,6 +380,35 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn raw_requests_expose_their_arguments_until_the_next_one() {
+        let mut buf =
+            BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*0\r\n*1\r\n$4\r\nPI"[..]);
+        let mut p = RequestParser::new();
+        let l = Limits::default();
+        let Some(Raw::Frame(f)) = p.parse_raw(&mut buf, &l).unwrap() else {
+            panic!("frame expected");
+        };
+        assert_eq!(&f[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(p.argc(), 2);
+        assert_eq!(p.arg(&f, 0), Some(&b"GET"[..]));
+        assert_eq!(p.arg(&f, 1), Some(&b"k"[..]));
+        assert_eq!(p.arg(&f, 2), None);
+        assert_eq!(p.args_of(&f), vec![Bytes::from("GET"), Bytes::from("k")]);
+        let Some(Raw::Inline(a)) = p.parse_raw(&mut buf, &l).unwrap() else {
+            panic!("inline expected");
+        };
+        assert_eq!(a, vec![Bytes::from("PING")]);
+        let Some(Raw::Frame(f)) = p.parse_raw(&mut buf, &l).unwrap() else {
+            panic!("empty frame expected");
+        };
+        assert!(f.is_empty());
+        assert_eq!(p.argc(), 0);
+        // A partial request consumes nothing.
+        assert!(p.parse_raw(&mut buf, &l).unwrap().is_none());
+        assert_eq!(&buf[..], b"*1\r\n$4\r\nPI");
+    }
 
     fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
         let mut buf = BytesMut::from(input);
