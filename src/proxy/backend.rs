@@ -68,6 +68,9 @@ struct Inbox {
     /// The session was woken (or is running) and will look again: no
     /// need to wake it per reply.
     woken: bool,
+    /// Deliveries the waiting session can use only together (replies of
+    /// one pipeline burst): it is woken at the last one.
+    need: usize,
     /// The session is gone: replies are dropped.
     closed: bool,
 }
@@ -80,6 +83,10 @@ impl Mailbox {
         }
         g.items.push((tag, outcome));
         if !g.woken {
+            if g.need > 1 {
+                g.need -= 1;
+                return;
+            }
             g.woken = true;
             if let Some(w) = &g.waker {
                 w.wake_by_ref();
@@ -89,14 +96,21 @@ impl Mailbox {
 
     /// Moves what arrived into `out` (which should be empty: buffers are
     /// swapped, not copied). Ready when something was taken; otherwise the
-    /// task is woken at the next delivery. Cancel-safe.
-    pub fn poll_take(&self, cx: &mut Context<'_>, out: &mut Vec<(Tag, Outcome)>) -> Poll<()> {
+    /// task is woken when `need` more deliveries have arrived (at least
+    /// one). Cancel-safe.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<(Tag, Outcome)>,
+        need: usize,
+    ) -> Poll<()> {
         let mut g = lock(&self.inner);
         if g.items.is_empty() {
             if !g.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 g.waker = Some(cx.waker().clone());
             }
             g.woken = false;
+            g.need = need;
             return Poll::Pending;
         }
         std::mem::swap(&mut g.items, out);
@@ -799,12 +813,12 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         let mut out = Vec::new();
-        assert!(m.poll_take(&mut cx, &mut out).is_pending());
+        assert!(m.poll_take(&mut cx, &mut out, 1).is_pending());
         m.deliver(tag(1), Outcome::Lost);
         m.deliver(tag(2), Outcome::NotSent);
         // Two replies, one wake-up: the session takes both at once.
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
-        assert!(m.poll_take(&mut cx, &mut out).is_ready());
+        assert!(m.poll_take(&mut cx, &mut out, 1).is_ready());
         let seqs: Vec<u64> = out.iter().map(|(t, _)| t.seq).collect();
         assert_eq!(seqs, [1, 2]);
         // While the session runs (has not waited again) nothing wakes it.
@@ -814,12 +828,19 @@ mod tests {
         m.take_now(&mut out);
         assert_eq!(out.len(), 1);
         out.clear();
-        assert!(m.poll_take(&mut cx, &mut out).is_pending());
+        // Waiting for three replies: woken at the third.
+        assert!(m.poll_take(&mut cx, &mut out, 3).is_pending());
         m.deliver(tag(4), Outcome::Lost);
+        m.deliver(tag(5), Outcome::Lost);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        m.deliver(tag(6), Outcome::Lost);
         assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        m.take_now(&mut out);
+        assert_eq!(out.len(), 3);
+        out.clear();
         // A closed mailbox (the session ended) keeps nothing.
         m.close();
-        m.deliver(tag(5), Outcome::Lost);
+        m.deliver(tag(7), Outcome::Lost);
         m.take_now(&mut out);
         assert!(out.is_empty());
     }

@@ -310,6 +310,11 @@ impl Routed {
         }
     }
 
+    /// Whether this request waits for a reply from a node.
+    pub fn in_flight(&self) -> bool {
+        matches!(self.state, State::InFlight(_))
+    }
+
     /// Whether this request waits for a retry (its backoff or a new slot
     /// map), not for a reply.
     pub fn waits_to_retry(&self) -> bool {

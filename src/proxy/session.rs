@@ -87,6 +87,15 @@ enum Entry {
 }
 
 impl Entry {
+    /// When the request was read: requests read in one burst share it.
+    fn start(&self) -> Instant {
+        match self {
+            Entry::Ready { start, .. } | Entry::One { start, .. } | Entry::Fan { start, .. } => {
+                *start
+            }
+        }
+    }
+
     /// The request this entry waits for first.
     fn waiter(&mut self) -> Option<&mut Routed> {
         match self {
@@ -112,6 +121,11 @@ struct WatchState {
     pool: Arc<Pool>,
     slot: u16,
 }
+
+/// Longest a ready reply waits for the rest of its burst, counted from
+/// when the burst was read (see `Session::held_burst`): bounds the delay a
+/// slow command adds to the replies read with it.
+const REPLY_HOLD: Duration = Duration::from_millis(1);
 
 /// Requests are parsed into this much before the proxy stops reading.
 const MAX_INBUF: usize = 64 << 20;
@@ -140,6 +154,9 @@ pub struct Session {
     /// The command of the last request on the fast path: pipelines mostly
     /// repeat one command.
     last_cmd: Option<&'static crate::proxy::commands::Command>,
+    /// When the last reply moved to the output buffer was read (see
+    /// [`held_burst`](Self::held_burst)).
+    out_start: Option<Instant>,
     /// `seq` of the entry at the front of `pending` (entries are numbered
     /// in request order; replies name theirs in their [`Tag`]).
     base_seq: u64,
@@ -188,6 +205,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         mailbox: Arc::new(Mailbox::default()),
         inbox: Vec::new(),
         last_cmd: None,
+        out_start: None,
         base_seq: 0,
         proxy,
     };
@@ -213,10 +231,6 @@ impl Session {
         tokio::pin!(tick);
         let idle = Duration::from_secs(self.proxy.cfg.client_idle_timeout_secs);
         let max_pipeline = self.proxy.cfg.max_pipeline;
-        // Replies are ready but others of the same pipeline are still on
-        // their way: the write waits for one turn of the scheduler, so that
-        // replies the other nodes send meanwhile go out in the same write.
-        let mut held = false;
         loop {
             loop {
                 let progressed = self.process(&mut inbuf, &mut parser);
@@ -227,13 +241,15 @@ impl Session {
                     break;
                 }
             }
-            if !out.is_empty() {
-                if !held && !self.pending.is_empty() {
-                    held = true;
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                held = false;
+            // Replies are ready but others read in the same burst (one
+            // pipeline) are still on their way from other nodes: the write
+            // waits for them, up to REPLY_HOLD after the burst was read, so
+            // the burst's replies go out in one write.
+            let write_now = !out.is_empty()
+                && self
+                    .held_burst()
+                    .is_none_or(|start| Instant::now() >= start + REPLY_HOLD);
+            if write_now {
                 if stream.write_all(&out).await.is_err() {
                     return;
                 }
@@ -286,8 +302,27 @@ impl Session {
                 .front_mut()
                 .and_then(Entry::waiter)
                 .and_then(|r| r.reply_deadline());
+            // Replies are written a burst at a time: no use waking before
+            // the whole front burst is answered, unless the hold runs out.
+            let mut need = self.burst_in_flight();
+            let mut hold = None;
+            if need > 1 || !out.is_empty() {
+                if let Some(start) = self.pending.front().map(Entry::start) {
+                    if Instant::now() < start + REPLY_HOLD {
+                        hold = Some(start + REPLY_HOLD);
+                    } else {
+                        // Held long enough: each reply may go out as it comes.
+                        need = 1;
+                    }
+                }
+            }
+            let front_deadline = match (front_deadline, hold) {
+                (Some(d), Some(h)) => Some(d.min(h)),
+                (d, h) => d.or(h),
+            };
             if let Some(d) = front_deadline {
-                if tick.deadline() > d {
+                // A later deadline is a cheap update of the armed timer.
+                if tick.deadline() != d {
                     tick.as_mut().reset(d);
                 }
             }
@@ -301,7 +336,7 @@ impl Session {
                 let epochs = &mut self.epochs;
                 let mailbox = &self.mailbox;
                 let inbox = &mut self.inbox;
-                let replies = std::future::poll_fn(|cx| mailbox.poll_take(cx, inbox));
+                let replies = std::future::poll_fn(|cx| mailbox.poll_take(cx, inbox, need));
                 let wait_front = async move {
                     match front {
                         Some(r) => r.wait(epochs).await,
@@ -502,6 +537,30 @@ impl Session {
             dedicated: &mut self.dedicated,
             mailbox: &self.mailbox,
         }
+    }
+
+    /// When replies waiting in the output buffer were read, if the oldest
+    /// unanswered request was read in the same burst (one read) as them.
+    fn held_burst(&self) -> Option<Instant> {
+        let start = self.pending.front().map(Entry::start)?;
+        (Some(start) == self.out_start).then_some(start)
+    }
+
+    /// Requests of the oldest unanswered burst (read together) waiting for
+    /// a reply from a node.
+    fn burst_in_flight(&self) -> usize {
+        let Some(start) = self.pending.front().map(Entry::start) else {
+            return 0;
+        };
+        self.pending
+            .iter()
+            .take_while(|e| e.start() == start)
+            .map(|e| match e {
+                Entry::Ready { .. } => 0,
+                Entry::One { r, .. } => usize::from(r.in_flight()),
+                Entry::Fan { f, .. } => f.subs.iter().filter(|s| s.in_flight()).count(),
+            })
+            .sum()
     }
 
     /// The `seq` the next entry pushed to `pending` gets.
@@ -1014,6 +1073,7 @@ impl Session {
                 break;
             };
             self.base_seq += 1;
+            self.out_start = Some(entry.start());
             let (bytes, outcome, metric, start) = match entry {
                 Entry::Ready {
                     bytes,
