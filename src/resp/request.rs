@@ -65,6 +65,32 @@ pub struct RequestParser {
     pos: usize,
 }
 
+/// A length as Redis writes it, at `at` and up to `\r\n`: decimal digits,
+/// no sign, no leading zero, at most 18 digits. Returns it and where the
+/// line ends (after `\r\n`); `None` for anything else or a partial line.
+fn plain_len(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut v: usize = 0;
+    let mut i = at;
+    while let Some(&b) = buf.get(i) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = v * 10 + usize::from(b - b'0');
+        i += 1;
+        if i - at > 18 {
+            return None;
+        }
+    }
+    let digits = i - at;
+    if digits == 0 || (digits > 1 && buf.get(at) == Some(&b'0')) {
+        return None;
+    }
+    if buf.get(i..i + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((v, i + 2))
+}
+
 /// Position of the first `\r\n` (or, for inline, `\n`) at or after `from`.
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let hay = buf.get(from..)?;
@@ -181,6 +207,10 @@ impl RequestParser {
                 Some(b'*') => {}
                 Some(_) => return Ok(self.parse_inline(buf, limits)?.map(Raw::Inline)),
             }
+            if let Some(len) = self.parse_whole(buf, limits) {
+                let frame = buf.split_to(len).freeze();
+                return Ok(Some(Raw::Frame(frame)));
+            }
             let Some(end) = find_crlf(buf, 0) else {
                 if buf.len() > limits.max_inline_len {
                     return Err(ProtocolError::new("too big mbulk count string"));
@@ -245,6 +275,36 @@ impl RequestParser {
         self.expected = None;
         self.pos = 0;
         Ok(Some(Raw::Frame(frame)))
+    }
+
+    /// The common case in one pass: a whole multibulk request already in
+    /// `buf` with plain lengths. Returns its length with `ranges` filled.
+    /// `None` changes nothing that matters (the general path starts by
+    /// clearing `ranges`) and leaves anything else — a partial request,
+    /// odd or over-limit lengths, bad framing — to the general path, which
+    /// returns the same request or the proper error.
+    fn parse_whole(&mut self, buf: &[u8], limits: &Limits) -> Option<usize> {
+        let (n, mut pos) = plain_len(buf, 1)?;
+        if n == 0 || n > limits.max_multibulk_len || n > 1024 {
+            return None;
+        }
+        self.ranges.clear();
+        for _ in 0..n {
+            if *buf.get(pos)? != b'$' {
+                return None;
+            }
+            let (len, start) = plain_len(buf, pos + 1)?;
+            if len > limits.max_bulk_len {
+                return None;
+            }
+            let end = start.checked_add(len)?;
+            if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
+                return None;
+            }
+            self.ranges.push((start, end));
+            pos = end + 2;
+        }
+        Some(pos)
     }
 
     fn parse_inline(
