@@ -905,6 +905,44 @@ fn redirects_and_retries_against_a_fake_cluster() {
         st.lock().unwrap().slots_calls >= 2,
         "MOVED triggered a refresh"
     );
+
+    // Replies of one pipeline go out together, but a slow one does not hold
+    // back the replies read with it (the hold is bounded to a millisecond).
+    let fast = (0..)
+        .map(|i| format!("fast{i}"))
+        .find(|k| key_hash_slot(k.as_bytes()) >= 8192)
+        .unwrap();
+    let slow = key_on_a("slow");
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let pipeline = format!(
+        "*2\r\n$3\r\nGET\r\n${}\r\n{fast}\r\n*2\r\n$3\r\nGET\r\n${}\r\n{slow}\r\n",
+        fast.len(),
+        slow.len()
+    );
+    s.write_all(pipeline.as_bytes()).unwrap();
+    let first = format!("${}\r\nB:{fast}\r\n", fast.len() + 2);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < first.len() {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "proxy closed the connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "the fast reply waited for the slow one: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(&got[..first.len()], first.as_bytes());
+    while !got.ends_with(b"\r\n") || got.len() == first.len() {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "proxy closed the connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let second = String::from_utf8_lossy(&got[first.len()..]).into_owned();
+    assert!(second.contains("no reply from"), "{second}");
     drop(rt);
 }
 

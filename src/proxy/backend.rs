@@ -2,11 +2,14 @@
 //! every client's requests are multiplexed over, plus dedicated ones for the
 //! clients that need a connection of their own (blocking commands, WATCH).
 //!
-//! A connection is one task. Requests arrive on a channel with a oneshot for
-//! the reply; everything queued since the last wake-up goes out in one
-//! write, and replies are matched to requests by order (Redis answers in
-//! order on a connection). Reply bytes are forwarded as they came, found by
-//! [`FrameScanner`] without building values.
+//! A connection is one task. Sessions append a request's bytes straight to
+//! the connection's write buffer (one copy, no allocation, under a mutex
+//! nobody holds across an `.await`); everything appended since the task's
+//! last wake-up goes out in one write. Replies are matched to requests by
+//! order (Redis answers in order on a connection) and delivered to the
+//! sending session's [`Mailbox`] with the [`Tag`] it chose, so a request
+//! costs no channel or oneshot of its own. Reply bytes are forwarded as they
+//! came, found by [`FrameScanner`] without building values.
 //!
 //! What happens to a request when the connection fails is explicit: one
 //! never written is handed back [`Outcome::NotSent`] (the caller may send it
@@ -15,33 +18,133 @@
 
 use crate::proxy::metrics::{Metrics, NodeMetrics};
 use crate::resp::scan::FrameScanner;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-
-/// One request (possibly several commands sent back to back, like
-/// `ASKING` + command or a whole `MULTI`...`EXEC` block).
-pub struct Req {
-    pub data: Bytes,
-    /// Reply frames the request produces; the reply is all of them.
-    pub frames: u32,
-    pub tx: oneshot::Sender<Outcome>,
-}
 
 #[derive(Debug)]
 pub enum Outcome {
     /// The reply frames, verbatim.
-    Reply(Bytes),
+    Reply(bytes::Bytes),
     /// Never written to the node: safe to send anywhere.
     NotSent,
     /// Written, and the connection died before the reply: the command may
     /// or may not have run.
     Lost,
+}
+
+/// How a session finds the request a reply belongs to: its place in the
+/// session's queue (`seq`, and `sub` inside a fan-out) and which send of
+/// that request it answers (`gen`: a late reply to an earlier attempt is
+/// recognised and dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tag {
+    pub seq: u64,
+    pub sub: u32,
+    pub gen: u32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where the replies to one session's requests land, in arrival order.
+/// One per session instead of one oneshot per request.
+#[derive(Default)]
+pub struct Mailbox {
+    inner: Mutex<Inbox>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    items: Vec<(Tag, Outcome)>,
+    waker: Option<Waker>,
+    /// The session was woken (or is running) and will look again: no
+    /// need to wake it per reply.
+    woken: bool,
+    /// Deliveries the waiting session can use only together (replies of
+    /// one pipeline burst): it is woken at the last one.
+    need: usize,
+    /// The session is gone: replies are dropped.
+    closed: bool,
+}
+
+impl Mailbox {
+    pub fn deliver(&self, tag: Tag, outcome: Outcome) {
+        let mut g = lock(&self.inner);
+        if g.closed {
+            return;
+        }
+        g.items.push((tag, outcome));
+        if !g.woken {
+            if g.need > 1 {
+                g.need -= 1;
+                return;
+            }
+            g.woken = true;
+            if let Some(w) = &g.waker {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    /// Moves what arrived into `out` (which should be empty: buffers are
+    /// swapped, not copied). Ready when something was taken; otherwise the
+    /// task is woken when `need` more deliveries have arrived (at least
+    /// one). Cancel-safe.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<(Tag, Outcome)>,
+        need: usize,
+    ) -> Poll<()> {
+        let mut g = lock(&self.inner);
+        if g.items.is_empty() {
+            if !g.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                g.waker = Some(cx.waker().clone());
+            }
+            g.woken = false;
+            g.need = need;
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut g.items, out);
+        g.woken = true;
+        Poll::Ready(())
+    }
+
+    /// Takes what arrived without waiting.
+    pub fn take_now(&self, out: &mut Vec<(Tag, Outcome)>) {
+        let mut g = lock(&self.inner);
+        if !g.items.is_empty() {
+            std::mem::swap(&mut g.items, out);
+        }
+    }
+
+    /// The session ended: later replies are dropped at once.
+    pub fn close(&self) {
+        let mut g = lock(&self.inner);
+        g.closed = true;
+        g.items.clear();
+        g.waker = None;
+    }
+}
+
+/// Where a request's reply goes.
+pub struct ReplyTo {
+    pub mailbox: Arc<Mailbox>,
+    pub tag: Tag,
+}
+
+impl ReplyTo {
+    fn send(self, o: Outcome) {
+        self.mailbox.deliver(self.tag, o);
+    }
 }
 
 /// How a connection talks to its node.
@@ -69,19 +172,134 @@ pub struct BackendCtx {
     pub on_failure: Arc<tokio::sync::Notify>,
 }
 
-/// Handle to one connection task. Dropping every handle of a dedicated
+/// A request appended to a connection, not taken by its task yet.
+struct Queued {
+    /// Its bytes in [`Queue::data`].
+    len: usize,
+    /// Reply frames the request produces; the reply is all of them.
+    frames: u32,
+    reply: ReplyTo,
+}
+
+/// What sessions hand a connection's task.
+#[derive(Default)]
+struct Queue {
+    data: BytesMut,
+    reqs: Vec<Queued>,
+    waker: Option<Waker>,
+    woken: bool,
+    /// Every handle is gone.
+    closed: bool,
+    /// The task is gone or will not send any more: hand requests back.
+    refusing: bool,
+}
+
+struct ConnShared {
+    queue: Mutex<Queue>,
+    /// Live [`Conn`] handles (the task's own reference is not one).
+    handles: AtomicUsize,
+}
+
+/// What the task takes from its queue.
+enum Take {
+    Some,
+    /// Every handle is gone and nothing is queued.
+    Closed,
+}
+
+impl ConnShared {
+    /// Moves queued requests into the task's buffers (swapped, not copied,
+    /// when the task's buffer is empty).
+    fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        data: &mut BytesMut,
+        reqs: &mut Vec<Queued>,
+    ) -> Poll<Take> {
+        let mut q = lock(&self.queue);
+        if q.reqs.is_empty() {
+            if q.closed {
+                return Poll::Ready(Take::Closed);
+            }
+            if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                q.waker = Some(cx.waker().clone());
+            }
+            q.woken = false;
+            return Poll::Pending;
+        }
+        if data.is_empty() {
+            std::mem::swap(&mut q.data, data);
+        } else {
+            data.extend_from_slice(&q.data);
+            q.data.clear();
+        }
+        reqs.append(&mut q.reqs);
+        q.woken = true;
+        Poll::Ready(Take::Some)
+    }
+
+    /// Hands back everything queued and everything sent from now on.
+    fn refuse_all(&self) {
+        let reqs = {
+            let mut q = lock(&self.queue);
+            q.refusing = true;
+            q.data.clear();
+            std::mem::take(&mut q.reqs)
+        };
+        for r in reqs {
+            r.reply.send(Outcome::NotSent);
+        }
+    }
+}
+
+/// Handle to one connection. Dropping every handle of a dedicated
 /// connection closes it at once (a blocked BLPOP is abandoned with it).
-#[derive(Clone)]
 pub struct Conn {
-    tx: mpsc::UnboundedSender<Req>,
+    shared: Arc<ConnShared>,
+}
+
+impl Clone for Conn {
+    fn clone(&self) -> Conn {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Conn {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut q = lock(&self.shared.queue);
+            q.closed = true;
+            if let Some(w) = q.waker.take() {
+                w.wake();
+            }
+        }
+    }
 }
 
 impl Conn {
-    /// Queues a request. If the task is gone the request is handed back as
-    /// never sent.
-    pub fn send(&self, req: Req) {
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(req) {
-            let _ = req.tx.send(Outcome::NotSent);
+    /// Appends a request made of `parts` (sent back to back) that produces
+    /// `frames` reply frames. If the connection will not send any more, the
+    /// request is handed back as never sent.
+    pub fn send(&self, parts: &[&[u8]], frames: u32, reply: ReplyTo) {
+        let mut q = lock(&self.shared.queue);
+        if q.refusing {
+            drop(q);
+            return reply.send(Outcome::NotSent);
+        }
+        let mut len = 0;
+        for p in parts {
+            q.data.extend_from_slice(p);
+            len += p.len();
+        }
+        q.reqs.push(Queued { len, frames, reply });
+        if !q.woken {
+            q.woken = true;
+            if let Some(w) = &q.waker {
+                w.wake_by_ref();
+            }
         }
     }
 }
@@ -139,7 +357,10 @@ impl Pool {
     }
 
     fn spawn(&self, kind: Kind, dedicated: bool) -> Conn {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(ConnShared {
+            queue: Mutex::new(Queue::default()),
+            handles: AtomicUsize::new(1),
+        });
         let task = ConnTask {
             addr: self.addr.clone(),
             kind,
@@ -147,10 +368,10 @@ impl Pool {
             ctx: self.ctx.clone(),
             node: self.metrics.clone(),
             state: self.state.clone(),
-            rx,
+            shared: shared.clone(),
         };
         tokio::spawn(task.run());
-        Conn { tx }
+        Conn { shared }
     }
 }
 
@@ -160,8 +381,6 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(1000);
 /// Stop taking new requests while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 4 << 20;
-/// Requests taken from the channel per wake-up.
-const BATCH: usize = 1024;
 
 struct ConnTask {
     addr: String,
@@ -170,14 +389,34 @@ struct ConnTask {
     ctx: Arc<BackendCtx>,
     node: NodeMetrics,
     state: Arc<NodeState>,
-    rx: mpsc::UnboundedReceiver<Req>,
+    shared: Arc<ConnShared>,
 }
 
 struct InFlight {
     /// Offset of the request's first byte in the connection's write stream.
     start: u64,
     frames_left: u32,
-    tx: oneshot::Sender<Outcome>,
+    reply: ReplyTo,
+}
+
+/// Requests taken from the queue, not yet on their way.
+#[derive(Default)]
+struct Batch {
+    data: BytesMut,
+    reqs: Vec<Queued>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
+    fn refuse(&mut self) {
+        self.data.clear();
+        for r in self.reqs.drain(..) {
+            r.reply.send(Outcome::NotSent);
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -290,15 +529,25 @@ pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
 }
 
 impl ConnTask {
-    async fn run(mut self) {
+    /// Waits for queued requests (or for every handle to be gone).
+    async fn take(&self, batch: &mut Batch) -> Take {
+        poll_fn(|cx| self.shared.poll_take(cx, &mut batch.data, &mut batch.reqs)).await
+    }
+
+    async fn run(self) {
+        self.run_inner().await;
+        // Whatever is sent from now on is handed back at once.
+        self.shared.refuse_all();
+    }
+
+    async fn run_inner(&self) {
         let mut backoff = RECONNECT_BACKOFF_MIN;
-        let mut queued: Vec<Req> = Vec::new();
+        let mut queued = Batch::default();
         loop {
             // Connect lazily, when there is something to send.
             if queued.is_empty() {
-                match self.rx.recv().await {
-                    Some(r) => queued.push(r),
-                    None => return,
+                if let Take::Closed = self.take(&mut queued).await {
+                    return;
                 }
             }
             match connect(
@@ -326,7 +575,6 @@ impl ConnTask {
                             if self.dedicated {
                                 // A dedicated connection is not reopened:
                                 // its state (WATCH, a block) died with it.
-                                self.refuse_all();
                                 return;
                             }
                         }
@@ -342,11 +590,8 @@ impl ConnTask {
                     } else {
                         "connect"
                     });
-                    for r in queued.drain(..) {
-                        let _ = r.tx.send(Outcome::NotSent);
-                    }
+                    queued.refuse();
                     if self.dedicated {
-                        self.refuse_all();
                         return;
                     }
                     // Hand back everything that arrives until it is time to
@@ -355,9 +600,9 @@ impl ConnTask {
                     backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                     loop {
                         tokio::select! {
-                            r = self.rx.recv() => match r {
-                                Some(r) => { let _ = r.tx.send(Outcome::NotSent); }
-                                None => return,
+                            t = self.take(&mut queued) => match t {
+                                Take::Some => queued.refuse(),
+                                Take::Closed => return,
                             },
                             _ = tokio::time::sleep_until(until) => break,
                         }
@@ -373,34 +618,41 @@ impl ConnTask {
         self.ctx.on_failure.notify_one();
     }
 
-    fn refuse_all(&mut self) {
-        self.rx.close();
-        while let Ok(r) = self.rx.try_recv() {
-            let _ = r.tx.send(Outcome::NotSent);
-        }
-    }
-
-    async fn serve(&mut self, stream: TcpStream, mut rbuf: BytesMut, first: Vec<Req>) -> End {
+    async fn serve(&self, stream: TcpStream, mut rbuf: BytesMut, first: Batch) -> End {
         let (mut rd, wr) = stream.into_split();
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
-        let mut out = BytesMut::with_capacity(16 * 1024);
         let mut queued_bytes: u64 = 0;
         let mut written: u64 = 0;
         let mut scanner = FrameScanner::new();
         // Bytes of the front request's reply scanned so far.
         let mut front_len = 0usize;
-        let mut batch: Vec<Req> = first;
+        let mut batch = first;
+        // Bytes taken from the queue and not written yet.
+        let mut out = std::mem::take(&mut batch.data);
         let mut closed = false;
         loop {
-            for r in batch.drain(..) {
+            if !batch.reqs.is_empty() && !closed {
+                // Requests just arrived: let every session the scheduler
+                // runs this turn add its own before writing, so the node
+                // gets (and answers) them in one read instead of several.
+                tokio::task::yield_now().await;
+                let _ = self.shared.poll_take(
+                    &mut Context::from_waker(Waker::noop()),
+                    &mut out,
+                    &mut batch.reqs,
+                );
+            }
+            let n = batch.reqs.len();
+            for r in batch.reqs.drain(..) {
                 inflight.push_back(InFlight {
                     start: queued_bytes,
                     frames_left: r.frames.max(1),
-                    tx: r.tx,
+                    reply: r.reply,
                 });
-                queued_bytes += r.data.len() as u64;
-                out.extend_from_slice(&r.data);
-                self.node.inflight.inc();
+                queued_bytes += r.len as u64;
+            }
+            if n > 0 {
+                self.node.inflight.add(n as i64);
             }
             // Write what we can now; wait for writability only if the
             // socket is full.
@@ -421,61 +673,69 @@ impl ConnTask {
             enum Ev {
                 Read(std::io::Result<usize>),
                 Writable(std::io::Result<()>),
-                Reqs(usize),
+                Reqs(Take),
             }
             let ev = tokio::select! {
                 biased;
                 r = rd.read_buf(&mut rbuf) => Ev::Read(r),
                 w = wr.writable(), if !out.is_empty() => Ev::Writable(w),
-                n = self.rx.recv_many(&mut batch, BATCH), if accept => Ev::Reqs(n),
+                t = poll_fn(|cx| self.shared.poll_take(cx, &mut out, &mut batch.reqs)), if accept => Ev::Reqs(t),
             };
             match ev {
                 Ev::Read(Ok(0)) | Ev::Read(Err(_)) => {
                     return self.fail(inflight, written, End::Broken);
                 }
-                Ev::Read(Ok(_)) => loop {
-                    match scanner.scan(rbuf.get(front_len..).unwrap_or_default()) {
-                        Ok(Some(n)) => {
-                            front_len += n;
-                            // A push frame (RESP3) answers no request.
-                            let is_push = rbuf.get(front_len - n) == Some(&b'>');
-                            if is_push && !self.dedicated {
-                                let _ = rbuf.split_to(front_len);
-                                front_len = 0;
-                                continue;
-                            }
-                            let Some(front) = inflight.front_mut() else {
-                                // A reply nobody asked for: the stream is
-                                // out of step, do not guess.
-                                self.node.error("protocol");
-                                return self.fail(inflight, written, End::Broken);
-                            };
-                            front.frames_left -= 1;
-                            if front.frames_left == 0 {
-                                let reply = rbuf.split_to(front_len).freeze();
-                                front_len = 0;
-                                if let Some(f) = inflight.pop_front() {
-                                    let _ = f.tx.send(Outcome::Reply(reply));
+                Ev::Read(Ok(_)) => {
+                    let mut answered = 0i64;
+                    loop {
+                        match scanner.scan(rbuf.get(front_len..).unwrap_or_default()) {
+                            Ok(Some(n)) => {
+                                front_len += n;
+                                // A push frame (RESP3) answers no request.
+                                let is_push = rbuf.get(front_len - n) == Some(&b'>');
+                                if is_push && !self.dedicated {
+                                    let _ = rbuf.split_to(front_len);
+                                    front_len = 0;
+                                    continue;
                                 }
-                                self.node.inflight.dec();
+                                let Some(front) = inflight.front_mut() else {
+                                    // A reply nobody asked for: the stream is
+                                    // out of step, do not guess.
+                                    self.node.error("protocol");
+                                    self.node.inflight.sub(answered);
+                                    return self.fail(inflight, written, End::Broken);
+                                };
+                                front.frames_left -= 1;
+                                if front.frames_left == 0 {
+                                    let reply = rbuf.split_to(front_len).freeze();
+                                    front_len = 0;
+                                    if let Some(f) = inflight.pop_front() {
+                                        f.reply.send(Outcome::Reply(reply));
+                                    }
+                                    answered += 1;
+                                }
                             }
-                        }
-                        Ok(None) => break,
-                        Err(_) => {
-                            self.node.error("protocol");
-                            return self.fail(inflight, written, End::Broken);
+                            Ok(None) => break,
+                            Err(_) => {
+                                self.node.error("protocol");
+                                self.node.inflight.sub(answered);
+                                return self.fail(inflight, written, End::Broken);
+                            }
                         }
                     }
-                },
+                    if answered > 0 {
+                        self.node.inflight.sub(answered);
+                    }
+                }
                 Ev::Writable(Ok(())) => {}
                 Ev::Writable(Err(_)) => return self.fail(inflight, written, End::Broken),
-                Ev::Reqs(0) => {
+                Ev::Reqs(Take::Closed) => {
                     closed = true;
                     if self.dedicated {
                         return self.fail(inflight, written, End::Closed);
                     }
                 }
-                Ev::Reqs(_) => {}
+                Ev::Reqs(Take::Some) => {}
             }
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
@@ -493,9 +753,158 @@ impl ConnTask {
             } else {
                 Outcome::Lost
             };
-            let _ = f.tx.send(o);
+            f.reply.send(o);
         }
         self.node.inflight.sub(n);
         end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn tag(seq: u64) -> Tag {
+        Tag {
+            seq,
+            sub: 0,
+            gen: 1,
+        }
+    }
+
+    fn reply(m: &Arc<Mailbox>, seq: u64) -> ReplyTo {
+        ReplyTo {
+            mailbox: m.clone(),
+            tag: tag(seq),
+        }
+    }
+
+    fn conn() -> (Conn, Arc<ConnShared>) {
+        let shared = Arc::new(ConnShared {
+            queue: Mutex::new(Queue::default()),
+            handles: AtomicUsize::new(1),
+        });
+        (
+            Conn {
+                shared: shared.clone(),
+            },
+            shared,
+        )
+    }
+
+    #[test]
+    fn mailbox_wakes_once_per_wait_and_keeps_order() {
+        let m = Arc::new(Mailbox::default());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert!(m.poll_take(&mut cx, &mut out, 1).is_pending());
+        m.deliver(tag(1), Outcome::Lost);
+        m.deliver(tag(2), Outcome::NotSent);
+        // Two replies, one wake-up: the session takes both at once.
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(m.poll_take(&mut cx, &mut out, 1).is_ready());
+        let seqs: Vec<u64> = out.iter().map(|(t, _)| t.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        // While the session runs (has not waited again) nothing wakes it.
+        m.deliver(tag(3), Outcome::Lost);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        out.clear();
+        m.take_now(&mut out);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        // Waiting for three replies: woken at the third.
+        assert!(m.poll_take(&mut cx, &mut out, 3).is_pending());
+        m.deliver(tag(4), Outcome::Lost);
+        m.deliver(tag(5), Outcome::Lost);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        m.deliver(tag(6), Outcome::Lost);
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        m.take_now(&mut out);
+        assert_eq!(out.len(), 3);
+        out.clear();
+        // A closed mailbox (the session ended) keeps nothing.
+        m.close();
+        m.deliver(tag(7), Outcome::Lost);
+        m.take_now(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn queued_requests_go_in_order_in_one_buffer() {
+        let (c, shared) = conn();
+        let m = Arc::new(Mailbox::default());
+        c.send(&[b"*1\r\n$4\r\nPING\r\n"], 1, reply(&m, 1));
+        c.send(
+            &[b"*1\r\n$6\r\nASKING\r\n", b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"],
+            2,
+            reply(&m, 2),
+        );
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut data = BytesMut::new();
+        let mut reqs = Vec::new();
+        assert!(matches!(
+            shared.poll_take(&mut cx, &mut data, &mut reqs),
+            Poll::Ready(Take::Some)
+        ));
+        assert_eq!(
+            &data[..],
+            b"*1\r\n$4\r\nPING\r\n*1\r\n$6\r\nASKING\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+        );
+        let lens: Vec<(usize, u32, u64)> = reqs
+            .iter()
+            .map(|r| (r.len, r.frames, r.reply.tag.seq))
+            .collect();
+        assert_eq!(lens, [(14, 1, 1), (36, 2, 2)]);
+        assert!(shared.poll_take(&mut cx, &mut data, &mut reqs).is_pending());
+    }
+
+    #[test]
+    fn a_connection_that_stopped_hands_requests_back() {
+        let (c, shared) = conn();
+        let m = Arc::new(Mailbox::default());
+        c.send(&[b"*1\r\n$4\r\nPING\r\n"], 1, reply(&m, 1));
+        shared.refuse_all();
+        c.send(&[b"*1\r\n$4\r\nPING\r\n"], 1, reply(&m, 2));
+        let mut out = Vec::new();
+        m.take_now(&mut out);
+        let got: Vec<(u64, bool)> = out
+            .iter()
+            .map(|(t, o)| (t.seq, matches!(o, Outcome::NotSent)))
+            .collect();
+        assert_eq!(got, [(1, true), (2, true)]);
+    }
+
+    #[test]
+    fn the_last_handle_closes_the_connection() {
+        let (c, shared) = conn();
+        let c2 = c.clone();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut data = BytesMut::new();
+        let mut reqs = Vec::new();
+        drop(c);
+        assert!(shared.poll_take(&mut cx, &mut data, &mut reqs).is_pending());
+        drop(c2);
+        assert!(matches!(
+            shared.poll_take(&mut cx, &mut data, &mut reqs),
+            Poll::Ready(Take::Closed)
+        ));
     }
 }

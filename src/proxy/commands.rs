@@ -287,6 +287,15 @@ impl Command {
     }
 
     /// Does the call have the right number of arguments?
+    /// The position of the command's only key, for the commands that have
+    /// exactly one at a fixed place (GET, SET, HSET ...).
+    pub fn single_key(&self) -> Option<usize> {
+        match self.shape {
+            Shape::One(i) => Some(i),
+            _ => None,
+        }
+    }
+
     pub fn arity_ok(&self, argc: usize) -> bool {
         let argc = argc as i64;
         let a = i64::from(self.arity);
@@ -620,6 +629,18 @@ impl Table {
         let mut probe = lower.to_vec();
         probe.push(b'|');
         self.by_name.keys().any(|k| k.starts_with(&probe))
+    }
+
+    /// The command `name` names if it has no subcommands (the hot path:
+    /// no argument list, no error text). `None` sends the caller to
+    /// [`lookup`](Self::lookup).
+    pub fn lookup_plain(&self, name: &[u8]) -> Option<&Command> {
+        let mut buf = [0u8; 32];
+        let lower = buf.get_mut(..name.len())?;
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        let cmd = self.by_name.get(&*lower).and_then(|i| self.cmds.get(*i))?;
+        (!self.has_subcommands(cmd)).then_some(cmd)
     }
 
     /// Finds the command (or subcommand) a request names.

@@ -9,7 +9,7 @@
 //! is a channel push), only waiting is async, so a session can wait for its
 //! oldest request in a `select!` with its socket without losing anything.
 
-use crate::proxy::backend::{Conn, Kind, Outcome as Wire, Pool, Req};
+use crate::proxy::backend::{Conn, Kind, Mailbox, Outcome as Wire, Pool, ReplyTo, Tag};
 use crate::proxy::metrics::{Outcome, Retry};
 use crate::proxy::Proxy;
 use crate::resp::scan::{error_text, split_frames};
@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Where a request goes.
@@ -49,19 +49,21 @@ pub struct SendCtx<'a> {
     pub replica_reads: bool,
     /// This client's dedicated connections per node (blocking commands).
     pub dedicated: &'a mut HashMap<String, Conn>,
+    /// Where replies to this client's requests arrive.
+    pub mailbox: &'a Arc<Mailbox>,
 }
 
 enum State {
     /// Not sent yet, or its reply was taken.
     Idle,
-    InFlight(oneshot::Receiver<Wire>),
+    /// Sent; the reply will come to the session's mailbox with this tag.
+    InFlight(Tag),
     Wait(Instant),
     Done(Bytes, Outcome),
 }
 
-/// What woke a waiting request.
+/// What woke a waiting request (replies come through the mailbox).
 pub enum Event {
-    Reply(Result<Wire, oneshot::error::RecvError>),
     Deadline,
     Retry,
 }
@@ -82,6 +84,8 @@ pub struct Routed {
     attempts: u32,
     asking: bool,
     node: Option<Arc<Pool>>,
+    /// Where this request sits in its session (see [`Tag`]).
+    tag: Tag,
 }
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -158,7 +162,15 @@ impl Routed {
             attempts: 0,
             asking: false,
             node: None,
+            tag: Tag::default(),
         }
+    }
+
+    /// Places the request in its session's queue: `seq` of its entry and
+    /// its index among the entry's sub-requests.
+    pub fn place(&mut self, seq: u64, sub: u32) {
+        self.tag.seq = seq;
+        self.tag.sub = sub;
     }
 
     /// A block of `frames` commands (MULTI ... EXEC).
@@ -210,19 +222,13 @@ impl Routed {
 
     fn dispatch_to(&mut self, cx: &mut SendCtx<'_>, ask: Option<Arc<Pool>>) {
         let proxy = cx.proxy;
-        let (pool, conn): (Arc<Pool>, Conn) = if let Some(pool) = ask {
-            let conn = if self.blocking {
-                dedicated(cx, &pool)
-            } else {
-                match pool.shared(cx.client, cx.kind) {
-                    Some(c) => c.clone(),
-                    None => return self.fail("ERR proxy: no connection", Outcome::Error),
-                }
-            };
-            (pool, conn)
+        let mut kind = cx.kind;
+        let pinned = ask.is_none() && self.pinned();
+        let pool: Arc<Pool> = if let Some(pool) = ask {
+            pool
         } else {
             match &self.target {
-                Target::Pinned(conn, pool) => (pool.clone(), conn.clone()),
+                Target::Pinned(_, pool) => pool.clone(),
                 Target::Slot(slot) => {
                     let map = proxy.router.load();
                     if map.epoch == 0 {
@@ -238,7 +244,8 @@ impl Routed {
                         && cx.replica_reads
                         && !self.blocking
                         && self.post == Post::Plain;
-                    let pool = if use_replica && !shard.replicas.is_empty() {
+                    kind.replica_reads = use_replica;
+                    if use_replica && !shard.replicas.is_empty() {
                         let n = shard.replicas.len() as u64;
                         let pick = shard
                             .replicas
@@ -247,20 +254,7 @@ impl Routed {
                         pick.unwrap_or(&shard.master).clone()
                     } else {
                         shard.master.clone()
-                    };
-                    let kind = Kind {
-                        resp3: cx.kind.resp3,
-                        replica_reads: use_replica,
-                    };
-                    let conn = if self.blocking {
-                        dedicated(cx, &pool)
-                    } else {
-                        match pool.shared(cx.client, kind) {
-                            Some(c) => c.clone(),
-                            None => return self.fail("ERR proxy: no connection", Outcome::Error),
-                        }
-                    };
-                    (pool, conn)
+                    }
                 }
                 Target::AnyMaster => {
                     let map = proxy.router.load();
@@ -279,27 +273,31 @@ impl Routed {
                     let Some(shard) = pick else {
                         return self.fail("CLUSTERDOWN The cluster is down", Outcome::Error);
                     };
-                    let pool = shard.master.clone();
-                    let conn = match pool.shared(cx.client, cx.kind) {
-                        Some(c) => c.clone(),
-                        None => return self.fail("ERR proxy: no connection", Outcome::Error),
-                    };
-                    (pool, conn)
+                    shard.master.clone()
                 }
             }
         };
-        let (tx, rx) = oneshot::channel();
-        let (data, frames) = if self.asking {
-            let mut d = BytesMut::with_capacity(ASKING.len() + self.data.len());
-            d.extend_from_slice(ASKING);
-            d.extend_from_slice(&self.data);
-            (d.freeze(), self.frames + 1)
-        } else {
-            (self.data.clone(), self.frames)
+        self.tag.gen = self.tag.gen.wrapping_add(1);
+        let reply = ReplyTo {
+            mailbox: cx.mailbox.clone(),
+            tag: self.tag,
         };
-        conn.send(Req { data, frames, tx });
+        let (head, frames): (&[u8], u32) = if self.asking {
+            (ASKING, self.frames + 1)
+        } else {
+            (&[], self.frames)
+        };
+        let parts = [head, &self.data[..]];
+        match &self.target {
+            Target::Pinned(conn, _) if pinned => conn.send(&parts, frames, reply),
+            _ if self.blocking => dedicated(cx, &pool).send(&parts, frames, reply),
+            _ => match pool.shared(cx.client, kind) {
+                Some(c) => c.send(&parts, frames, reply),
+                None => return self.fail("ERR proxy: no connection", Outcome::Error),
+            },
+        }
         self.node = Some(pool);
-        self.state = State::InFlight(rx);
+        self.state = State::InFlight(self.tag);
     }
 
     /// When this request gives up waiting for a reply, if it is waiting for
@@ -312,12 +310,21 @@ impl Routed {
         }
     }
 
-    /// Waits for whatever this request waits for, except its reply deadline
-    /// (see [`reply_deadline`](Self::reply_deadline)). Cancel-safe: nothing
-    /// is consumed unless an event is returned.
+    /// Whether this request waits for a reply from a node.
+    pub fn in_flight(&self) -> bool {
+        matches!(self.state, State::InFlight(_))
+    }
+
+    /// Whether this request waits for a retry (its backoff or a new slot
+    /// map), not for a reply.
+    pub fn waits_to_retry(&self) -> bool {
+        matches!(self.state, State::Wait(_) | State::Idle)
+    }
+
+    /// Waits until it is time to retry (see
+    /// [`waits_to_retry`](Self::waits_to_retry)). Cancel-safe.
     pub async fn wait(&mut self, epochs: &mut watch::Receiver<u64>) -> Event {
         match &mut self.state {
-            State::InFlight(rx) => Event::Reply(rx.await),
             State::Wait(at) => {
                 let at = *at;
                 tokio::select! {
@@ -325,21 +332,17 @@ impl Routed {
                     _ = epochs.changed() => Event::Retry,
                 }
             }
-            State::Idle | State::Done(..) => Event::Retry,
+            State::Idle => Event::Retry,
+            State::InFlight(_) | State::Done(..) => std::future::pending().await,
         }
     }
 
-    /// Takes a reply that has already arrived, without waiting. Returns
-    /// whether the request is done.
-    pub fn poll_now(&mut self, cx: &mut SendCtx<'_>) -> bool {
-        if let State::InFlight(rx) = &mut self.state {
-            match rx.try_recv() {
-                Ok(w) => self.on_wire(w, cx),
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                Err(oneshot::error::TryRecvError::Closed) => self.on_wire(Wire::NotSent, cx),
-            }
+    /// A reply (or a connection's verdict) for this request arrived. Stale
+    /// ones, for an earlier attempt, are dropped.
+    pub fn on_reply(&mut self, tag: Tag, w: Wire, cx: &mut SendCtx<'_>) {
+        if matches!(self.state, State::InFlight(t) if t == tag) {
+            self.on_wire(w, cx);
         }
-        self.is_done()
     }
 
     /// Applies what [`wait`](Self::wait) returned.
@@ -366,8 +369,6 @@ impl Routed {
                     Outcome::Timeout,
                 );
             }
-            Event::Reply(Err(_)) => self.on_wire(Wire::NotSent, cx),
-            Event::Reply(Ok(w)) => self.on_wire(w, cx),
         }
     }
 

@@ -14,14 +14,14 @@
 //! client's requests run in the order it sent them.
 
 use crate::cluster::key_hash_slot;
-use crate::proxy::backend::{encode_command, Conn, Kind, Pool};
+use crate::proxy::backend::{encode_command, Conn, Kind, Mailbox, Outcome as Wire, Pool, Tag};
 use crate::proxy::commands::{flag, Local, Lookup, Route, Txn};
 use crate::proxy::fanout::{self, Fanout};
 use crate::proxy::forward::{error_frame, Routed, SendCtx, Target};
 use crate::proxy::local::{self, ClientState};
 use crate::proxy::metrics::Outcome;
 use crate::proxy::Proxy;
-use crate::resp::{Limits, Proto, RequestParser};
+use crate::resp::{Limits, Proto, Raw, RequestParser};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -92,6 +92,15 @@ enum Entry {
 }
 
 impl Entry {
+    /// When the request was read: requests read in one burst share it.
+    fn start(&self) -> Instant {
+        match self {
+            Entry::Ready { start, .. } | Entry::One { start, .. } | Entry::Fan { start, .. } => {
+                *start
+            }
+        }
+    }
+
     /// The request this entry waits for first.
     fn waiter(&mut self) -> Option<&mut Routed> {
         match self {
@@ -118,6 +127,11 @@ struct WatchState {
     slot: u16,
 }
 
+/// Longest a ready reply waits for the rest of its burst, counted from
+/// when the burst was read (see `Session::held_burst`): bounds the delay a
+/// slow command adds to the replies read with it.
+const REPLY_HOLD: Duration = Duration::from_millis(1);
+
 /// Requests are parsed into this much before the proxy stops reading.
 const MAX_INBUF: usize = 64 << 20;
 
@@ -137,6 +151,26 @@ pub struct Session {
     subscribe: Option<Parsed>,
     epochs: tokio::sync::watch::Receiver<u64>,
     limits: Limits,
+    /// Replies to this client's requests arrive here.
+    mailbox: Arc<Mailbox>,
+    /// What was taken from the mailbox, not applied yet (kept for its
+    /// capacity).
+    inbox: Vec<(Tag, Wire)>,
+    /// The command of the last request on the fast path: pipelines mostly
+    /// repeat one command.
+    last_cmd: Option<&'static crate::proxy::commands::Command>,
+    /// When the last reply moved to the output buffer was read (see
+    /// [`held_burst`](Self::held_burst)).
+    out_start: Option<Instant>,
+    /// `seq` of the entry at the front of `pending` (entries are numbered
+    /// in request order; replies name theirs in their [`Tag`]).
+    base_seq: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
 }
 
 fn is_error(b: &[u8]) -> bool {
@@ -173,6 +207,11 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         subscribe: None,
         epochs: proxy.router.subscribe(),
         limits: Limits::default(),
+        mailbox: Arc::new(Mailbox::default()),
+        inbox: Vec::new(),
+        last_cmd: None,
+        out_start: None,
+        base_seq: 0,
         proxy,
     };
     session.serve(stream).await;
@@ -200,12 +239,22 @@ impl Session {
         loop {
             loop {
                 let progressed = self.process(&mut inbuf, &mut parser);
+                self.mailbox.take_now(&mut self.inbox);
+                self.apply_replies();
                 self.collect(&mut out);
                 if !progressed {
                     break;
                 }
             }
-            if !out.is_empty() {
+            // Replies are ready but others read in the same burst (one
+            // pipeline) are still on their way from other nodes: the write
+            // waits for them, up to REPLY_HOLD after the burst was read, so
+            // the burst's replies go out in one write.
+            let write_now = !out.is_empty()
+                && self
+                    .held_burst()
+                    .is_none_or(|start| Instant::now() >= start + REPLY_HOLD);
+            if write_now {
                 if stream.write_all(&out).await.is_err() {
                     return;
                 }
@@ -248,6 +297,7 @@ impl Session {
             let idle_on = !idle.is_zero() && self.pending.is_empty();
             enum Ev {
                 Read(std::io::Result<usize>),
+                Replies,
                 Front(crate::proxy::forward::Event),
                 Idle,
                 Shutdown,
@@ -257,15 +307,41 @@ impl Session {
                 .front_mut()
                 .and_then(Entry::waiter)
                 .and_then(|r| r.reply_deadline());
+            // Replies are written a burst at a time: no use waking before
+            // the whole front burst is answered, unless the hold runs out.
+            let mut need = self.burst_in_flight();
+            let mut hold = None;
+            if need > 1 || !out.is_empty() {
+                if let Some(start) = self.pending.front().map(Entry::start) {
+                    if Instant::now() < start + REPLY_HOLD {
+                        hold = Some(start + REPLY_HOLD);
+                    } else {
+                        // Held long enough: each reply may go out as it comes.
+                        need = 1;
+                    }
+                }
+            }
+            let front_deadline = match (front_deadline, hold) {
+                (Some(d), Some(h)) => Some(d.min(h)),
+                (d, h) => d.or(h),
+            };
             if let Some(d) = front_deadline {
-                if tick.deadline() > d {
+                // A later deadline is a cheap update of the armed timer.
+                if tick.deadline() != d {
                     tick.as_mut().reset(d);
                 }
             }
             let ev = {
-                let front = self.pending.front_mut().and_then(Entry::waiter);
+                let front = self
+                    .pending
+                    .front_mut()
+                    .and_then(Entry::waiter)
+                    .filter(|r| r.waits_to_retry());
                 let has_front = front.is_some();
                 let epochs = &mut self.epochs;
+                let mailbox = &self.mailbox;
+                let inbox = &mut self.inbox;
+                let replies = std::future::poll_fn(|cx| mailbox.poll_take(cx, inbox, need));
                 let wait_front = async move {
                     match front {
                         Some(r) => r.wait(epochs).await,
@@ -274,15 +350,19 @@ impl Session {
                 };
                 tokio::select! {
                     r = stream.read_buf(&mut inbuf), if can_read => Ev::Read(r),
+                    _ = replies => Ev::Replies,
                     e = wait_front, if has_front => Ev::Front(e),
                     _ = &mut tick, if front_deadline.is_some() => Ev::Front(crate::proxy::forward::Event::Deadline),
-                    _ = tokio::time::sleep(idle), if idle_on => Ev::Idle,
+                    // An async block: select! builds every branch's future,
+                    // and a Sleep costs a clock read even when never polled.
+                    _ = async { tokio::time::sleep(idle).await }, if idle_on => Ev::Idle,
                     _ = &mut shutdown_signal, if !draining => Ev::Shutdown,
                 }
             };
             match ev {
                 Ev::Read(Ok(0)) | Ev::Read(Err(_)) | Ev::Idle => return,
                 Ev::Read(Ok(_)) => {}
+                Ev::Replies => self.apply_replies(),
                 Ev::Shutdown => draining = true,
                 Ev::Front(e) => {
                     if matches!(e, crate::proxy::forward::Event::Deadline) {
@@ -296,6 +376,7 @@ impl Session {
                         kind,
                         replica_reads,
                         dedicated: &mut self.dedicated,
+                        mailbox: &self.mailbox,
                     };
                     if let Some(r) = self.pending.front_mut().and_then(Entry::waiter) {
                         r.on_event(e, &mut cx);
@@ -345,13 +426,30 @@ impl Session {
                     }
                     d
                 }
-                None => match parser.parse_frame(inbuf, &self.limits) {
-                    Ok(Some((frame, args))) => {
+                None => match parser.parse_raw(inbuf, &self.limits) {
+                    Ok(Some(Raw::Frame(frame))) => {
+                        progressed = true;
+                        if parser.argc() == 0 {
+                            continue;
+                        }
+                        let start = *start.get_or_insert_with(Instant::now);
+                        match self.fast(frame, parser, start) {
+                            Ok(()) => continue,
+                            Err(frame) => {
+                                let args = parser.args_of(&frame);
+                                Parsed { frame, args }
+                            }
+                        }
+                    }
+                    Ok(Some(Raw::Inline(_, args))) => {
                         if args.is_empty() {
                             progressed = true;
                             continue;
                         }
-                        Parsed { frame, args }
+                        Parsed {
+                            frame: Bytes::new(),
+                            args,
+                        }
                     }
                     Ok(None) => return progressed,
                     Err(e) => {
@@ -372,6 +470,43 @@ impl Session {
             let start = *start.get_or_insert_with(Instant::now);
             self.handle(req, start);
         }
+    }
+
+    /// The common case without building an argument list: a command with
+    /// one key at a fixed place, from a client that is authenticated and
+    /// not inside MULTI. Anything else is handed back for [`handle`].
+    fn fast(&mut self, frame: Bytes, parser: &RequestParser, start: Instant) -> Result<(), Bytes> {
+        if !self.st.authed || self.txn.is_some() {
+            return Err(frame);
+        }
+        let Some(name) = parser.arg(&frame, 0) else {
+            return Err(frame);
+        };
+        let cmd = match self.last_cmd {
+            Some(c) if name.eq_ignore_ascii_case(c.name.as_bytes()) => c,
+            _ => match self.proxy.table.lookup_plain(name) {
+                Some(c) => {
+                    self.last_cmd = Some(c);
+                    c
+                }
+                None => return Err(frame),
+            },
+        };
+        if cmd.route != Route::Keyed || !cmd.arity_ok(parser.argc()) {
+            return Err(frame);
+        }
+        let Some(key) = cmd.single_key().and_then(|i| parser.arg(&frame, i)) else {
+            return Err(frame);
+        };
+        let slot = key_hash_slot(key);
+        let r = Routed::new(
+            frame,
+            Target::Slot(slot),
+            self.deadline(start),
+            cmd.has(flag::READONLY),
+        );
+        self.send_one(r, cmd.metric, start, Post::None);
+        Ok(())
     }
 
     /// The deadline of a request read at `start`.
@@ -405,10 +540,75 @@ impl Session {
             kind,
             replica_reads,
             dedicated: &mut self.dedicated,
+            mailbox: &self.mailbox,
         }
     }
 
+    /// When replies waiting in the output buffer were read, if the oldest
+    /// unanswered request was read in the same burst (one read) as them.
+    fn held_burst(&self) -> Option<Instant> {
+        let start = self.pending.front().map(Entry::start)?;
+        (Some(start) == self.out_start).then_some(start)
+    }
+
+    /// Requests of the oldest unanswered burst (read together) waiting for
+    /// a reply from a node.
+    fn burst_in_flight(&self) -> usize {
+        let Some(start) = self.pending.front().map(Entry::start) else {
+            return 0;
+        };
+        self.pending
+            .iter()
+            .take_while(|e| e.start() == start)
+            .map(|e| match e {
+                Entry::Ready { .. } => 0,
+                Entry::One { r, .. } => usize::from(r.in_flight()),
+                Entry::Fan { f, .. } => f.subs.iter().filter(|s| s.in_flight()).count(),
+            })
+            .sum()
+    }
+
+    /// The `seq` the next entry pushed to `pending` gets.
+    fn next_seq(&self) -> u64 {
+        self.base_seq + self.pending.len() as u64
+    }
+
+    /// Applies the replies taken from the mailbox to their requests.
+    fn apply_replies(&mut self) {
+        if self.inbox.is_empty() {
+            return;
+        }
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let kind = self.kind();
+        let replica_reads = self.replica_reads();
+        let mut cx = SendCtx {
+            proxy: &self.proxy,
+            client: self.st.id,
+            kind,
+            replica_reads,
+            dedicated: &mut self.dedicated,
+            mailbox: &self.mailbox,
+        };
+        for (tag, w) in inbox.drain(..) {
+            // Entries already answered and gone leave stale tags behind.
+            let Some(i) = tag.seq.checked_sub(self.base_seq) else {
+                continue;
+            };
+            let r = match self.pending.get_mut(i as usize) {
+                Some(Entry::One { r, .. }) => r,
+                Some(Entry::Fan { f, .. }) => match f.subs.get_mut(tag.sub as usize) {
+                    Some(r) => r,
+                    None => continue,
+                },
+                Some(Entry::Ready { .. }) | None => continue,
+            };
+            r.on_reply(tag, w, &mut cx);
+        }
+        self.inbox = inbox;
+    }
+
     fn send_one(&mut self, mut r: Routed, metric: usize, start: Instant, post: Post) {
+        r.place(self.next_seq(), 0);
         let mut cx = self.send_ctx();
         r.dispatch(&mut cx);
         self.pending.push_back(Entry::One {
@@ -685,8 +885,10 @@ impl Session {
     }
 
     fn send_fan(&mut self, mut f: Fanout, metric: usize, start: Instant) {
+        let seq = self.next_seq();
         let mut cx = self.send_ctx();
-        for s in &mut f.subs {
+        for (i, s) in f.subs.iter_mut().enumerate() {
+            s.place(seq, i as u32);
             s.dispatch(&mut cx);
         }
         self.pending.push_back(Entry::Fan {
@@ -862,27 +1064,12 @@ impl Session {
     fn collect(&mut self, out: &mut BytesMut) {
         let mut now: Option<Instant> = None;
         let mut n = 0u64;
-        let kind = self.kind();
-        let replica_reads = self.replica_reads();
         loop {
-            let mut cx = SendCtx {
-                proxy: &self.proxy,
-                client: self.st.id,
-                kind,
-                replica_reads,
-                dedicated: &mut self.dedicated,
-            };
-            let done = match self.pending.front_mut() {
+            let done = match self.pending.front() {
                 None => false,
                 Some(Entry::Ready { .. }) => true,
-                Some(Entry::One { r, .. }) => r.poll_now(&mut cx),
-                Some(Entry::Fan { f, .. }) => {
-                    let mut all = true;
-                    for s in f.subs.iter_mut() {
-                        all &= s.poll_now(&mut cx);
-                    }
-                    all
-                }
+                Some(Entry::One { r, .. }) => r.is_done(),
+                Some(Entry::Fan { f, .. }) => f.subs.iter().all(Routed::is_done),
             };
             if !done {
                 break;
@@ -890,6 +1077,8 @@ impl Session {
             let Some(entry) = self.pending.pop_front() else {
                 break;
             };
+            self.base_seq += 1;
+            self.out_start = Some(entry.start());
             let (bytes, outcome, metric, start) = match entry {
                 Entry::Ready {
                     bytes,
@@ -943,7 +1132,9 @@ impl Session {
             self.proxy
                 .commands_processed
                 .fetch_add(n, Ordering::Relaxed);
-            self.st.last_active = std::time::Instant::now();
+            if let Some(now) = now {
+                self.st.last_active = now.into_std();
+            }
         }
         if self.pending.is_empty() {
             self.barrier = false;

@@ -6,4 +6,4 @@ pub mod request;
 pub mod scan;
 
 pub use reply::{Proto, Reply};
-pub use request::{parse_i64, split_args, Limits, ProtocolError, RequestParser};
+pub use request::{parse_i64, split_args, Limits, ProtocolError, Raw, RequestParser};

@@ -43,6 +43,18 @@ impl ProtocolError {
     }
 }
 
+/// A whole request taken from the buffer by
+/// [`RequestParser::parse_raw`].
+#[derive(Debug)]
+pub enum Raw {
+    /// A multibulk request's own bytes (no arguments for `*0`); its arguments are
+    /// read from the parser.
+    Frame(Bytes),
+    /// An inline request: its line as received and its arguments (none
+    /// for a blank line).
+    Inline(Bytes, Vec<Bytes>),
+}
+
 /// Resumable state of a multibulk request being received.
 #[derive(Debug, Default)]
 pub struct RequestParser {
@@ -52,6 +64,32 @@ pub struct RequestParser {
     ranges: Vec<(usize, usize)>,
     /// Where parsing resumes.
     pos: usize,
+}
+
+/// A length as Redis writes it, at `at` and up to `\r\n`: decimal digits,
+/// no sign, no leading zero, at most 18 digits. Returns it and where the
+/// line ends (after `\r\n`); `None` for anything else or a partial line.
+fn plain_len(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut v: usize = 0;
+    let mut i = at;
+    while let Some(&b) = buf.get(i) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = v * 10 + usize::from(b - b'0');
+        i += 1;
+        if i - at > 18 {
+            return None;
+        }
+    }
+    let digits = i - at;
+    if digits == 0 || (digits > 1 && buf.get(at) == Some(&b'0')) {
+        return None;
+    }
+    if buf.get(i..i + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((v, i + 2))
 }
 
 /// Position of the first `\r\n` (or, for inline, `\n`) at or after `from`.
@@ -126,11 +164,57 @@ impl RequestParser {
         buf: &mut BytesMut,
         limits: &Limits,
     ) -> Result<Option<(Bytes, Vec<Bytes>)>, ProtocolError> {
+        Ok(self.parse_raw(buf, limits)?.map(|raw| match raw {
+            Raw::Frame(frame) => {
+                let args = self.args_of(&frame);
+                (frame, args)
+            }
+            Raw::Inline(line, args) => (line, args),
+        }))
+    }
+
+    /// The arguments of the frame [`parse_raw`](Self::parse_raw) just
+    /// returned, as slices of it.
+    pub fn args_of(&self, frame: &Bytes) -> Vec<Bytes> {
+        self.ranges
+            .iter()
+            .map(|&(s, e)| frame.slice(s..e))
+            .collect()
+    }
+
+    /// Argument `i` of the frame [`parse_raw`](Self::parse_raw) just
+    /// returned, borrowed (no reference count, no allocation).
+    pub fn arg<'a>(&self, frame: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        let &(s, e) = self.ranges.get(i)?;
+        frame.get(s..e)
+    }
+
+    /// Arguments of the frame [`parse_raw`](Self::parse_raw) just returned.
+    pub fn argc(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Like [`parse_frame`](Self::parse_frame), without building the
+    /// argument list: a multibulk request comes back as its bytes, its
+    /// arguments readable with [`arg`](Self::arg) until the next call.
+    pub fn parse_raw(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Raw>, ProtocolError> {
         if self.expected.is_none() {
             match buf.first() {
                 None => return Ok(None),
                 Some(b'*') => {}
-                Some(_) => return self.parse_inline(buf, limits),
+                Some(_) => {
+                    return Ok(self
+                        .parse_inline(buf, limits)?
+                        .map(|(line, args)| Raw::Inline(line, args)))
+                }
+            }
+            if let Some(len) = self.parse_whole(buf, limits) {
+                let frame = buf.split_to(len).freeze();
+                return Ok(Some(Raw::Frame(frame)));
             }
             let Some(end) = find_crlf(buf, 0) else {
                 if buf.len() > limits.max_inline_len {
@@ -145,7 +229,8 @@ impl RequestParser {
                 .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
             if n <= 0 {
                 let frame = buf.split_to(end + 2).freeze();
-                return Ok(Some((frame, Vec::new())));
+                self.ranges.clear();
+                return Ok(Some(Raw::Frame(frame)));
             }
             let n = n as usize;
             self.expected = Some(n);
@@ -191,15 +276,40 @@ impl RequestParser {
             self.pos = start + len + 2;
         }
         let frame = buf.split_to(self.pos).freeze();
-        let args = self
-            .ranges
-            .iter()
-            .map(|&(s, e)| frame.slice(s..e))
-            .collect();
+        // `ranges` stay until the next request starts: see `arg`.
         self.expected = None;
-        self.ranges.clear();
         self.pos = 0;
-        Ok(Some((frame, args)))
+        Ok(Some(Raw::Frame(frame)))
+    }
+
+    /// The common case in one pass: a whole multibulk request already in
+    /// `buf` with plain lengths. Returns its length with `ranges` filled.
+    /// `None` changes nothing that matters (the general path starts by
+    /// clearing `ranges`) and leaves anything else — a partial request,
+    /// odd or over-limit lengths, bad framing — to the general path, which
+    /// returns the same request or the proper error.
+    fn parse_whole(&mut self, buf: &[u8], limits: &Limits) -> Option<usize> {
+        let (n, mut pos) = plain_len(buf, 1)?;
+        if n == 0 || n > limits.max_multibulk_len || n > 1024 {
+            return None;
+        }
+        self.ranges.clear();
+        for _ in 0..n {
+            if *buf.get(pos)? != b'$' {
+                return None;
+            }
+            let (len, start) = plain_len(buf, pos + 1)?;
+            if len > limits.max_bulk_len {
+                return None;
+            }
+            let end = start.checked_add(len)?;
+            if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
+                return None;
+            }
+            self.ranges.push((start, end));
+            pos = end + 2;
+        }
+        Some(pos)
     }
 
     fn parse_inline(
@@ -336,6 +446,37 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn raw_requests_expose_their_arguments_until_the_next_one() {
+        let mut buf =
+            BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*0\r\n*1\r\n$4\r\nPI"[..]);
+        let mut p = RequestParser::new();
+        let l = Limits::default();
+        let Some(Raw::Frame(f)) = p.parse_raw(&mut buf, &l).unwrap() else {
+            panic!("frame expected");
+        };
+        assert_eq!(&f[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(p.argc(), 2);
+        assert_eq!(p.arg(&f, 0), Some(&b"GET"[..]));
+        assert_eq!(p.arg(&f, 1), Some(&b"k"[..]));
+        assert_eq!(p.arg(&f, 2), None);
+        assert_eq!(p.args_of(&f), vec![Bytes::from("GET"), Bytes::from("k")]);
+        let Some(Raw::Inline(line, a)) = p.parse_raw(&mut buf, &l).unwrap() else {
+            panic!("inline expected");
+        };
+        // The bytes as received: a replica counts them in its offset.
+        assert_eq!(&line[..], b"PING\r\n");
+        assert_eq!(a, vec![Bytes::from("PING")]);
+        let Some(Raw::Frame(f)) = p.parse_raw(&mut buf, &l).unwrap() else {
+            panic!("empty frame expected");
+        };
+        assert_eq!(&f[..], b"*0\r\n");
+        assert_eq!(p.argc(), 0);
+        // A partial request consumes nothing.
+        assert!(p.parse_raw(&mut buf, &l).unwrap().is_none());
+        assert_eq!(&buf[..], b"*1\r\n$4\r\nPI");
+    }
 
     fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
         let mut buf = BytesMut::from(input);
