@@ -22,7 +22,8 @@
 # Knobs (environment): PARTS="node proxy failover" (a subset), PART_TIMEOUT
 # (seconds per part, default 3600), ROUNDS / N / KEYS (node.py),
 # FAILOVER_ROUNDS / FAILOVER_DEADLINE (failover.py), PROXY_ARGS (extra
-# arguments for proxy.py, e.g. the path of another proxy to compare with).
+# arguments for proxy.py, default --with-failover; e.g. add --other NAME=CMD
+# to compare with another proxy).
 # Needs: cargo, python3, redis-server, redis-cli, redis-benchmark.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -79,7 +80,7 @@ run_part() {
 
 run_part node "Node: slotway vs redis-server" bench/node.py
 # shellcheck disable=SC2086 # PROXY_ARGS is a list of words on purpose
-run_part proxy "Proxy: slotway proxy vs direct cluster access" bench/proxy.py ${PROXY_ARGS:-}
+run_part proxy "Proxy: slotway proxy vs direct cluster access" bench/proxy.py ${PROXY_ARGS:---with-failover}
 run_part failover "Failover: master SHUTDOWN → cluster_state:ok again" bench/failover.py
 
 rm -f bench/results.png
