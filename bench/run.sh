@@ -101,7 +101,7 @@ fi
 model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null)
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || rev="$rev (with uncommitted changes)"
+git diff --quiet HEAD -- . ':(exclude)bench/RESULTS.md' ':(exclude)bench/results.png' 2>/dev/null || rev="$rev (with uncommitted changes)"
 redis_v=$(redis-server --version 2>/dev/null || echo "redis-server not installed")
 {
   echo "# slotway benchmarks"
