@@ -368,17 +368,8 @@ impl Session {
                     if matches!(e, crate::proxy::forward::Event::Deadline) {
                         tick.as_mut().reset(far());
                     }
-                    let kind = self.kind();
-                    let replica_reads = self.replica_reads();
-                    let mut cx = SendCtx {
-                        proxy: &self.proxy,
-                        client: self.st.id,
-                        kind,
-                        replica_reads,
-                        dedicated: &mut self.dedicated,
-                        mailbox: &self.mailbox,
-                    };
-                    if let Some(r) = self.pending.front_mut().and_then(Entry::waiter) {
+                    let (mut cx, pending) = self.send_ctx_and_pending();
+                    if let Some(r) = pending.front_mut().and_then(Entry::waiter) {
                         r.on_event(e, &mut cx);
                     }
                 }
@@ -532,16 +523,23 @@ impl Session {
     }
 
     fn send_ctx(&mut self) -> SendCtx<'_> {
+        self.send_ctx_and_pending().0
+    }
+
+    /// A send context and the pending queue at once: replies and events
+    /// act on a queued request and may send again (retries, redirects).
+    fn send_ctx_and_pending(&mut self) -> (SendCtx<'_>, &mut VecDeque<Entry>) {
         let kind = self.kind();
         let replica_reads = self.replica_reads();
-        SendCtx {
+        let cx = SendCtx {
             proxy: &self.proxy,
             client: self.st.id,
             kind,
             replica_reads,
             dedicated: &mut self.dedicated,
             mailbox: &self.mailbox,
-        }
+        };
+        (cx, &mut self.pending)
     }
 
     /// When replies waiting in the output buffer were read, if the oldest
@@ -579,22 +577,14 @@ impl Session {
             return;
         }
         let mut inbox = std::mem::take(&mut self.inbox);
-        let kind = self.kind();
-        let replica_reads = self.replica_reads();
-        let mut cx = SendCtx {
-            proxy: &self.proxy,
-            client: self.st.id,
-            kind,
-            replica_reads,
-            dedicated: &mut self.dedicated,
-            mailbox: &self.mailbox,
-        };
+        let base_seq = self.base_seq;
+        let (mut cx, pending) = self.send_ctx_and_pending();
         for (tag, w) in inbox.drain(..) {
             // Entries already answered and gone leave stale tags behind.
-            let Some(i) = tag.seq.checked_sub(self.base_seq) else {
+            let Some(i) = tag.seq.checked_sub(base_seq) else {
                 continue;
             };
-            let r = match self.pending.get_mut(i as usize) {
+            let r = match pending.get_mut(i as usize) {
                 Some(Entry::One { r, .. }) => r,
                 Some(Entry::Fan { f, .. }) => match f.subs.get_mut(tag.sub as usize) {
                     Some(r) => r,
