@@ -434,6 +434,32 @@ fn daemonize_pidfile_logfile_and_shutdown() {
 }
 
 #[test]
+fn a_log_file_that_cannot_be_opened_stops_the_start_before_detaching() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (ok, out) = run_bin(
+        &[
+            "node",
+            "--port",
+            &port.to_string(),
+            "--daemonize",
+            "yes",
+            "--logfile",
+            "no-such-dir/node.log",
+            "--pidfile",
+            dir.path().join("node.pid").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(!ok, "a daemon that cannot log must not start: {out}");
+    assert!(
+        out.contains("Can't open the log file: No such file or directory"),
+        "{out}"
+    );
+    assert!(!dir.path().join("node.pid").exists());
+}
+
+#[test]
 fn config_errors_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("bad.conf");

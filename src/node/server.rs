@@ -23,6 +23,9 @@ pub enum NodeError {
     Daemon(#[from] daemon::DaemonError),
     #[error("cannot set up logging: {0}")]
     Log(std::io::Error),
+    /// Redis's wording: it refuses the file while loading the config.
+    #[error("*** FATAL CONFIG FILE ERROR ***\nCan't open the log file: {0}")]
+    LogFile(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("could not create server TCP listening socket {addr}: {source}")]
@@ -46,6 +49,21 @@ pub enum NodeError {
 pub fn start(conf: Option<&Path>, overrides: &[String]) -> Result<(), NodeError> {
     let table = ConfigTable::from_args(conf, overrides)?;
     let mut cfg = NodeConfig::from_table(&table)?;
+    if let Some(path) = &cfg.logfile {
+        // Checked before detaching: a daemon that cannot log would exit
+        // where nobody sees why.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                // strerror's text alone, as Redis prints it.
+                NodeError::LogFile(e.raw_os_error().map_or_else(
+                    || e.to_string(),
+                    |code| nix::errno::Errno::from_raw(code).desc().to_string(),
+                ))
+            })?;
+    }
     if cfg.daemonize {
         daemon::daemonize()?;
     }
