@@ -216,6 +216,55 @@ fn sorted_sets() {
 }
 
 #[test]
+fn writes_that_change_nothing_leave_a_watch_alone() {
+    // Checked against redis-server 7.0: none of these no-ops aborts the
+    // EXEC of a client watching the key; a real change does.
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    let mut other = node.client();
+    let _: () = redis::cmd("SADD")
+        .arg("s")
+        .arg("m")
+        .query(&mut other)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("h")
+        .arg("f")
+        .arg("v")
+        .query(&mut other)
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("z")
+        .arg(1)
+        .arg("m")
+        .query(&mut other)
+        .unwrap();
+    let exec_after = |c: &mut redis::Connection, other: &mut redis::Connection, cmd: &[&str]| {
+        let _: () = redis::cmd("WATCH").arg(cmd[1]).query(c).unwrap();
+        let _: redis::Value = redis::cmd(cmd[0]).arg(&cmd[1..]).query(other).unwrap();
+        let _: () = redis::cmd("MULTI").query(c).unwrap();
+        let _: () = redis::cmd("PING").query(c).unwrap();
+        let r: Option<Vec<String>> = redis::cmd("EXEC").query(c).unwrap();
+        r
+    };
+    for noop in [
+        &["SADD", "s", "m"][..],
+        &["SREM", "s", "x"],
+        &["HDEL", "h", "x"],
+        &["ZADD", "z", "1", "m"],
+        &["ZREM", "z", "x"],
+        &["ZADD", "zz", "XX", "1", "m"],
+    ] {
+        assert_eq!(
+            exec_after(&mut c, &mut other, noop),
+            Some(vec!["PONG".to_string()]),
+            "{noop:?} aborted a watcher's EXEC"
+        );
+    }
+    assert_eq!(exec_after(&mut c, &mut other, &["SADD", "s", "new"]), None);
+}
+
+#[test]
 fn transactions_and_watch() {
     let node = Node::start(&[]);
     let mut c = node.client();

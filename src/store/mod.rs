@@ -172,6 +172,11 @@ struct Signals {
     watched: HashMap<Sds, Vec<Arc<AtomicBool>>>,
     /// Keys a blocked client waits on → its wake-up handle.
     blocked: HashMap<Sds, Vec<Arc<tokio::sync::Notify>>>,
+    /// Commands running (nested: EXEC, scripts) whose announcements wait
+    /// until each says whether it changed anything.
+    holding: u32,
+    /// Keys with listeners announced by the running commands.
+    held: Vec<Sds>,
 }
 
 pub struct Db {
@@ -447,7 +452,36 @@ impl Db {
     /// clients about it.
     pub fn signal(&mut self, key: &[u8]) {
         self.dirty += 1;
-        self.notify(key);
+        if self.signals.holding == 0 {
+            self.notify(key);
+        } else if self.signals.watched.contains_key(key) || self.signals.blocked.contains_key(key) {
+            self.signals.held.push(sds(key));
+        }
+    }
+
+    /// A command starts: its announcements are held until
+    /// [`release_signals`](Self::release_signals). Returns the mark to
+    /// release from.
+    pub fn hold_signals(&mut self) -> usize {
+        self.signals.holding += 1;
+        self.signals.held.len()
+    }
+
+    /// The command that got `mark` ended. Watchers and blocked clients
+    /// hear of its keys only if it changed something: in Redis a command
+    /// that turned out a no-op (SADD of a present member) does not dirty
+    /// a WATCH.
+    pub fn release_signals(&mut self, mark: usize, changed: bool) {
+        self.signals.holding = self.signals.holding.saturating_sub(1);
+        if self.signals.held.len() <= mark {
+            return;
+        }
+        let keys: Vec<Sds> = self.signals.held.drain(mark..).collect();
+        if changed {
+            for k in &keys {
+                self.notify(k);
+            }
+        }
     }
 
     /// Tells watchers and blocked clients that `key` changed.

@@ -181,6 +181,7 @@ impl State {
             timed_out: false,
             extra: Vec::new(),
             prop_mode: PropMode::default(),
+            noop: false,
         }
     }
 
@@ -237,6 +238,8 @@ pub struct Ctx<'a> {
     pub extra: Vec<Reply>,
     /// Set by the handler through `propagate_as` and friends.
     pub prop_mode: PropMode,
+    /// The running command changed nothing (see `unchanged`).
+    noop: bool,
 }
 
 impl Ctx<'_> {
@@ -269,6 +272,7 @@ impl Ctx<'_> {
     /// Propagates nothing for this command: it touched keys without
     /// changing them (SADD of present members, ...).
     pub fn unchanged(&mut self) {
+        self.noop = true;
         if self.prop.is_on() {
             self.prop_mode.rewrite = Some(Vec::new());
         }
@@ -551,12 +555,18 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
         }
     }
     ctx.client.commands_unreported += 1;
-    if !ctx.prop.is_on() {
-        return match (spec.handler)(ctx, args) {
+    let mark = ctx.db.hold_signals();
+    let outer_noop = std::mem::replace(&mut ctx.noop, false);
+    let reply = if ctx.prop.is_on() {
+        run_propagating(ctx, spec, args)
+    } else {
+        match (spec.handler)(ctx, args) {
             Ok(r) | Err(r) => r,
-        };
-    }
-    run_propagating(ctx, spec, args)
+        }
+    };
+    let noop = std::mem::replace(&mut ctx.noop, outer_noop);
+    ctx.db.release_signals(mark, !noop);
+    reply
 }
 
 /// Runs a handler and propagates what it changed. A top-level command
