@@ -55,6 +55,12 @@ fn check_families(proxy: &ProxyProc, masters: &[u16]) {
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(q::<i64>(&mut c, &["GET", k]).unwrap(), i as i64);
     }
+    // INFO's Keyspace adds up the masters', as one server holding them all.
+    let ks: String = q(&mut c, &["INFO", "keyspace"]).unwrap();
+    assert!(
+        ks.starts_with("# Keyspace\r\ndb0:keys=60,expires=0,avg_ttl=0"),
+        "{ks}"
+    );
     let on_masters: i64 = masters
         .iter()
         .map(|p| match call(*p, &["DBSIZE"]).unwrap() {
@@ -225,9 +231,11 @@ fn check_families(proxy: &ProxyProc, masters: &[u16]) {
     assert!(count > 100, "{count}");
     let info: String = q(&mut c, &["INFO"]).unwrap();
     assert!(
-        info.contains("redis_version:") && info.contains("# Proxy"),
+        info.contains("redis_version:") && info.contains("# Proxy") && info.contains("# Keyspace"),
         "{info}"
     );
+    let server: String = q(&mut c, &["INFO", "server"]).unwrap();
+    assert!(!server.contains("Keyspace"), "{server}");
 
     // Connection state answered locally.
     let _: () = q(&mut c, &["SELECT", "0"]).unwrap();
@@ -245,6 +253,10 @@ fn check_families(proxy: &ProxyProc, masters: &[u16]) {
 
     let _: () = q(&mut c, &["FLUSHALL"]).unwrap();
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]).unwrap(), 0);
+    assert_eq!(
+        q::<String>(&mut c, &["INFO", "keyspace"]).unwrap(),
+        "# Keyspace\r\n"
+    );
 }
 
 fn master_ports(nodes: &[common::Node]) -> Vec<u16> {
@@ -490,6 +502,9 @@ fn cluster_aware_and_resp3_clients_work_through_it() {
     );
     assert!(s.contains("$5\r\nproto\r\n:3\r\n"), "{s}");
     assert!(s.contains(":1\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n"), "{s}");
+    let out = raw_exchange(proxy.port, b"HELLO 3\r\nINFO keyspace\r\n");
+    let s = String::from_utf8_lossy(&out);
+    assert!(s.contains("txt:# Keyspace\r\ndb0:keys=101,"), "{s}");
     let out = raw_exchange(proxy.port, b"HELLO 3\r\nSUBSCRIBE c3\r\n");
     let s = String::from_utf8_lossy(&out);
     assert!(

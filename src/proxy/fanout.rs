@@ -14,7 +14,8 @@ use crate::proxy::forward::{error_frame, Routed, Target};
 use crate::proxy::metrics::Outcome;
 use crate::proxy::router::SlotMap;
 use crate::proxy::Proxy;
-use crate::resp::scan::{array_elements, integer};
+use crate::resp::scan::{array_elements, integer, text};
+use crate::resp::{Proto, Reply};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
@@ -25,6 +26,12 @@ pub enum Plan {
     Mset,
     Count,
     All(Merge),
+    /// INFO: the proxy's own sections (`head`) and the masters' Keyspace
+    /// sections summed, encoded for the client's protocol.
+    Info {
+        head: String,
+        resp3: bool,
+    },
 }
 
 pub struct Fanout {
@@ -86,6 +93,22 @@ pub fn split(
         Split::Count => Plan::Count,
     };
     Some(Fanout { subs, plan })
+}
+
+/// INFO with a Keyspace section: `INFO keyspace` to every master, merged
+/// under the proxy's own sections. None without a topology.
+pub fn info(proxy: &Proxy, sections: &[Bytes], resp3: bool, deadline: Instant) -> Option<Fanout> {
+    let mut frame = BytesMut::new();
+    encode_command(&mut frame, &[&b"INFO"[..], b"keyspace"]);
+    let mut f = all_masters(proxy, &frame.freeze(), Merge::AllOk, deadline, true);
+    if f.subs.is_empty() {
+        return None;
+    }
+    f.plan = Plan::Info {
+        head: crate::proxy::local::info_sections(proxy, sections),
+        resp3,
+    };
+    Some(f)
 }
 
 /// The same command to the master of every shard.
@@ -237,6 +260,23 @@ pub fn merge(plan: &Plan, replies: Vec<(Bytes, Outcome)>) -> (Bytes, Outcome) {
             let n = vals.len();
             (array(vals.into_iter().map(int), n), outcome)
         }
+        Plan::Info { head, resp3 } => {
+            let mut body = head.clone();
+            if !body.is_empty() {
+                body.push_str("\r\n");
+            }
+            body.push_str("# Keyspace\r\n");
+            // A master that did not answer leaves the section empty rather
+            // than undercounted.
+            let bodies: Option<Vec<&[u8]>> = replies.iter().map(|(b, _)| text(b)).collect();
+            if let Some(bodies) = bodies {
+                body.push_str(&sum_keyspaces(&bodies));
+            }
+            let mut out = BytesMut::new();
+            let proto = if *resp3 { Proto::Resp3 } else { Proto::Resp2 };
+            Reply::Verbatim(Bytes::from(body)).encode(proto, &mut out);
+            (out.freeze(), Outcome::Ok)
+        }
         Plan::All(Merge::AnyOk) => match replies.iter().find(|(b, _)| !is_error(b)) {
             Some((b, _)) => (b.clone(), Outcome::Ok),
             None => match replies.into_iter().next() {
@@ -245,6 +285,48 @@ pub fn merge(plan: &Plan, replies: Vec<(Bytes, Outcome)>) -> (Bytes, Outcome) {
             },
         },
     }
+}
+
+/// `dbN:keys=K,expires=E,avg_ttl=T` lines of several nodes' INFO
+/// keyspace, added per database; avg_ttl weighted by each node's expires.
+fn sum_keyspaces(bodies: &[&[u8]]) -> String {
+    // db index → (keys, expires, sum of avg_ttl × expires)
+    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
+    for body in bodies {
+        for line in String::from_utf8_lossy(body).lines() {
+            let Some((db, fields)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let field = |name: &str| -> u64 {
+                fields
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == name)
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let (keys, expires, ttl) = (field("keys"), field("expires"), field("avg_ttl"));
+            let e = dbs.entry(n).or_default();
+            e.0 = e.0.saturating_add(keys);
+            e.1 = e.1.saturating_add(expires);
+            e.2 = e.2.saturating_add(u128::from(ttl) * u128::from(expires));
+        }
+    }
+    let mut out = String::new();
+    for (n, (keys, expires, ttl_sum)) in dbs {
+        let avg = if expires == 0 {
+            0
+        } else {
+            ttl_sum / u128::from(expires)
+        };
+        out.push_str(&format!(
+            "db{n}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
+        ));
+    }
+    out
 }
 
 /// Bits of a composite SCAN cursor that name the shard (by a slot it owns).
@@ -317,6 +399,35 @@ pub fn scan_reply(reply: &Bytes, slot: u16, map: &SlotMap) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_keyspaces_add_up_with_ttl_weighted_by_expires() {
+        let a = b"# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\n";
+        let b = b"# Keyspace\r\ndb0:keys=5,expires=6,avg_ttl=3000\r\n";
+        let empty = b"# Keyspace\r\n";
+        assert_eq!(
+            sum_keyspaces(&[&a[..], &b[..], &empty[..]]),
+            "db0:keys=15,expires=8,avg_ttl=2500\r\n"
+        );
+        assert_eq!(sum_keyspaces(&[&empty[..]]), "");
+        // One master down: no undercounted figure.
+        let (frame, _) = merge(
+            &Plan::Info {
+                head: String::new(),
+                resp3: false,
+            },
+            vec![
+                (
+                    Bytes::from_static(
+                        b"$47\r\n# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\n\r\n",
+                    ),
+                    Outcome::Ok,
+                ),
+                (Bytes::from_static(b"-ERR down\r\n"), Outcome::Error),
+            ],
+        );
+        assert_eq!(&frame[..], b"$12\r\n# Keyspace\r\n\r\n");
+    }
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

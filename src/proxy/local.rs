@@ -344,9 +344,32 @@ fn hello(proxy: &Proxy, st: &mut ClientState, args: &[Bytes]) -> LocalReply {
     ]))
 }
 
+/// Whether INFO with these section arguments includes `# Keyspace`
+/// (Redis: no argument, `default`, `all`, `everything` or `keyspace`).
+pub fn info_wants_keyspace(sections: &[Bytes]) -> bool {
+    sections.is_empty()
+        || sections.iter().any(|s| {
+            ["all", "default", "everything", "keyspace"]
+                .iter()
+                .any(|w| s.eq_ignore_ascii_case(w.as_bytes()))
+        })
+}
+
 /// The proxy's INFO: Redis's field names where they mean the same thing
-/// (clients and dashboards parse them), plus a `# Proxy` section.
-fn info(proxy: &Proxy, sections: &[Bytes]) -> String {
+/// (clients and dashboards parse them), plus a `# Proxy` section. The
+/// Keyspace section is the masters' summed (see `fanout::Plan::Info`);
+/// here it is only the header, for when no master can be asked.
+pub fn info(proxy: &Proxy, sections: &[Bytes]) -> String {
+    let mut out = info_sections(proxy, sections);
+    if info_wants_keyspace(sections) {
+        out.push_str(if out.is_empty() { "" } else { "\r\n" });
+        out.push_str("# Keyspace\r\n");
+    }
+    out
+}
+
+/// The proxy's own sections of INFO, without Keyspace.
+pub fn info_sections(proxy: &Proxy, sections: &[Bytes]) -> String {
     let wanted: Vec<String> = sections
         .iter()
         .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())

@@ -678,6 +678,25 @@ impl Session {
         }
         let readonly = cmd.has(flag::READONLY);
         match cmd.route {
+            Route::Local(Local::Info)
+                if crate::proxy::local::info_wants_keyspace(
+                    req.args.get(1..).unwrap_or_default(),
+                ) =>
+            {
+                let resp3 = self.st.proto == Proto::Resp3;
+                let sections = req.args.get(1..).unwrap_or_default();
+                match fanout::info(&proxy, sections, resp3, self.deadline(start)) {
+                    Some(f) => self.send_fan(f, metric, start),
+                    None => {
+                        let mut out = BytesMut::new();
+                        crate::resp::Reply::Verbatim(Bytes::from(crate::proxy::local::info(
+                            &proxy, sections,
+                        )))
+                        .encode(self.st.proto, &mut out);
+                        self.ready(out.freeze(), metric, Outcome::Ok, start);
+                    }
+                }
+            }
             Route::Local(which) => {
                 // These change which connections later requests use.
                 let req = if matches!(

@@ -172,14 +172,20 @@ pub fn integer(frame: &[u8]) -> Option<i64> {
     crate::resp::parse_i64(body)
 }
 
-/// The text of a simple or blob string reply.
+/// The text of a simple, blob or (RESP3) verbatim string reply; a
+/// verbatim string without its `txt:` format prefix.
 pub fn text(frame: &[u8]) -> Option<&[u8]> {
     match frame.first()? {
         b'+' => frame.get(1..frame.len().checked_sub(2)?),
-        b'$' => {
+        kind @ (b'$' | b'=') => {
             let end = line_end(frame, 0)?;
             let n = usize::try_from(crate::resp::parse_i64(frame.get(1..end)?)?).ok()?;
-            frame.get(end + 2..end + 2 + n)
+            let body = frame.get(end + 2..end + 2 + n)?;
+            if *kind == b'=' {
+                body.get(4..)
+            } else {
+                Some(body)
+            }
         }
         _ => None,
     }
@@ -201,6 +207,14 @@ pub fn error_text(frame: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_of_simple_blob_and_verbatim_strings() {
+        assert_eq!(text(b"+OK\r\n"), Some(&b"OK"[..]));
+        assert_eq!(text(b"$2\r\nhi\r\n"), Some(&b"hi"[..]));
+        assert_eq!(text(b"=6\r\ntxt:hi\r\n"), Some(&b"hi"[..]));
+        assert_eq!(text(b":1\r\n"), None);
+    }
     use proptest::prelude::*;
 
     const SAMPLES: &[&[u8]] = &[
