@@ -192,15 +192,23 @@ fn a_shut_down_master_is_replaced_and_comes_back_as_a_replica() {
     wait_until("the old master resynced", Duration::from_secs(30), || {
         info_field(&back, "replication", "master_link_status") == "up"
     });
-    let mut b = back.client();
-    let _: () = redis::cmd("READONLY").query(&mut b).unwrap();
+    // While it loads the new master's snapshot it answers -LOADING: ask
+    // again, on a fresh connection each time.
+    let readonly_client = || -> redis::RedisResult<redis::Connection> {
+        let mut b = redis::Client::open(back.url())?.get_connection()?;
+        redis::cmd("READONLY").query::<()>(&mut b)?;
+        Ok(b)
+    };
     wait_until("the new write reached it", Duration::from_secs(30), || {
-        redis::cmd("GET")
-            .arg("{bar}after")
-            .query::<Option<String>>(&mut b)
-            .unwrap()
-            == Some("1".into())
+        readonly_client()
+            .and_then(|mut b| {
+                redis::cmd("GET")
+                    .arg("{bar}after")
+                    .query::<Option<String>>(&mut b)
+            })
+            .is_ok_and(|v| v.as_deref() == Some("1"))
     });
+    let mut b = readonly_client().unwrap();
     let h: Option<String> = redis::cmd("HGET")
         .arg("{bar}h")
         .arg("f")

@@ -517,7 +517,7 @@ fn cluster_aware_and_resp3_clients_work_through_it() {
 
 #[test]
 fn starts_while_the_cluster_is_down_and_catches_up() {
-    let port = common::proxy::free_cluster_port();
+    let port = common::free_port();
     let proxy = ProxyProc::start(&[format!("127.0.0.1:{port}")], &[]);
     let mut c = proxy.client();
     assert_eq!(q::<String>(&mut c, &["PING"]).unwrap(), "PONG");

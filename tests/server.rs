@@ -460,6 +460,34 @@ fn a_log_file_that_cannot_be_opened_stops_the_start_before_detaching() {
 }
 
 #[test]
+fn a_cluster_node_refuses_a_port_whose_bus_port_would_not_exist() {
+    // The bus listens on port + 10000: Redis refuses ports above 55535.
+    let port = (55536..=u16::MAX)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_bin(
+        &[
+            "node",
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("Your Redis port number must be 55535 or less."),
+        "{out}"
+    );
+}
+
+#[test]
 fn config_errors_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("bad.conf");

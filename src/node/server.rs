@@ -42,6 +42,8 @@ pub enum NodeError {
     },
     #[error("cannot load the dataset: {0}")]
     Load(String),
+    #[error("Redis port number too high. Cluster communication port is 10,000 port numbers higher than your Redis port. Your Redis port number must be 55535 or less.")]
+    PortTooHigh,
 }
 
 /// `slotway node CONF [--directive value]...`: runs in the foreground (or
@@ -184,7 +186,9 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
         let cport = if cfg.cluster_port != 0 {
             cfg.cluster_port
         } else {
-            port.saturating_add(10000)
+            // Two such nodes would otherwise share one bus port; Redis
+            // refuses to start with the same words.
+            port.checked_add(10000).ok_or(NodeError::PortTooHigh)?
         };
         // start() already changed into `dir`, as redis-server does.
         let path = std::path::PathBuf::from(&cfg.cluster_config_file);

@@ -14,12 +14,19 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_slotway");
 
 /// A port that was free a moment ago (the OS hands out a fresh one).
+/// A free loopback port that can also serve a cluster node: at most 55535
+/// (the bus listens on port + 10000, as in Redis) with its bus port free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
 }
 
 /// Polls `cond` until it holds or `deadline` passes; panics with `what`.

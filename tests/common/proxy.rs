@@ -11,16 +11,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port whose cluster-bus port (port + 10000) is usable too.
-pub fn free_cluster_port() -> u16 {
-    loop {
-        let p = free_port();
-        if p < 55000 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
-            return p;
-        }
-    }
-}
-
 /// One command over a fresh connection; the reply as a redis value.
 pub fn call(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?
@@ -208,7 +198,7 @@ pub fn slotway_cluster(masters: usize, extra: &[&str]) -> Vec<Node> {
     let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
     args.extend_from_slice(extra);
     let nodes: Vec<Node> = (0..masters)
-        .map(|_| Node::start_in_port(tempfile::tempdir().unwrap(), free_cluster_port(), &args))
+        .map(|_| Node::start_in_port(tempfile::tempdir().unwrap(), free_port(), &args))
         .collect();
     let per = 16384 / masters;
     for (i, n) in nodes.iter().enumerate() {
@@ -288,7 +278,7 @@ pub struct RedisNode {
 impl RedisNode {
     pub fn start(cluster: bool, node_timeout_ms: u64, extra: &[&str]) -> RedisNode {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_cluster_port();
+        let port = free_port();
         let mut args: Vec<String> = [
             "--port",
             &port.to_string(),
