@@ -264,10 +264,21 @@ fn redis_cli_cluster_create_and_check_against_slotway_nodes() {
     );
 }
 
-#[test]
-#[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
-fn add_node_reshard_del_node_lose_no_key_under_load() {
-    let nodes: Vec<Node> = (0..4)
+/// `redis-cli` with `args`, which must succeed; its output.
+fn cluster_cli(args: &[&str]) -> String {
+    let (ok, out) = run_tool("redis-cli", args, Duration::from_secs(300));
+    assert!(ok, "redis-cli {args:?}:\n{out}");
+    out
+}
+
+/// Slotway nodes: the first three made a cluster by `redis-cli --cluster
+/// create` and loaded with `keys` keys k0.., plus `spares` empty nodes to
+/// add later. Returns the nodes, their addresses and a cluster client.
+fn three_masters_and_spares(
+    spares: usize,
+    keys: usize,
+) -> (Vec<Node>, Vec<String>, redis::cluster::ClusterClient) {
+    let nodes: Vec<Node> = (0..3 + spares)
         .map(|_| Node::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
         .collect();
     let addrs: Vec<String> = nodes.iter().map(Node::addr).collect();
@@ -290,20 +301,24 @@ fn add_node_reshard_del_node_lose_no_key_under_load() {
         .build()
         .unwrap();
     let mut c = client.get_connection().unwrap();
-    for i in 0..500 {
+    for i in 0..keys {
         let _: () = redis::cmd("SET")
             .arg(format!("k{i}"))
             .arg(i)
             .query(&mut c)
             .unwrap();
     }
+    (nodes, addrs, client)
+}
+
+#[test]
+#[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
+fn add_node_reshard_del_node_lose_no_key_under_load() {
+    let (nodes, addrs, client) = three_masters_and_spares(1, 500);
+    let mut c = client.get_connection().unwrap();
     // A client keeps writing and reading while slots move underneath it.
     let load = Load::start(&client, 300);
-    let cli = |args: &[&str]| {
-        let (ok, out) = run_tool("redis-cli", args, Duration::from_secs(300));
-        assert!(ok, "redis-cli {args:?}:\n{out}");
-        out
-    };
+    let cli = cluster_cli;
     cli(&["--cluster", "add-node", &addrs[3], &addrs[0]]);
     let new_id = {
         let mut c = nodes[3].client();
@@ -401,36 +416,9 @@ fn roles(node: &Node) -> Vec<(String, String, String)> {
 #[test]
 #[ignore = "needs redis-tools; run by .ci/run with --include-ignored"]
 fn rebalance_onto_an_empty_master_and_add_a_replica_under_load() {
-    let nodes: Vec<Node> = (0..5)
-        .map(|_| Node::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]))
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(Node::addr).collect();
-    let cli = |args: &[&str]| {
-        let (ok, out) = run_tool("redis-cli", args, Duration::from_secs(300));
-        assert!(ok, "redis-cli {args:?}:\n{out}");
-        out
-    };
-    cli(&[
-        "--cluster",
-        "create",
-        &addrs[0],
-        &addrs[1],
-        &addrs[2],
-        "--cluster-yes",
-    ]);
-    let urls: Vec<String> = nodes[..3].iter().map(Node::url).collect();
-    let client = redis::cluster::ClusterClient::builder(urls)
-        .retries(20)
-        .build()
-        .unwrap();
+    let (nodes, addrs, client) = three_masters_and_spares(2, 1000);
     let mut c = client.get_connection().unwrap();
-    for i in 0..1000 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
+    let cli = cluster_cli;
     // A cluster-aware client nobody here wrote keeps writing and reading
     // while slots move.
     let load = Load::start(&client, 500);
