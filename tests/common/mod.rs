@@ -41,6 +41,21 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until `child` exits on its own (then forgets it), or `deadline`.
+pub fn wait_child_exit(child: &mut Option<Child>, deadline: Duration) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if let Some(c) = child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                *child = None;
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// A running `slotway node`.
 pub struct Node {
     pub port: u16,
@@ -145,17 +160,7 @@ impl Node {
 
     /// Waits for the process to exit on its own (after SHUTDOWN).
     pub fn wait_exit(&mut self, deadline: Duration) -> bool {
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    self.child = None;
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_child_exit(&mut self.child, deadline)
     }
 
     pub fn dir_path(&self) -> PathBuf {

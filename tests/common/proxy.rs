@@ -4,7 +4,7 @@
 //! guard drops.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::{free_port, wait_until, Node, BIN};
+use super::{free_port, wait_child_exit, wait_until, Node, BIN};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -155,17 +155,7 @@ impl ProxyProc {
 
     /// Waits for the process to exit on its own.
     pub fn wait_exit(&mut self, deadline: Duration) -> bool {
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    self.child = None;
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_child_exit(&mut self.child, deadline)
     }
 }
 
