@@ -8,12 +8,11 @@ use crate::runtime::config::{ConfigError, ConfigTable, NodeConfig};
 use crate::runtime::{daemon, logging};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -468,21 +467,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let now = unix_ms();
         let handle = Arc::new(ClientHandle {
-            id,
-            addr: peer.to_string(),
             laddr,
-            created_ms: now,
-            last_interaction_ms: AtomicU64::new(now),
-            name: Mutex::new(None),
-            last_cmd: Mutex::new("NULL"),
-            killed: AtomicBool::new(false),
-            kill: Notify::new(),
-            sub_count: AtomicU64::new(0),
-            psub_count: AtomicU64::new(0),
-            in_multi: AtomicBool::new(false),
-            resp: AtomicU64::new(2),
+            ..ClientHandle::detached(id, &peer.to_string())
         });
         if let Ok(mut c) = shared.clients.lock() {
             c.insert(id, handle.clone());
