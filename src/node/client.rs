@@ -137,6 +137,12 @@ pub struct Client {
 }
 
 impl Client {
+    /// Whether the next reply reaches the client (CLIENT REPLY OFF / SKIP
+    /// drop it).
+    pub fn takes_reply(&self) -> bool {
+        !self.reply_off && self.skip_replies == 0
+    }
+
     pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> (Self, mpsc::Receiver<Reply>) {
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
         (

@@ -42,6 +42,10 @@ enum BatchEnd {
     Sync {
         psync: Option<(String, String)>,
     },
+    /// A reply too large to build (random picks by the billion): the
+    /// connection writes it a chunk at a time before the rest of the
+    /// pipeline runs.
+    Stream(Vec<Reply>),
     /// WAIT: its reply is due once replicas acknowledged.
     Wait {
         numreplicas: usize,
@@ -162,6 +166,11 @@ fn run_locked(
         if reply.is_error() {
             shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
         }
+        if reply.is_lazy() && action.is_none() && client.takes_reply() {
+            let mut replies = vec![reply];
+            replies.extend(extra);
+            return BatchEnd::Stream(replies);
+        }
         encode_reply(client, &reply, out);
         for r in &extra {
             encode_reply(client, r, out);
@@ -184,6 +193,44 @@ fn encode_reply(client: &mut Client, reply: &Reply, out: &mut BytesMut) {
         return;
     }
     reply.encode(client.proto, out);
+}
+
+/// Bytes of a streamed reply encoded before they are written: big enough
+/// for few syscalls, small enough that the reply's size never shows in
+/// memory.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// Writes a reply too large to build, a chunk at a time. False when the
+/// client went away, was killed, or the server is stopping mid-way.
+async fn write_stream(
+    replies: Vec<Reply>,
+    client: &Client,
+    shared: &Shared,
+    handle: &ClientHandle,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    shutdown_rx: &mut tokio::sync::watch::Receiver<bool>,
+    out: &mut BytesMut,
+) -> bool {
+    let mut stream = crate::resp::stream::ReplyStream::new(client.proto, replies);
+    loop {
+        let done = stream.fill(out, STREAM_CHUNK);
+        shared
+            .stats
+            .net_output_bytes
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        // A client that asked for 2^63 picks and stops reading must still
+        // be killable, and must not hold up a shutdown.
+        tokio::select! {
+            biased;
+            _ = handle.kill.notified() => return false,
+            _ = shutdown_rx.changed() => return false,
+            r = wr.write_all(out) => if r.is_err() { return false },
+        }
+        out.clear();
+        if done {
+            return true;
+        }
+    }
 }
 
 /// Serves one client until it quits, errs, is killed, or the server stops.
@@ -252,6 +299,23 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         }
         match end {
             BatchEnd::Close => break,
+            BatchEnd::Stream(replies) => {
+                if !write_stream(
+                    replies,
+                    &client,
+                    &shared,
+                    &handle,
+                    &mut wr,
+                    &mut shutdown_rx,
+                    &mut out,
+                )
+                .await
+                {
+                    break;
+                }
+                // The rest of the pipeline, if any, runs now.
+                continue 'conn;
+            }
             BatchEnd::Shutdown(opts) => {
                 match crate::node::server::shutdown_sequence(&shared, opts).await {
                     Ok(()) => break,

@@ -4,6 +4,7 @@
 pub mod reply;
 pub mod request;
 pub mod scan;
+pub mod stream;
 
 pub use reply::{Proto, Reply};
 pub use request::{parse_i64, split_args, Limits, ProtocolError, Raw, RequestParser};

@@ -43,6 +43,10 @@ pub enum Reply {
     Verbatim(Bytes),
     /// RESP3 push (pub/sub messages); RESP2 array.
     Push(Vec<Reply>),
+    /// An array of random picks produced while it is written (see
+    /// [`crate::resp::stream`]): only connections stream it; anything else
+    /// must go through [`Reply::is_lazy`] first.
+    Sample(Box<crate::resp::stream::Sample>),
 }
 
 impl Reply {
@@ -74,6 +78,14 @@ impl Reply {
     }
     pub fn is_error(&self) -> bool {
         matches!(self, Reply::Error(_))
+    }
+    /// Whether this reply holds a [`Reply::Sample`] and must be streamed.
+    pub fn is_lazy(&self) -> bool {
+        match self {
+            Reply::Sample(_) => true,
+            Reply::Array(items) => items.iter().any(Reply::is_lazy),
+            _ => false,
+        }
     }
     pub fn array_of_bulks<I, T>(it: I) -> Reply
     where
@@ -115,7 +127,7 @@ pub fn format_double(d: f64) -> String {
     }
 }
 
-fn put_len(out: &mut BytesMut, prefix: u8, n: usize) {
+pub(crate) fn put_len(out: &mut BytesMut, prefix: u8, n: impl itoa::Integer) {
     out.put_u8(prefix);
     let mut b = itoa::Buffer::new();
     out.extend_from_slice(b.format(n).as_bytes());
@@ -198,6 +210,12 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Verbatim(b) => put_bulk(out, b),
+            // Whole, for the rare caller that did not stream it; its size is
+            // the client's choice, so the connection never takes this path.
+            Reply::Sample(_) => {
+                let mut s = crate::resp::stream::ReplyStream::new(proto, vec![self.clone()]);
+                s.fill(out, usize::MAX);
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Hash commands.
 
 use super::flags::*;
+use super::picks::{self, pair_shape};
 use super::{err, float_arg, int_arg, is, not_integer, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::glob::glob_match;
 use crate::resp::{parse_i64, Reply};
@@ -8,7 +9,6 @@ use crate::store::{sds, Sds};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use rand::seq::IteratorRandom;
-use rand::Rng;
 
 pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
@@ -321,7 +321,7 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn hrandfield(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let count = match a.get(2) {
-        Some(c) => Some(int_arg(c)?),
+        Some(c) => Some(picks::pick_count(c)?),
         None => None,
     };
     let withvalues = match a.get(3) {
@@ -329,7 +329,10 @@ fn hrandfield(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         Some(_) => return Err(syntax_error()),
         None => false,
     };
-    let resp3 = ctx.client.proto == crate::resp::Proto::Resp3;
+    if let (true, Some(n)) = (withvalues, count) {
+        picks::check_pair_count(n)?;
+    }
+    let proto = ctx.client.proto;
     let Some(h) = hash_ref(ctx, &a[1])? else {
         return Ok(if count.is_some() {
             Reply::Array(vec![])
@@ -337,30 +340,15 @@ fn hrandfield(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             Reply::Nil
         });
     };
-    let mut rng = rand::rng();
     let Some(count) = count else {
-        return Ok(h.keys().choose(&mut rng).map_or(Reply::Nil, Reply::bulk));
+        return Ok(h
+            .keys()
+            .choose(&mut rand::rng())
+            .map_or(Reply::Nil, Reply::bulk));
     };
-    let pairs: Vec<(&Sds, &Sds)> = if count >= 0 {
-        h.iter().choose_multiple(&mut rng, count as usize)
-    } else {
-        let all: Vec<(&Sds, &Sds)> = h.iter().collect();
-        (0..count.unsigned_abs())
-            .filter_map(|_| all.get(rng.random_range(0..all.len())).copied())
-            .collect()
-    };
-    let mut out = Vec::new();
-    for (k, v) in pairs {
-        if withvalues && resp3 {
-            out.push(Reply::Array(vec![Reply::bulk(k), Reply::bulk(v)]));
-        } else {
-            out.push(Reply::bulk(k));
-            if withvalues {
-                out.push(Reply::bulk(v));
-            }
-        }
-    }
-    Ok(Reply::Array(out))
+    Ok(picks::random_picks(h.iter(), h.len(), count, |(k, v)| {
+        pair_shape(proto, Reply::bulk(k), withvalues.then(|| Reply::bulk(v)))
+    }))
 }
 
 /// Parses `cursor [MATCH p] [COUNT n]` for the collection SCANs. The cursor

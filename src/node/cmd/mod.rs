@@ -14,6 +14,7 @@ pub mod keys;
 pub mod lists;
 pub mod migrate;
 pub mod multi;
+pub mod picks;
 #[cfg(test)]
 mod propagation_tests;
 pub mod pubsub;

@@ -159,6 +159,9 @@ fn new_vm() -> mlua::Result<Lua> {
     Ok(lua)
 }
 
+/// Most elements a random-pick reply may have inside a script.
+const SCRIPT_SAMPLE_LIMIT: u64 = 1 << 22;
+
 /// Redis reply → Lua value (RESP2 rules).
 fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
     Ok(match r {
@@ -196,6 +199,18 @@ fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
             }
             Value::Table(t)
         }
+        // A script holds the whole reply as a table, so it cannot stream:
+        // past this many elements it gets an error, not the node's memory.
+        Reply::Sample(sample) => match sample.materialize(SCRIPT_SAMPLE_LIMIT) {
+            Some(items) => to_lua(lua, Reply::Array(items))?,
+            None => to_lua(
+                lua,
+                Reply::error(format!(
+                    "ERR reply too large for a script ({} elements, at most {SCRIPT_SAMPLE_LIMIT})",
+                    sample.len()
+                )),
+            )?,
+        },
         Reply::Map(pairs) => {
             let t = lua.create_table()?;
             let mut i = 1;

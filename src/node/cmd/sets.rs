@@ -2,13 +2,13 @@
 
 use super::flags::*;
 use super::hashes::{matches, scan_opts};
+use super::picks;
 use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::resp::Reply;
 use crate::store::{sds, Sds, Value};
 use bytes::Bytes;
 use hashbrown::HashSet;
 use rand::seq::IteratorRandom;
-use rand::Rng;
 
 pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
@@ -254,11 +254,14 @@ fn spop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         });
     }
     let s = set_mut(ctx, &a[1])?;
-    let mut rng = rand::rng();
-    let picked: Vec<Sds> = s
-        .iter()
-        .cloned()
-        .choose_multiple(&mut rng, count.unwrap_or(1));
+    // Never more than the set holds: `choose_multiple` reserves what it is
+    // asked for, and the count is the client's (up to 2^63).
+    let wanted = count.unwrap_or(1).min(s.len());
+    let picked: Vec<Sds> = if wanted == s.len() {
+        s.iter().cloned().collect()
+    } else {
+        s.iter().cloned().choose_multiple(&mut rand::rng(), wanted)
+    };
     for m in &picked {
         s.remove(m.as_slice());
     }
@@ -292,7 +295,7 @@ fn srandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(syntax_error());
     }
     let count = match a.get(2) {
-        Some(c) => Some(int_arg(c)?),
+        Some(c) => Some(picks::pick_count(c)?),
         None => None,
     };
     let Some(s) = set_ref(ctx, &a[1])? else {
@@ -302,24 +305,12 @@ fn srandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             Reply::Nil
         });
     };
-    let mut rng = rand::rng();
     Ok(match count {
-        None => s.iter().choose(&mut rng).map_or(Reply::Nil, Reply::bulk),
-        Some(n) if n >= 0 => Reply::Array(
-            s.iter()
-                .choose_multiple(&mut rng, n as usize)
-                .into_iter()
-                .map(Reply::bulk)
-                .collect(),
-        ),
-        Some(n) => {
-            let all: Vec<&Sds> = s.iter().collect();
-            Reply::Array(
-                (0..n.unsigned_abs())
-                    .filter_map(|_| all.get(rng.random_range(0..all.len())).map(Reply::bulk))
-                    .collect(),
-            )
-        }
+        None => s
+            .iter()
+            .choose(&mut rand::rng())
+            .map_or(Reply::Nil, Reply::bulk),
+        Some(n) => picks::random_picks(s.iter(), s.len(), n, |m| vec![Reply::bulk(m)]),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use super::flags::*;
 use super::hashes::{matches, scan_opts};
+use super::picks::{self, pair_shape};
 use super::{
     err, float_arg, int_arg, is, parse_float, syntax_error, timeout_arg, wrongtype, Action,
     CmdResult, CommandSpec, Ctx,
@@ -10,7 +11,6 @@ use crate::resp::{Proto, Reply};
 use crate::store::{Sds, Value, ZSet};
 use bytes::Bytes;
 use rand::seq::IteratorRandom;
-use rand::Rng;
 
 pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
@@ -318,18 +318,12 @@ fn score_reply(d: f64) -> Reply {
 /// Members with optional scores in Redis 7's shapes: RESP2 flat, RESP3
 /// pairs when scores are included.
 fn with_scores(proto: Proto, items: Vec<(Sds, f64)>, scores: bool) -> Reply {
-    let mut out = Vec::with_capacity(items.len() * if scores { 2 } else { 1 });
-    for (m, s) in items {
-        if scores && proto == Proto::Resp3 {
-            out.push(Reply::Array(vec![Reply::bulk(m), score_reply(s)]));
-        } else {
-            out.push(Reply::bulk(m));
-            if scores {
-                out.push(score_reply(s));
-            }
-        }
-    }
-    Reply::Array(out)
+    Reply::Array(
+        items
+            .into_iter()
+            .flat_map(|(m, s)| pair_shape(proto, Reply::bulk(m), scores.then(|| score_reply(s))))
+            .collect(),
+    )
 }
 
 fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -848,7 +842,7 @@ fn bzpopmax(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn zrandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let count = match a.get(2) {
-        Some(c) => Some(int_arg(c)?),
+        Some(c) => Some(picks::pick_count(c)?),
         None => None,
     };
     let withscores = match a.get(3) {
@@ -856,6 +850,9 @@ fn zrandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         Some(_) => return Err(syntax_error()),
         None => false,
     };
+    if let (true, Some(n)) = (withscores, count) {
+        picks::check_pair_count(n)?;
+    }
     let proto = ctx.client.proto;
     let Some(z) = zset_ref(ctx, &a[1])? else {
         return Ok(if count.is_some() {
@@ -864,29 +861,15 @@ fn zrandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             Reply::Nil
         });
     };
-    let mut rng = rand::rng();
     let Some(count) = count else {
         return Ok(z
             .iter()
-            .choose(&mut rng)
+            .choose(&mut rand::rng())
             .map_or(Reply::Nil, |(m, _)| Reply::bulk(m)));
     };
-    let items: Vec<(Sds, f64)> = if count >= 0 {
-        z.iter()
-            .choose_multiple(&mut rng, count as usize)
-            .into_iter()
-            .map(|(m, s)| (m.clone(), s))
-            .collect()
-    } else {
-        let all: Vec<(&Sds, f64)> = z.iter().collect();
-        (0..count.unsigned_abs())
-            .filter_map(|_| {
-                all.get(rng.random_range(0..all.len()))
-                    .map(|(m, s)| ((*m).clone(), *s))
-            })
-            .collect()
-    };
-    Ok(with_scores(proto, items, withscores))
+    Ok(picks::random_picks(z.iter(), z.len(), count, |(m, s)| {
+        pair_shape(proto, Reply::bulk(m), withscores.then(|| score_reply(s)))
+    }))
 }
 
 fn zscan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
