@@ -956,6 +956,16 @@ fn scored(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Vec<(Sds, f64)>>, Reply> {
     }
 }
 
+/// inf * 0 and inf + -inf are NaN: Redis scores them 0, and a NaN must
+/// never be stored (no RDB reader, ours or Redis's, accepts one).
+fn nan_to_zero(r: f64) -> f64 {
+    if r.is_nan() {
+        0.0
+    } else {
+        r
+    }
+}
+
 fn compute(
     ctx: &mut Ctx,
     keys: &[Bytes],
@@ -968,22 +978,18 @@ fn compute(
         inputs.push(scored(ctx, k)?);
     }
     let combine = |x: f64, y: f64| {
-        let r = match agg {
+        nan_to_zero(match agg {
             Aggregate::Sum => x + y,
             Aggregate::Min => x.min(y),
             Aggregate::Max => x.max(y),
-        };
-        if r.is_nan() {
-            0.0
-        } else {
-            r
-        }
+        })
     };
+    let weighted = |s: f64, w: f64| nan_to_zero(s * w);
     let mut acc: hashbrown::HashMap<Sds, f64> = hashbrown::HashMap::new();
     let mut iter = inputs.into_iter().zip(weights.iter().copied());
     if let Some((first, w)) = iter.next() {
         for (m, s) in first.unwrap_or_default() {
-            acc.insert(m, if op == SetOp::Diff { s } else { s * w });
+            acc.insert(m, if op == SetOp::Diff { s } else { weighted(s, w) });
         }
     }
     for (input, w) in iter {
@@ -991,7 +997,7 @@ fn compute(
         match op {
             SetOp::Union => {
                 for (m, s) in input {
-                    let v = s * w;
+                    let v = weighted(s, w);
                     acc.entry(m)
                         .and_modify(|c| *c = combine(*c, v))
                         .or_insert(v);
@@ -1001,7 +1007,7 @@ fn compute(
                 let other: hashbrown::HashMap<Sds, f64> = input.into_iter().collect();
                 acc.retain(|m, c| match other.get(m) {
                     Some(s) => {
-                        *c = combine(*c, s * w);
+                        *c = combine(*c, weighted(*s, w));
                         true
                     }
                     None => false,
