@@ -268,3 +268,30 @@ fn a_stalled_streaming_client_can_be_killed() {
     }
     assert_eq!(c.get::<_, Option<String>>("k").unwrap(), None);
 }
+
+/// Offsets and pop counts at the edges: refused with Redis's texts or capped
+/// by the data, never an allocation of the client's size.
+#[test]
+fn offsets_and_pop_counts_at_the_limits() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    for offset in ["536870912", "9223372036854775807"] {
+        let e = cmd_err(&mut c, &["SETRANGE", "k", offset, "x"]);
+        assert!(
+            e.contains("string exceeds maximum allowed size (proto-max-bulk-len)"),
+            "{offset}: {e}"
+        );
+    }
+    let e = cmd_err(&mut c, &["SETRANGE", "k", "-1", "x"]);
+    assert!(e.contains("offset is out of range"), "{e}");
+    let _: i64 = c.rpush("l", &["a", "b"]).unwrap();
+    let e = cmd_err(&mut c, &["LPOP", "l", "-1"]);
+    assert!(e.contains("value is out of range, must be positive"), "{e}");
+    let all: Vec<String> = redis::cmd("RPOP")
+        .arg("l")
+        .arg(i64::MAX)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(all, vec!["b", "a"]);
+    assert!(!c.exists::<_, bool>("l").unwrap());
+}
