@@ -295,3 +295,24 @@ fn offsets_and_pop_counts_at_the_limits() {
     assert_eq!(all, vec!["b", "a"]);
     assert!(!c.exists::<_, bool>("l").unwrap());
 }
+
+/// With a password required, an anonymous client may send at most 10
+/// arguments of 16 KiB each (Redis 7.0's rule), so it cannot make the node
+/// buffer a 512 MB argument before AUTH.
+#[test]
+fn unauthenticated_requests_are_small() {
+    let node = Node::start(&["--requirepass", "pw"]);
+    let eleven = resp(&["DEL", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]);
+    assert_eq!(
+        node.raw(&eleven),
+        b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    assert_eq!(
+        node.raw(b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"),
+        b"-ERR Protocol error: unauthenticated bulk length\r\n"
+    );
+    // Once authenticated, the same request is an ordinary one.
+    let mut req = resp(&["AUTH", "pw"]);
+    req.extend(eleven);
+    assert_eq!(node.raw(&req), b"+OK\r\n:0\r\n");
+}

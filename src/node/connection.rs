@@ -250,10 +250,18 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         let cfg = shared.config.load();
         let limits = Limits {
             max_bulk_len: cfg.proto_max_bulk_len,
+            unauthenticated: !client.authenticated,
             ..Limits::default()
         };
         let mut protocol_error = None;
+        // Before AUTH, one request at a time: the limits change once it has
+        // run, as Redis parses each request after the previous one ran.
+        let mut parse_more = false;
         loop {
+            if limits.unauthenticated && !pending.is_empty() {
+                parse_more = !rbuf.is_empty();
+                break;
+            }
             match parser.parse(&mut rbuf, &limits) {
                 Ok(Some(args)) if args.is_empty() => {}
                 Ok(Some(args)) => pending.push_back(args),
@@ -475,6 +483,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         }
         if protocol_error.is_some() {
             break;
+        }
+        if parse_more {
+            continue 'conn;
         }
         let idle = cfg.timeout;
         let idle_sleep = async {

@@ -19,7 +19,15 @@ pub struct Limits {
     pub max_bulk_len: usize,
     pub max_multibulk_len: usize,
     pub max_inline_len: usize,
+    /// The client has not authenticated yet while a password is required:
+    /// Redis then caps a request at 10 arguments of 16 KiB each, so an
+    /// anonymous peer cannot make the server buffer 512 MB.
+    pub unauthenticated: bool,
 }
+
+/// Redis 7.0's caps for a client that has not authenticated.
+const UNAUTH_MAX_ARGS: i64 = 10;
+const UNAUTH_MAX_BULK: usize = 16384;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -27,6 +35,7 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: 1024 * 1024 * 1024,
             max_inline_len: 64 * 1024,
+            unauthenticated: false,
         }
     }
 }
@@ -227,6 +236,9 @@ impl RequestParser {
                 .and_then(parse_i64)
                 .filter(|&n| n <= limits.max_multibulk_len as i64)
                 .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+            if limits.unauthenticated && n > UNAUTH_MAX_ARGS {
+                return Err(ProtocolError::new("unauthenticated multibulk length"));
+            }
             if n <= 0 {
                 let frame = buf.split_to(end + 2).freeze();
                 self.ranges.clear();
@@ -262,6 +274,9 @@ impl RequestParser {
                 .filter(|&l| l >= 0 && l as u64 <= limits.max_bulk_len as u64)
                 .ok_or_else(|| ProtocolError::new("invalid bulk length"))?
                 as usize;
+            if limits.unauthenticated && len > UNAUTH_MAX_BULK {
+                return Err(ProtocolError::new("unauthenticated bulk length"));
+            }
             let start = end + 2;
             if buf.len() < start + len + 2 {
                 // Make room once for the whole argument instead of growing by
@@ -290,7 +305,7 @@ impl RequestParser {
     /// returns the same request or the proper error.
     fn parse_whole(&mut self, buf: &[u8], limits: &Limits) -> Option<usize> {
         let (n, mut pos) = plain_len(buf, 1)?;
-        if n == 0 || n > limits.max_multibulk_len || n > 1024 {
+        if n == 0 || n > limits.max_multibulk_len || n > 1024 || limits.unauthenticated {
             return None;
         }
         self.ranges.clear();
