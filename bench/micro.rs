@@ -84,6 +84,7 @@ fn proxy(c: &mut Criterion) {
         password: String::new(),
         connect_timeout: std::time::Duration::from_secs(1),
         conns_per_node: 1,
+        max_reply_bytes: 1 << 20,
         metrics: Arc::new(Metrics::new(&t.metric_names).unwrap()),
         on_failure: Arc::new(tokio::sync::Notify::new()),
     });

@@ -575,6 +575,27 @@ impl WaitAuth for ProxyProc {
     }
 }
 
+/// A reply bigger than `max_reply_bytes` (here SRANDMEMBER with a count of
+/// a million against a 1 MB limit) is an error for that request, not a
+/// proxy that grows with it; the next requests are served.
+#[test]
+fn an_oversized_reply_is_refused_and_the_proxy_goes_on() {
+    let nodes = slotway_cluster(3, &[]);
+    let proxy = ProxyProc::start_with(&addrs(&nodes), &[], Some("max_reply_bytes = 1048576\n"));
+    proxy.wait_covered();
+    let mut c = proxy.client();
+    let _: i64 = q(&mut c, &["SADD", "big", "m"]).unwrap();
+    let e = err(&mut c, &["SRANDMEMBER", "big", "-1000000"]);
+    assert!(
+        e.contains("reply larger than max_reply_bytes (1048576 bytes)"),
+        "{e}"
+    );
+    let small: Vec<String> = q(&mut c, &["SRANDMEMBER", "big", "-3"]).unwrap();
+    assert_eq!(small, vec!["m", "m", "m"]);
+    let _: () = q(&mut c, &["SET", "after", "1"]).unwrap();
+    assert_eq!(q::<i64>(&mut c, &["GET", "after"]).unwrap(), 1);
+}
+
 #[test]
 fn maxclients_idle_timeout_metrics_and_health() {
     let nodes = slotway_cluster(3, &[]);

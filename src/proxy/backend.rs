@@ -167,6 +167,8 @@ pub struct BackendCtx {
     pub password: String,
     pub connect_timeout: Duration,
     pub conns_per_node: usize,
+    /// See `max_reply_bytes` in config/proxy.toml.
+    pub max_reply_bytes: usize,
     pub metrics: Arc<Metrics>,
     /// Poked when a connection to a node fails (topology may have changed).
     pub on_failure: Arc<tokio::sync::Notify>,
@@ -726,6 +728,9 @@ impl ConnTask {
                     if answered > 0 {
                         self.node.inflight.sub(answered);
                     }
+                    if rbuf.len() > self.ctx.max_reply_bytes {
+                        return self.refuse_oversized(inflight, written);
+                    }
                 }
                 Ev::Writable(Ok(())) => {}
                 Ev::Writable(Err(_)) => return self.fail(inflight, written, End::Broken),
@@ -741,6 +746,28 @@ impl ConnTask {
                 rbuf.reserve(16 * 1024);
             }
         }
+    }
+
+    /// The front reply outgrew `max_reply_bytes`: its request gets an error
+    /// (not "lost", which would retry a read into the same wall), and the
+    /// connection, mid-reply, cannot be used again.
+    fn refuse_oversized(&self, mut inflight: VecDeque<InFlight>, written: u64) -> End {
+        self.node.error("reply_too_large");
+        tracing::warn!(
+            node = %self.addr,
+            limit = self.ctx.max_reply_bytes,
+            "reply larger than max_reply_bytes, closing the node connection"
+        );
+        if let Some(f) = inflight.pop_front() {
+            self.node.inflight.sub(1);
+            let text = format!(
+                "ERR proxy: reply larger than max_reply_bytes ({} bytes)",
+                self.ctx.max_reply_bytes
+            );
+            f.reply
+                .send(Outcome::Reply(crate::proxy::forward::error_frame(&text)));
+        }
+        self.fail(inflight, written, End::Broken)
     }
 
     /// Ends a connection: unwritten requests are handed back, written ones

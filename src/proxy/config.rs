@@ -44,6 +44,10 @@ pub struct ProxyConfig {
     /// Most requests one client may have in flight before the proxy stops
     /// reading from it (backpressure).
     pub max_pipeline: usize,
+    /// Largest reply the proxy buffers from a node for one request; a
+    /// bigger one (SRANDMEMBER with a count of billions) is answered with
+    /// an error instead of growing the proxy without bound.
+    pub max_reply_bytes: usize,
     /// Timeout for connecting to a backend.
     pub connect_timeout_ms: u64,
     /// Periodic topology refresh (`CLUSTER SLOTS`).
@@ -85,6 +89,7 @@ impl Default for ProxyConfig {
             client_idle_timeout_secs: 0,
             connections_per_node: 1,
             max_pipeline: 4096,
+            max_reply_bytes: 512 * 1024 * 1024,
             connect_timeout_ms: 1000,
             refresh_interval_ms: 10_000,
             degraded_refresh_interval_ms: 100,

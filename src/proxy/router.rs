@@ -309,6 +309,7 @@ mod tests {
             password: String::new(),
             connect_timeout: std::time::Duration::from_millis(100),
             conns_per_node: 1,
+            max_reply_bytes: 1 << 20,
             metrics: Arc::new(Metrics::new(&["other".into()]).unwrap()),
             on_failure: Arc::new(Notify::new()),
         });

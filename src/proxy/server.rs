@@ -95,6 +95,7 @@ pub async fn run(
         password: cfg.backend_password.clone(),
         connect_timeout: cfg.connect_timeout(),
         conns_per_node: cfg.connections_per_node,
+        max_reply_bytes: cfg.max_reply_bytes,
         metrics: metrics.clone(),
         on_failure: Arc::new(Notify::new()),
     });
