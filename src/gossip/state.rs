@@ -170,6 +170,9 @@ pub struct Bus {
     state_ok: bool,
     /// Time of the first tick (a master waits before declaring itself ok).
     first_tick: Option<u64>,
+    /// Started from a nodes.conf: the slots it lists may have moved on
+    /// while this node was down, so it waits the writable delay.
+    restored: bool,
     /// Last time this node found itself in a minority partition.
     among_minority_time: u64,
     /// Time of the previous tick (a long gap means we were frozen).
@@ -236,6 +239,7 @@ impl Bus {
             master_link_down_since: None,
             state_ok: false,
             first_tick: None,
+            restored: false,
             among_minority_time: 0,
             last_tick: 0,
         }
@@ -326,6 +330,7 @@ impl Bus {
         bus.migrations = conf.migrations;
         bus.current_epoch = conf.current_epoch;
         bus.last_vote_epoch = conf.last_vote_epoch;
+        bus.restored = true;
         Some(bus)
     }
 

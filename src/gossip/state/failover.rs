@@ -16,9 +16,10 @@ use std::collections::BTreeSet;
 const MF_TIMEOUT: u64 = 5000;
 /// The master pauses writes for this many manual-failover timeouts.
 const MF_PAUSE_MULT: u64 = 2;
-/// A master waits this long after start before declaring the state ok, so
-/// a restarted master learns of a newer owner of its slots before it takes
-/// writes (Redis `CLUSTER_WRITABLE_DELAY`).
+/// A master restarted from its nodes.conf waits this long after start
+/// before declaring the state ok, so it learns of a newer owner of its
+/// slots before it takes writes (Redis `CLUSTER_WRITABLE_DELAY`; Redis
+/// applies it to fresh nodes too, where it protects nothing).
 const WRITABLE_DELAY: u64 = 2000;
 /// A FAIL master that nobody replaced is cleared after this many node
 /// timeouts once it is reachable again (Redis `CLUSTER_FAIL_UNDO_TIME_MULT`).
@@ -636,7 +637,12 @@ impl Bus {
     pub(super) fn update_state(&mut self, now: u64) {
         let first = *self.first_tick.get_or_insert(now);
         let master = self.me.flags.master;
-        if master && !self.state_ok && now.saturating_sub(first) < WRITABLE_DELAY {
+        // Only a restart can bring back a stale slot table. A fresh node
+        // learns its slots now (ADDSLOTS, gossip): making it wait too left
+        // a freshly created cluster refusing keys for up to two seconds
+        // after `--cluster create` returned and the first node said ok,
+        // each node turning ok on its own tick.
+        if self.restored && master && !self.state_ok && now.saturating_sub(first) < WRITABLE_DELAY {
             return;
         }
         let mut ok = !self.cfg.require_full_coverage || self.coverage_ok();
@@ -722,6 +728,42 @@ mod tests {
             while b.poll_event().is_some() {}
         }
         sim
+    }
+
+    /// A node owning every slot, alone: ticks it from `start` in 100 ms
+    /// steps and returns the first time it says ok.
+    fn first_ok(mut b: Bus, start: u64) -> Option<u64> {
+        (0..50).map(|i| start + i * 100).find(|&t| {
+            b.tick(t);
+            b.state_ok()
+        })
+    }
+
+    fn lone_master() -> Bus {
+        let me =
+            crate::cluster::topology::ClusterNode::new("a".repeat(40), "127.0.0.1", 7000, 17000);
+        let mut b = Bus::new(me, super::super::BusConfig::new(15_000));
+        let all: Vec<u16> = (0..SLOTS as u16).collect();
+        b.add_slots(&all);
+        b
+    }
+
+    /// `redis-cli --cluster create` right after the nodes start: a fresh
+    /// node is ok as soon as its slots are covered, a restarted one waits
+    /// the writable delay for news of its slots.
+    #[test]
+    fn only_a_restarted_master_waits_the_writable_delay() {
+        let fresh = lone_master();
+        let conf = fresh.nodes_conf();
+        assert_eq!(first_ok(fresh, 10_000), Some(10_000));
+        let Some(restored) = Bus::restore(conf, super::super::BusConfig::new(15_000)) else {
+            panic!("nodes.conf of a lone master restores");
+        };
+        let ok_at = first_ok(restored, 10_000);
+        assert!(
+            ok_at.is_some_and(|t| t >= 10_000 + WRITABLE_DELAY),
+            "restored master ok at {ok_at:?}"
+        );
     }
 
     fn owner_port(b: &Bus, slot: u16) -> Option<u16> {
