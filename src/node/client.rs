@@ -6,14 +6,9 @@ use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::runtime::clock::wall_ms as unix_ms;
 
 /// What other tasks may know and do about a client.
 #[derive(Debug)]
@@ -39,7 +34,7 @@ impl ClientHandle {
     /// A handle for a client that has no socket (tests, the AOF loader,
     /// a replica's link to its master).
     pub fn detached(id: u64, addr: &str) -> ClientHandle {
-        let now = unix_ms();
+        let now = crate::runtime::clock::mono_ms();
         ClientHandle {
             id,
             addr: addr.to_string(),

@@ -10,9 +10,9 @@ use crate::cluster::topology::{random_node_id, ClusterNode, NodesConf};
 use crate::cluster::{key_hash_slot, SLOTS};
 use crate::gossip::state::{Bus, BusConfig, Event, Link};
 use crate::gossip::wire::Message;
-use crate::node::client::unix_ms;
 use crate::node::cmd::{flags, CommandSpec};
 use crate::resp::{parse_i64, Reply};
+use crate::runtime::clock::mono_ms;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
@@ -256,7 +256,7 @@ impl Durable {
 /// reaches replication through the role hook).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeAction {
-    /// Hold client writes until this unix ms (0: resume now).
+    /// Hold client writes until this `mono_ms` time (0: resume now).
     PauseWrites(u64),
     /// Deliver a message published on another node to local subscribers.
     Deliver {
@@ -566,7 +566,7 @@ impl ClusterHandle {
 
     fn deliver(self: &Arc<Self>, link: Link, msg: Message) {
         self.stats_received.fetch_add(1, Ordering::Relaxed);
-        self.bus().handle(link, msg, unix_ms());
+        self.bus().handle(link, msg, mono_ms());
         self.pump();
     }
 }
@@ -663,7 +663,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                h.bus().tick(unix_ms());
+                h.bus().tick(mono_ms());
                 h.pump();
             }
             _ = shutdown.changed() => break,

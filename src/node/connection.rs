@@ -10,6 +10,7 @@ use crate::node::client::{unix_ms, Client, ClientHandle};
 use crate::node::cmd::{execute, Action, State};
 use crate::node::shared::Shared;
 use crate::resp::{Limits, Reply, RequestParser};
+use crate::runtime::clock::mono_ms;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -103,7 +104,7 @@ fn run_batch(
 ) -> (BatchEnd, Option<u64>) {
     let mut guard = shared.lock();
     let now = unix_ms();
-    shared.sync_state(&mut guard, now);
+    shared.sync_state(&mut guard);
     let end = run_locked(&mut guard, shared, client, pending, out, &mut resumed, now);
     let mut durable = None;
     if guard.prop.has_output() || guard.db.log_deletions_pending() {
@@ -112,6 +113,13 @@ fn run_batch(
         durable = shared.aof.durable_target();
     }
     (end, durable)
+}
+
+/// Commands state their timeouts as wall-clock deadlines (the time they
+/// ran at plus the timeout); the wait runs on the monotonic clock, so a
+/// step of the wall clock neither fires nor stretches a BLPOP timeout.
+fn on_mono_clock(deadline: Option<u64>, wall_now: u64) -> Option<u64> {
+    deadline.map(|d| mono_ms().saturating_add(d.saturating_sub(wall_now)))
 }
 
 fn run_locked(
@@ -124,7 +132,7 @@ fn run_locked(
     now: u64,
 ) -> BatchEnd {
     while let Some(args) = pending.front() {
-        if let Some(all) = shared.paused(now) {
+        if let Some(all) = shared.paused() {
             if held_by_pause(all, args, client) {
                 return BatchEnd::Paused;
             }
@@ -136,7 +144,7 @@ fn run_locked(
         let extra = std::mem::take(&mut ctx.extra);
         let first_deadline = resumed.take().map(|r| r.deadline);
         if let Some(Action::Block { keys, deadline }) = action {
-            let deadline = first_deadline.unwrap_or(deadline);
+            let deadline = first_deadline.unwrap_or_else(|| on_mono_clock(deadline, now));
             let waker = Arc::new(Notify::new());
             for k in &keys {
                 st.db.block_on(k, &waker);
@@ -158,7 +166,7 @@ fn run_locked(
                 return BatchEnd::Wait {
                     numreplicas,
                     offset,
-                    deadline,
+                    deadline: on_mono_clock(deadline, now),
                 }
             }
             _ => {}
@@ -277,7 +285,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
             let (e, durable) =
                 run_batch(&shared, &mut client, &mut pending, &mut out, resumed.take());
             end = e;
-            client.publish_batch(&shared.stats, unix_ms());
+            client.publish_batch(&shared.stats, crate::runtime::clock::mono_ms());
             // The log gets the writes before the client gets the replies;
             // with appendfsync always, only once they are on disk.
             if shared.aof.is_on() {
@@ -341,7 +349,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 deadline,
                 waker,
             } => {
-                let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(unix_ms())));
+                let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(mono_ms())));
                 let sleep = async {
                     match wait {
                         Some(d) => tokio::time::sleep(d).await,
@@ -390,7 +398,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 // Wait for the end of the pause, then run the rest.
                 loop {
                     let until = shared.pause_until();
-                    let now = unix_ms();
+                    let now = crate::runtime::clock::mono_ms();
                     if until <= now {
                         break;
                     }
@@ -448,7 +456,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 let sleep = async {
                     match deadline {
                         Some(d) => {
-                            tokio::time::sleep(Duration::from_millis(d.saturating_sub(unix_ms())))
+                            tokio::time::sleep(Duration::from_millis(d.saturating_sub(mono_ms())))
                                 .await
                         }
                         None => std::future::pending::<()>().await,

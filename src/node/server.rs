@@ -390,7 +390,7 @@ async fn wait_for_replicas(shared: &Arc<Shared>, timeout_secs: u64) {
     if repl.is_replica() || repl.replicas().is_empty() || timeout_secs == 0 {
         return;
     }
-    let deadline = unix_ms() + timeout_secs * 1000;
+    let deadline = crate::runtime::clock::mono_ms() + timeout_secs * 1000;
     shared.pause_writes_until(deadline);
     // Let batches already running hand their writes to the stream.
     drop(shared.lock());
@@ -410,7 +410,7 @@ async fn wait_for_replicas(shared: &Arc<Shared>, timeout_secs: u64) {
             tracing::info!("Replicas are in sync, shutting down");
             return;
         }
-        let now = unix_ms();
+        let now = crate::runtime::clock::mono_ms();
         if now >= deadline {
             tracing::warn!(lagging = n, "Lagging replicas remain, shutting down anyway");
             return;
@@ -521,7 +521,7 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
         let secs = shared.started.elapsed().as_secs() as u32;
         let changes = {
             let mut st = shared.lock();
-            shared.sync_state(&mut st, unix_ms());
+            shared.sync_state(&mut st);
             st.db.set_clock(secs);
             // Bounded work per tick keeps the lock hold short.
             st.db.active_expire(unix_ms(), 2000);
@@ -597,7 +597,7 @@ async fn replication_cron(shared: Arc<Shared>) {
         }
         if last_ping.elapsed() >= Duration::from_secs(cfg.repl_ping_replica_period)
             && !shared.repl.is_replica()
-            && shared.paused(unix_ms()).is_none()
+            && shared.paused().is_none()
         {
             shared.repl.ping_replicas();
             last_ping = std::time::Instant::now();

@@ -111,26 +111,29 @@ impl Shared {
         }
     }
 
-    /// Pauses write commands of normal clients until `unix_ms` (they wait,
+    /// Pauses write commands of normal clients until `until` on the
+    /// monotonic clock (`runtime::clock::mono_ms`; they wait,
     /// they do not fail); the replication stream keeps flowing, and keys do
     /// not expire meanwhile, so replicas can reach a stable offset (a
     /// coordinated CLUSTER FAILOVER). Replaces any earlier pause; a time in
     /// the past lifts it. Callable from any thread; never blocks.
-    pub fn pause_writes_until(&self, unix_ms: u64) {
-        self.pause(unix_ms, false);
+    pub fn pause_writes_until(&self, until: u64) {
+        self.pause(until, false);
     }
 
     /// CLIENT PAUSE: writes only, or every command (`all`).
-    pub fn pause(&self, unix_ms: u64, all: bool) {
+    pub fn pause(&self, until: u64, all: bool) {
         self.pause_all.store(all, Ordering::Relaxed);
-        self.pause_until.store(unix_ms, Ordering::Release);
+        self.pause_until.store(until, Ordering::Release);
         self.unpaused.notify_waiters();
     }
 
-    /// The pause in force at `now`: None, or Some(all).
+    /// The pause in force now: None, or Some(all).
     #[inline]
-    pub fn paused(&self, now: u64) -> Option<bool> {
-        if self.pause_until.load(Ordering::Acquire) > now {
+    pub fn paused(&self) -> Option<bool> {
+        let until = self.pause_until.load(Ordering::Acquire);
+        // Most batches run unpaused: skip the clock read.
+        if until != 0 && until > crate::runtime::clock::mono_ms() {
             Some(self.pause_all.load(Ordering::Relaxed))
         } else {
             None
@@ -144,8 +147,8 @@ impl Shared {
     /// How lazy expiry treats keys for normal clients now: hidden on a
     /// replica (only the master's DEL removes them) and during a pause (no
     /// DEL may enter the stream), deleted otherwise.
-    pub fn expiry_mode(&self, now: u64) -> crate::store::ExpiryMode {
-        if self.repl.is_replica() || self.paused(now).is_some() {
+    pub fn expiry_mode(&self) -> crate::store::ExpiryMode {
+        if self.repl.is_replica() || self.paused().is_some() {
             crate::store::ExpiryMode::Hide
         } else {
             crate::store::ExpiryMode::Delete
@@ -155,12 +158,12 @@ impl Shared {
     /// Brings the keyspace's propagation and expiry settings in line with
     /// the node's role; called under the lock at the start of each batch.
     #[inline]
-    pub fn sync_state(&self, st: &mut State, now: u64) {
+    pub fn sync_state(&self, st: &mut State) {
         let want = self.repl.prop_wanted();
         if want != st.prop.is_on() {
             st.set_propagation(want);
         }
-        st.db.expiry = self.expiry_mode(now);
+        st.db.expiry = self.expiry_mode();
     }
 
     /// Wraps in an Arc that handlers can get back with `self_arc`.

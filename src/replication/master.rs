@@ -7,10 +7,10 @@
 //! on the same socket.
 
 use super::{ReplicaState, MAX_LAG};
-use crate::node::client::unix_ms;
 use crate::node::shared::Shared;
 use crate::persist::snapshot::{self, SnapshotKind};
 use crate::resp::{Limits, RequestParser};
+use crate::runtime::clock::mono_ms;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -94,14 +94,14 @@ pub async fn serve(
 
 /// Takes the snapshot machinery, waiting for a running save to finish.
 async fn claim(shared: &Shared, wr: &mut OwnedWriteHalf) -> Result<(), LinkError> {
-    let mut last_keepalive = unix_ms();
+    let mut last_keepalive = mono_ms();
     while !shared.persist.claim(SnapshotKind::Replication) {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if unix_ms() - last_keepalive > 1000 {
+        if mono_ms().saturating_sub(last_keepalive) > 1000 {
             // Newlines keep the replica's read timeout at bay (Redis does
             // the same while preparing the payload).
             wr.write_all(b"\n").await?;
-            last_keepalive = unix_ms();
+            last_keepalive = mono_ms();
         }
     }
     Ok(())
@@ -195,7 +195,7 @@ async fn send_snapshot(
     }
     shared.repl.update_replica(id, |r| {
         r.state = ReplicaState::Online;
-        r.last_ack_ms = unix_ms();
+        r.last_ack_ms = mono_ms();
     });
     shared.repl.stats.sync_full.fetch_add(1, Ordering::Relaxed);
     tracing::info!(bytes = len, "Synchronization with replica succeeded");
@@ -274,7 +274,7 @@ async fn stream(
                 _ = tick.tick() => {
                     let timeout = shared.config.load().repl_timeout * 1000;
                     let last = repl.feed().replicas.get(&id).map_or(0, |r| r.last_ack_ms);
-                    if unix_ms().saturating_sub(last) > timeout {
+                    if mono_ms().saturating_sub(last) > timeout {
                         break Err(LinkError::Other("timeout: no ACK from replica".into()));
                     }
                 }

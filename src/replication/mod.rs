@@ -235,7 +235,7 @@ impl Repl {
                     let mut l = self.link();
                     l.up = false;
                     l.state = "connect";
-                    l.down_since_ms = Some(crate::node::client::unix_ms());
+                    l.down_since_ms = Some(crate::runtime::clock::mono_ms());
                 }
             }
             None => {
@@ -452,7 +452,7 @@ impl Repl {
                 state,
                 pos,
                 ack: 0,
-                last_ack_ms: crate::node::client::unix_ms(),
+                last_ack_ms: crate::runtime::clock::mono_ms(),
             },
         );
         id
@@ -477,7 +477,7 @@ impl Repl {
     pub fn ack(&self, id: u64, offset: u64) {
         self.update_replica(id, |r| {
             r.ack = r.ack.max(offset);
-            r.last_ack_ms = crate::node::client::unix_ms();
+            r.last_ack_ms = crate::runtime::clock::mono_ms();
         });
         self.acks_tx.send_modify(|g| *g += 1);
     }

@@ -16,6 +16,7 @@ use crate::node::cmd::execute;
 use crate::node::shared::Shared;
 use crate::persist::snapshot;
 use crate::resp::{Limits, RequestParser};
+use crate::runtime::clock::mono_ms;
 use crate::store::ExpiryMode;
 use bytes::{Bytes, BytesMut};
 use std::io::Write;
@@ -78,7 +79,7 @@ pub async fn run(shared: Arc<Shared>) {
 fn link_down(shared: &Shared) {
     let mut l = shared.repl.link();
     if l.up || l.down_since_ms.is_none() {
-        l.down_since_ms = Some(unix_ms());
+        l.down_since_ms = Some(mono_ms());
     }
     l.up = false;
     l.state = "connect";
@@ -104,7 +105,7 @@ async fn read_line(
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line = buf.split_to(nl + 1);
             let text = String::from_utf8_lossy(&line).trim_end().to_string();
-            shared.repl.link().last_io_ms = unix_ms();
+            shared.repl.link().last_io_ms = mono_ms();
             if !text.is_empty() {
                 return Ok(text);
             }
@@ -174,7 +175,7 @@ async fn link(shared: &Arc<Shared>, host: &str, port: u16) -> Result<(), LinkErr
         l.state = "connected";
         l.down_since_ms = None;
         l.sync_in_progress = false;
-        l.last_io_ms = unix_ms();
+        l.last_io_ms = mono_ms();
     }
     tracing::info!(master = %host, port, "MASTER <-> REPLICA sync: Finished with success");
     stream_loop(shared, rd, wr, buf).await
@@ -303,7 +304,7 @@ async fn receive_payload(
             {
                 let mut l = shared.repl.link();
                 l.sync_read_bytes = got;
-                l.last_io_ms = unix_ms();
+                l.last_io_ms = mono_ms();
             }
             if len.is_some_and(|total| got >= total) {
                 break;
@@ -342,7 +343,7 @@ async fn stream_loop(
     client.is_master = true;
     let mut other_db = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_io = unix_ms();
+    let mut last_io = mono_ms();
     loop {
         let mut cmds: Vec<(Bytes, Vec<Bytes>)> = Vec::new();
         loop {
@@ -370,7 +371,7 @@ async fn stream_loop(
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => return Err(LinkError::Other("master closed the connection".into())),
                 Ok(_) => {
-                    last_io = unix_ms();
+                    last_io = mono_ms();
                     shared.repl.link().last_io_ms = last_io;
                 }
                 Err(e) => return Err(e.into()),
@@ -378,7 +379,7 @@ async fn stream_loop(
             _ = tick.tick() => {
                 send_ack(shared, &mut wr).await?;
                 let timeout = shared.config.load().repl_timeout * 1000;
-                if unix_ms().saturating_sub(last_io) > timeout {
+                if mono_ms().saturating_sub(last_io) > timeout {
                     return Err(LinkError::Timeout("no data from master"));
                 }
             }

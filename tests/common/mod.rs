@@ -84,6 +84,17 @@ impl Node {
     }
 
     pub fn start_in_port(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Node {
+        Self::start_with_env(dir, port, extra, &[])
+    }
+
+    /// Like [`Node::start_in_port`], with extra environment variables for
+    /// the process (`LD_PRELOAD` of libfaketime in the clock tests).
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Node {
         let mut args: Vec<String> = vec![
             "node".into(),
             "--port".into(),
@@ -98,6 +109,7 @@ impl Node {
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(BIN)
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,7 +1,7 @@
 //! CLIENT: ID, SETNAME, GETNAME, LIST, INFO, KILL, REPLY, NO-EVICT, HELP.
 
 use super::{err, int_arg, is, syntax_error, Action, CmdResult, Ctx};
-use crate::node::client::{unix_ms, ClientHandle};
+use crate::node::client::ClientHandle;
 use crate::resp::Reply;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -115,7 +115,8 @@ fn kill_handle(ctx: &mut Ctx, h: &ClientHandle, me: u64) {
 
 pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let sub = &a[1];
-    let now = unix_ms();
+    // Ages and idle times are measured on the clock the handles are stamped with.
+    let now = crate::runtime::clock::mono_ms();
     if is(sub, "id") && a.len() == 2 {
         return Ok(Reply::Int(ctx.client.id() as i64));
     }
@@ -200,7 +201,10 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             Some(m) if is(m, "write") => false,
             Some(_) => return Err(err("ERR CLIENT PAUSE mode must be WRITE or ALL")),
         };
-        ctx.shared.pause(unix_ms().saturating_add(ms as u64), all);
+        ctx.shared.pause(
+            crate::runtime::clock::mono_ms().saturating_add(ms as u64),
+            all,
+        );
         return Ok(Reply::Ok);
     }
     if is(sub, "unpause") {

@@ -53,7 +53,8 @@ fn replication_section(ctx: &mut Ctx, out: &mut String) {
     };
     let cfg = ctx.shared.config.load();
     let repl = &ctx.shared.repl;
-    let now = crate::node::client::unix_ms();
+    // Replication timestamps are on the monotonic clock.
+    let now = crate::runtime::clock::mono_ms();
     let secs_since = |ms: u64| -> i64 {
         if ms == 0 {
             -1
