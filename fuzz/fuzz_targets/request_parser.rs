@@ -8,7 +8,10 @@ use libfuzzer_sys::fuzz_target;
 use slotway::resp::{Limits, RequestParser};
 
 fn parse_all(chunks: &[&[u8]]) -> Vec<Result<Vec<Vec<u8>>, String>> {
-    let limits = Limits { max_bulk_len: 4096, ..Limits::default() };
+    let limits = Limits {
+        max_bulk_len: 4096,
+        ..Limits::default()
+    };
     let mut p = RequestParser::new();
     let mut buf = BytesMut::new();
     let mut out = Vec::new();

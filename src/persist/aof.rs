@@ -558,6 +558,84 @@ fn load_commands(
     may_truncate: bool,
 ) -> Result<u64, AofError> {
     let mut f = File::open(path).map_err(io_err(path))?;
+    let replayed = replay(shared, client, &mut f, |_| true).map_err(|e| match e {
+        ReplayError::Io(source) => AofError::Io {
+            path: path.display().to_string(),
+            source,
+        },
+        ReplayError::Format { offset, reason } => AofError::Format {
+            path: path.display().to_string(),
+            offset,
+            reason,
+        },
+    })?;
+    let Some(tail) = replayed.tail else {
+        return Ok(replayed.consumed);
+    };
+    if !may_truncate {
+        return Err(AofError::Format {
+            path: path.display().to_string(),
+            offset: tail.at,
+            reason: if tail.torn {
+                "unexpected end of file (truncated command)".into()
+            } else {
+                "MULTI without EXEC".into()
+            },
+        });
+    }
+    tracing::warn!(
+        file = %path.display(),
+        offset = tail.at,
+        dropped = replayed.size - tail.at,
+        "!!! Warning: short read while loading the AOF file !!! AOF loaded anyway because aof-load-truncated is enabled; the torn tail was truncated"
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(tail.at).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    Ok(tail.at)
+}
+
+/// A stream of commands that could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("at offset {offset}: {reason}")]
+    Format { offset: u64, reason: String },
+}
+
+/// How a replay ended.
+#[derive(Debug)]
+pub struct Replayed {
+    /// Bytes taken by complete commands.
+    pub consumed: u64,
+    /// Bytes read in all.
+    pub size: u64,
+    /// Set when the stream does not end on a command boundary outside a
+    /// transaction: where it would be cut, and whether a command was torn
+    /// (else a MULTI was left open; its queued commands were not run).
+    pub tail: Option<Tail>,
+}
+
+#[derive(Debug)]
+pub struct Tail {
+    pub at: u64,
+    pub torn: bool,
+}
+
+/// Runs every command of a RESP command stream (an AOF file's contents)
+/// as `client`, a loader client, in batches under the keyspace lock.
+/// `admit` may skip commands (the fuzz target keeps MIGRATE and file
+/// writers out); the loader admits all.
+pub fn replay(
+    shared: &Shared,
+    client: &mut Client,
+    input: &mut impl Read,
+    admit: impl Fn(&[bytes::Bytes]) -> bool,
+) -> Result<Replayed, ReplayError> {
     let mut parser = RequestParser::new();
     // Our own file: no client limits, only what fits in memory.
     let limits = Limits {
@@ -565,12 +643,13 @@ fn load_commands(
         max_multibulk_len: i32::MAX as usize,
         ..Limits::default()
     };
-    let mut buf = BytesMut::with_capacity(1 << 20);
-    // Bytes of the file consumed by complete commands, and where the last
-    // MULTI began while its EXEC is still to come.
+    let mut buf = BytesMut::with_capacity(1 << 16);
+    // Bytes consumed by complete commands, and where the last MULTI began
+    // while its EXEC is still to come.
     let mut consumed: u64 = 0;
     let mut open_multi: Option<u64> = None;
     let mut eof = false;
+    let mut chunk = vec![0u8; 1 << 16];
     loop {
         let mut batch = Vec::new();
         loop {
@@ -584,7 +663,7 @@ fn load_commands(
                         Some(n) if n.eq_ignore_ascii_case(b"exec") => open_multi = None,
                         _ => {}
                     }
-                    if !args.is_empty() {
+                    if !args.is_empty() && admit(&args) {
                         batch.push(args);
                     }
                     if batch.len() >= 4096 {
@@ -593,8 +672,7 @@ fn load_commands(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(AofError::Format {
-                        path: path.display().to_string(),
+                    return Err(ReplayError::Format {
                         offset: consumed,
                         reason: e.to_string(),
                     })
@@ -613,8 +691,7 @@ fn load_commands(
         if eof {
             break;
         }
-        let mut chunk = vec![0u8; 1 << 20];
-        let n = f.read(&mut chunk).map_err(io_err(path))?;
+        let n = input.read(&mut chunk)?;
         if n == 0 {
             eof = true;
             if buf.is_empty() {
@@ -625,44 +702,23 @@ fn load_commands(
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     let torn = !buf.is_empty();
-    let cut = match (torn, open_multi) {
-        (_, Some(m)) => Some(m),
-        (true, None) => Some(consumed),
+    let size = consumed + buf.len() as u64;
+    let tail = match (torn, open_multi) {
+        (_, Some(at)) => Some(Tail { at, torn }),
+        (true, None) => Some(Tail { at: consumed, torn }),
         (false, None) => None,
     };
-    if let Some(at) = cut {
-        if !may_truncate {
-            return Err(AofError::Format {
-                path: path.display().to_string(),
-                offset: at,
-                reason: if torn {
-                    "unexpected end of file (truncated command)".into()
-                } else {
-                    "MULTI without EXEC".into()
-                },
-            });
-        }
-        if open_multi.is_some() {
-            // The commands of the unfinished transaction were queued by the
-            // loader client, never run: drop them.
-            client.multi = None;
-            client.multi_error = false;
-        }
-        tracing::warn!(
-            file = %path.display(),
-            offset = at,
-            dropped = consumed + buf.len() as u64 - at,
-            "!!! Warning: short read while loading the AOF file !!! AOF loaded anyway because aof-load-truncated is enabled; the torn tail was truncated"
-        );
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        f.set_len(at).map_err(io_err(path))?;
-        f.sync_all().map_err(io_err(path))?;
-        return Ok(at);
+    if open_multi.is_some() {
+        // The commands of the unfinished transaction were queued by the
+        // loader client, never run: drop them.
+        client.multi = None;
+        client.multi_error = false;
     }
-    Ok(consumed)
+    Ok(Replayed {
+        consumed,
+        size,
+        tail,
+    })
 }
 
 /// Makes the loaded log the live one: appends go to its last incr file.

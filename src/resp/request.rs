@@ -119,6 +119,10 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// The most the parser reserves ahead for a bulk argument still arriving;
+/// more grows as the bytes do.
+const MAX_UPFRONT_RESERVE: usize = 32 << 20;
+
 /// Parses a signed decimal exactly like Redis's `string2ll` (no spaces, no
 /// plus sign, no leading zeros except "0").
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
@@ -280,8 +284,10 @@ impl RequestParser {
             let start = end + 2;
             if buf.len() < start + len + 2 {
                 // Make room once for the whole argument instead of growing by
-                // doubling while a large value streams in.
-                buf.reserve(start + len + 2 - buf.len());
+                // doubling while a large value streams in, up to a cap: the
+                // length is only a claim, and a corrupt AOF or a hostile
+                // peer's `$200000000000` must not reserve what never comes.
+                buf.reserve((start + len + 2 - buf.len()).min(MAX_UPFRONT_RESERVE));
                 return Ok(None);
             }
             if buf.get(start + len..start + len + 2) != Some(b"\r\n".as_slice()) {
@@ -576,6 +582,30 @@ mod tests {
         let mut buf = BytesMut::from(&b"*1073741824\r\n$1\r\na\r\n"[..]);
         assert_eq!(p.parse(&mut buf, &Limits::default()).unwrap(), None);
         assert!(p.ranges.capacity() <= 1024);
+    }
+
+    #[test]
+    fn a_huge_claimed_bulk_length_does_not_reserve_it() {
+        // What the AOF loader allows (no client limit): a corrupt file's
+        // `$200000090005` must not reserve 200 GB up front (found by the
+        // aof_replay fuzz target: the allocation aborted the process).
+        let limits = Limits {
+            max_bulk_len: i64::MAX as usize,
+            ..Limits::default()
+        };
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*2\r\n$200000090005\r\nab"[..]);
+        assert_eq!(p.parse(&mut buf, &limits).unwrap(), None);
+        assert!(
+            buf.capacity() <= MAX_UPFRONT_RESERVE + 64,
+            "{}",
+            buf.capacity()
+        );
+        // A large argument still gets its whole room at once below the cap.
+        let mut p = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*1\r\n$1000000\r\nab"[..]);
+        assert_eq!(p.parse(&mut buf, &limits).unwrap(), None);
+        assert!(buf.capacity() >= 1_000_000);
     }
 
     #[test]
