@@ -28,6 +28,12 @@ pub struct ClientHandle {
     pub psub_count: AtomicU64,
     pub in_multi: AtomicBool,
     pub resp: AtomicU64,
+    /// Pub/sub messages queued for this client and not yet written, in
+    /// bytes (what the pubsub output-buffer limit counts; CLIENT LIST omem).
+    pub push_bytes: AtomicU64,
+    /// Since when (monotonic ms; 0 = not) the queue has been at or over
+    /// the pubsub soft limit.
+    pub push_soft_since: AtomicU64,
 }
 
 impl ClientHandle {
@@ -49,6 +55,8 @@ impl ClientHandle {
             psub_count: AtomicU64::new(0),
             in_multi: AtomicBool::new(false),
             resp: AtomicU64::new(2),
+            push_bytes: AtomicU64::new(0),
+            push_soft_since: AtomicU64::new(0),
         }
     }
 
@@ -71,7 +79,7 @@ impl ClientHandle {
             "N"
         };
         format!(
-            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -82,6 +90,7 @@ impl ClientHandle {
             self.sub_count.load(Ordering::Relaxed),
             self.psub_count.load(Ordering::Relaxed),
             if self.in_multi.load(Ordering::Relaxed) { 0 } else { -1 },
+            self.push_bytes.load(Ordering::Relaxed),
             if cmd.is_empty() { "NULL" } else { cmd },
             self.resp.load(Ordering::Relaxed),
         )

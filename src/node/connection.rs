@@ -11,12 +11,14 @@ use crate::node::cmd::{execute, Action, State};
 use crate::node::shared::Shared;
 use crate::resp::{Limits, Reply, RequestParser};
 use crate::runtime::clock::mono_ms;
+use crate::runtime::config::{NodeConfig, OutputLimit};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -188,6 +190,11 @@ fn run_locked(
             Some(Action::Shutdown(opts)) => return BatchEnd::Shutdown(opts),
             _ => {}
         }
+        // A long pipeline's replies go out in slices: the memory a client
+        // can make the node hold is one slice (or one reply), not the sum.
+        if out.len() >= BATCH_OUT_CAP {
+            break;
+        }
     }
     BatchEnd::Done
 }
@@ -202,6 +209,9 @@ fn encode_reply(client: &mut Client, reply: &Reply, out: &mut BytesMut) {
     }
     reply.encode(client.proto, out);
 }
+
+/// Reply bytes after which a batch of pipelined commands stops to write.
+const BATCH_OUT_CAP: usize = 1 << 20;
 
 /// Bytes of a streamed reply encoded before they are written: big enough
 /// for few syscalls, small enough that the reply's size never shows in
@@ -220,8 +230,23 @@ async fn write_stream(
     out: &mut BytesMut,
 ) -> bool {
     let mut stream = crate::resp::stream::ReplyStream::new(client.proto, replies);
+    let limit = client_limit(&shared.config.load(), client);
+    let mut total: u64 = 0;
     loop {
         let done = stream.fill(out, STREAM_CHUNK);
+        // Redis builds such a reply whole before writing it, so its hard
+        // limit cuts the reply once its size reaches the limit (the
+        // "HRANDFIELD with huge count stopped mid-run" case).
+        total += out.len() as u64;
+        if limit.hard > 0 && total >= limit.hard {
+            tracing::warn!(
+                client = handle.id,
+                addr = %handle.addr,
+                omem = total,
+                "Client closed for overcoming of output buffer limits."
+            );
+            return false;
+        }
         shared
             .stats
             .net_output_bytes
@@ -241,6 +266,73 @@ async fn write_stream(
     }
 }
 
+/// The output-buffer limit of this client's class: pubsub while it has
+/// subscriptions (in RESP2 and RESP3 alike, as Redis), else normal.
+fn client_limit(cfg: &NodeConfig, client: &Client) -> OutputLimit {
+    if client.subscription_count() > 0 {
+        cfg.output_limits.pubsub
+    } else {
+        cfg.output_limits.normal
+    }
+}
+
+/// Writes `out` to the client under its output-buffer limit: a reply at or
+/// over the hard limit closes the connection unsent, and one left at or
+/// over the soft limit for longer than its seconds (a client that stopped
+/// reading) closes it mid-way, as Redis does. A kill or shutdown also ends
+/// the write. False when the connection must close.
+async fn write_limited(
+    wr: &mut OwnedWriteHalf,
+    out: &[u8],
+    limit: &OutputLimit,
+    handle: &ClientHandle,
+    shutdown_rx: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let mut pos = 0;
+    let mut soft_since = None;
+    // Most writes fit in the socket buffer at once: no timers, no futures.
+    if limit.hard == 0 || (out.len() as u64) < limit.hard {
+        match wr.try_write(out) {
+            Ok(n) => pos = n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+    }
+    while pos < out.len() {
+        let pending = (out.len() - pos) as u64;
+        let now = mono_ms();
+        if limit.exceeded(pending, &mut soft_since, now) {
+            tracing::warn!(
+                client = handle.id,
+                addr = %handle.addr,
+                omem = pending,
+                "Client closed for overcoming of output buffer limits."
+            );
+            return false;
+        }
+        let recheck = async {
+            match soft_since {
+                Some(since) => {
+                    let due = since + limit.soft_secs.saturating_mul(1000) + 1;
+                    tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))).await
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = handle.kill.notified() => return false,
+            _ = shutdown_rx.changed() => return false,
+            r = wr.write(out.get(pos..).unwrap_or_default()) => match r {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => pos += n,
+            },
+            _ = recheck => {}
+        }
+    }
+    true
+}
+
 /// Serves one client until it quits, errs, is killed, or the server stops.
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHandle>) {
     let _ = stream.set_nodelay(true);
@@ -253,6 +345,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
     let mut pending: VecDeque<Vec<Bytes>> = VecDeque::new();
     let mut shutdown_rx = shared.shutdown.subscribe();
     let mut resumed: Option<Resumed> = None;
+    // Once set, no more is parsed: the connection closes after answering
+    // what came before the bad request.
+    let mut protocol_error = None;
 
     'conn: loop {
         let cfg = shared.config.load();
@@ -261,11 +356,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
             unauthenticated: !client.authenticated,
             ..Limits::default()
         };
-        let mut protocol_error = None;
         // Before AUTH, one request at a time: the limits change once it has
         // run, as Redis parses each request after the previous one ran.
         let mut parse_more = false;
-        loop {
+        while protocol_error.is_none() {
             if limits.unauthenticated && !pending.is_empty() {
                 parse_more = !rbuf.is_empty();
                 break;
@@ -298,7 +392,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
             }
         }
         if let Some(e) = &protocol_error {
-            if matches!(end, BatchEnd::Done) {
+            // Every request before the bad one runs and is answered first.
+            if matches!(end, BatchEnd::Done) && pending.is_empty() {
                 tracing::debug!(client = handle.id, error = %e, "protocol error, closing");
                 Reply::Error(format!("ERR {e}")).encode(client.proto, &mut out);
             }
@@ -308,7 +403,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 .stats
                 .net_output_bytes
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
-            if wr.write_all(&out).await.is_err() {
+            let limit = client_limit(&cfg, &client);
+            if !write_limited(&mut wr, &out, &limit, &handle, &mut shutdown_rx).await {
                 break;
             }
             out.clear();
@@ -489,10 +585,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
             }
             BatchEnd::Done => {}
         }
-        if protocol_error.is_some() {
+        if protocol_error.is_some() && pending.is_empty() {
             break;
         }
-        if parse_more {
+        if parse_more || !pending.is_empty() {
             continue 'conn;
         }
         let idle = cfg.timeout;
@@ -510,11 +606,16 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
             },
             msg = push_rx.recv() => {
                 let Some(msg) = msg else { break };
+                // The bytes move from the queue to `out`, whose write the
+                // same limit now watches.
+                let mut taken = crate::node::pubsub::push_cost(&msg);
                 msg.encode(client.proto, &mut out);
-                while let Ok(m) = push_rx.try_recv() {
+                while out.len() <= 64 * 1024 {
+                    let Ok(m) = push_rx.try_recv() else { break };
+                    taken += crate::node::pubsub::push_cost(&m);
                     m.encode(client.proto, &mut out);
-                    if out.len() > 64 * 1024 { break; }
                 }
+                handle.push_bytes.fetch_sub(taken, Ordering::AcqRel);
             }
             _ = handle.kill.notified() => break,
             _ = shutdown_rx.changed() => break,

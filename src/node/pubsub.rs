@@ -8,6 +8,8 @@
 use crate::glob::glob_match;
 use crate::node::client::ClientHandle;
 use crate::resp::Reply;
+use crate::runtime::clock::mono_ms;
+use crate::runtime::config::OutputLimit;
 use bytes::Bytes;
 use hashbrown::HashMap;
 use std::sync::atomic::Ordering;
@@ -37,20 +39,60 @@ pub enum Kind {
     Shard,
 }
 
-fn deliver(sub: &Subscriber, msg: Reply) -> bool {
-    match sub.tx.try_send(msg) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            tracing::warn!(
-                client = sub.handle.id,
-                "pubsub queue full, disconnecting subscriber"
-            );
-            sub.handle.killed.store(true, Ordering::Release);
-            sub.handle.kill.notify_one();
-            false
+/// What a queued message counts against the pubsub output-buffer limit:
+/// about its RESP size. The connection takes the same amount off when it
+/// writes the message out.
+pub fn push_cost(msg: &Reply) -> u64 {
+    match msg {
+        Reply::Push(items) | Reply::Array(items) => {
+            8 + items
+                .iter()
+                .map(|i| match i {
+                    Reply::Bulk(b) => b.len() as u64 + 16,
+                    _ => 16,
+                })
+                .sum::<u64>()
         }
-        Err(TrySendError::Closed(_)) => false,
+        _ => 16,
     }
+}
+
+/// Queues `msg` for `sub`, or disconnects a subscriber whose queue broke
+/// the pubsub output-buffer limit (as Redis does; the publisher is never
+/// held up by a slow reader).
+fn deliver(sub: &Subscriber, msg: Reply, limit: &OutputLimit) -> bool {
+    let h = &sub.handle;
+    if h.killed.load(Ordering::Acquire) {
+        return false;
+    }
+    let cost = push_cost(&msg);
+    let pending = h.push_bytes.fetch_add(cost, Ordering::AcqRel) + cost;
+    let now = mono_ms();
+    let mut since = match h.push_soft_since.load(Ordering::Acquire) {
+        0 => None,
+        t => Some(t),
+    };
+    let over = limit.exceeded(pending, &mut since, now);
+    h.push_soft_since
+        .store(since.unwrap_or(0), Ordering::Release);
+    let full = !over
+        && match sub.tx.try_send(msg) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Closed(_)) => false,
+        };
+    h.push_bytes.fetch_sub(cost, Ordering::AcqRel);
+    if over || full {
+        tracing::warn!(
+            client = h.id,
+            addr = %h.addr,
+            omem = pending,
+            "Client closed for overcoming of output buffer limits."
+        );
+        h.killed.store(true, Ordering::Release);
+        h.kill.notify_one();
+    }
+    false
 }
 
 impl PubSub {
@@ -91,7 +133,7 @@ impl PubSub {
 
     /// PUBLISH: channel subscribers and matching patterns. Returns how many
     /// clients received it.
-    pub fn publish(&mut self, channel: &Bytes, message: &Bytes) -> usize {
+    pub fn publish(&mut self, channel: &Bytes, message: &Bytes, limit: &OutputLimit) -> usize {
         let mut n = 0;
         if let Some(subs) = self.channels.get(channel) {
             for s in subs.values() {
@@ -100,7 +142,7 @@ impl PubSub {
                     Reply::Bulk(channel.clone()),
                     Reply::Bulk(message.clone()),
                 ]);
-                n += usize::from(deliver(s, msg));
+                n += usize::from(deliver(s, msg, limit));
             }
         }
         for (pattern, subs) in &self.patterns {
@@ -112,7 +154,7 @@ impl PubSub {
                         Reply::Bulk(channel.clone()),
                         Reply::Bulk(message.clone()),
                     ]);
-                    n += usize::from(deliver(s, msg));
+                    n += usize::from(deliver(s, msg, limit));
                 }
             }
         }
@@ -120,7 +162,12 @@ impl PubSub {
     }
 
     /// SPUBLISH: shard channel subscribers only.
-    pub fn publish_shard(&mut self, channel: &Bytes, message: &Bytes) -> usize {
+    pub fn publish_shard(
+        &mut self,
+        channel: &Bytes,
+        message: &Bytes,
+        limit: &OutputLimit,
+    ) -> usize {
         let mut n = 0;
         if let Some(subs) = self.shard.get(channel) {
             for s in subs.values() {
@@ -129,7 +176,7 @@ impl PubSub {
                     Reply::Bulk(channel.clone()),
                     Reply::Bulk(message.clone()),
                 ]);
-                n += usize::from(deliver(s, msg));
+                n += usize::from(deliver(s, msg, limit));
             }
         }
         n

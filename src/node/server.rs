@@ -558,11 +558,12 @@ async fn cluster_actions(
                 message,
                 shard,
             } => {
+                let limit = shared.config.load().output_limits.pubsub;
                 if let Ok(mut ps) = shared.pubsub.lock() {
                     if shard {
-                        ps.publish_shard(&channel, &message);
+                        ps.publish_shard(&channel, &message, &limit);
                     } else {
-                        ps.publish(&channel, &message);
+                        ps.publish(&channel, &message, &limit);
                     }
                 }
             }

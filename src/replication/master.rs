@@ -6,7 +6,7 @@
 //! bulk, then the stream from X. Acknowledgements (REPLCONF ACK) come back
 //! on the same socket.
 
-use super::{ReplicaState, MAX_LAG};
+use super::ReplicaState;
 use crate::node::shared::Shared;
 use crate::persist::snapshot::{self, SnapshotKind};
 use crate::resp::{Limits, RequestParser};
@@ -251,6 +251,7 @@ async fn stream(
     let mut shutdown = shared.shutdown.subscribe();
     let mut acks = tokio::spawn(read_acks(shared.clone(), id, rd, rbuf));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut soft_since = None;
     let result = loop {
         if kick_rx.has_changed().unwrap_or(true) {
             break Ok(());
@@ -272,32 +273,88 @@ async fn stream(
                 _ = shutdown.changed() => break Ok(()),
                 _ = &mut acks => break Err(LinkError::Other("replica closed the link".into())),
                 _ = tick.tick() => {
-                    let timeout = shared.config.load().repl_timeout * 1000;
-                    let last = repl.feed().replicas.get(&id).map_or(0, |r| r.last_ack_ms);
-                    if mono_ms().saturating_sub(last) > timeout {
-                        break Err(LinkError::Other("timeout: no ACK from replica".into()));
+                    if let Some(e) = link_check(shared, id, pos, &replica_limit(shared), &mut soft_since) {
+                        break Err(e);
                     }
                 }
             }
             continue;
         }
+        let limit = replica_limit(shared);
+        repl.feed().max_lag = limit.hard;
         let mut failed = None;
-        for c in &chunks {
-            if let Err(e) = wr.write_all(c).await {
-                failed = Some(e);
-                break;
+        'write: for c in &chunks {
+            let mut off = 0;
+            while off < c.len() {
+                // A replica that stops reading is still watched: its lag
+                // (Redis: the replica client's output buffer) against the
+                // limit, and its ACKs against repl-timeout.
+                tokio::select! {
+                    biased;
+                    r = wr.write(c.get(off..).unwrap_or_default()) => match r {
+                        Ok(0) => { failed = Some(LinkError::Other("replica closed the link".into())); break 'write; }
+                        Ok(n) => { off += n; pos += n as u64; }
+                        Err(e) => { failed = Some(e.into()); break 'write; }
+                    },
+                    _ = tick.tick() => {
+                        if let Some(e) = link_check(shared, id, pos, &limit, &mut soft_since) {
+                            failed = Some(e);
+                            break 'write;
+                        }
+                    }
+                }
             }
-            pos += c.len() as u64;
         }
         if let Some(e) = failed {
-            break Err(e.into());
+            break Err(e);
         }
-        let end = repl.offset();
-        if end.saturating_sub(pos) > MAX_LAG {
-            break Err(LinkError::Other("replica too far behind".into()));
+        if let Some(e) = link_check(shared, id, pos, &limit, &mut soft_since) {
+            break Err(e);
         }
         repl.update_replica(id, |r| r.pos = pos);
     };
     acks.abort();
     result
+}
+
+/// The replica class's output-buffer limit; as in Redis, a hard limit
+/// below the backlog size counts as the backlog size (a partial resync
+/// would succeed and the replica be dropped at once).
+fn replica_limit(shared: &Shared) -> crate::runtime::config::OutputLimit {
+    let cfg = shared.config.load();
+    let mut l = cfg.output_limits.replica;
+    if l.hard > 0 {
+        l.hard = l.hard.max(cfg.repl_backlog_size as u64);
+    }
+    l
+}
+
+/// Why a replica link must close now, if it must: its lag broke the
+/// output-buffer limit, or it sent no ACK within repl-timeout.
+fn link_check(
+    shared: &Shared,
+    id: u64,
+    pos: u64,
+    limit: &crate::runtime::config::OutputLimit,
+    soft_since: &mut Option<u64>,
+) -> Option<LinkError> {
+    let now = mono_ms();
+    let lag = shared.repl.offset().saturating_sub(pos);
+    if limit.exceeded(lag, soft_since, now) {
+        tracing::warn!(
+            replica = id,
+            lag,
+            "Client closed for overcoming of output buffer limits."
+        );
+        return Some(LinkError::Other("replica too far behind".into()));
+    }
+    let timeout = shared.config.load().repl_timeout * 1000;
+    let last = shared
+        .repl
+        .feed()
+        .replicas
+        .get(&id)
+        .map_or(0, |r| r.last_ack_ms);
+    (now.saturating_sub(last) > timeout)
+        .then(|| LinkError::Other("timeout: no ACK from replica".into()))
 }

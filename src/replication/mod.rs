@@ -46,8 +46,9 @@ pub fn new_replid() -> String {
 
 const NO_ID: &str = "0000000000000000000000000000000000000000";
 
-/// A replica this far behind the stream is dropped (Redis's hard
-/// `client-output-buffer-limit replica 256mb`).
+/// How far behind the stream a replica may fall before it stops pinning
+/// the backlog, unless `client-output-buffer-limit replica` allows more
+/// (Redis's default hard limit, 256 MB).
 pub const MAX_LAG: u64 = 256 * 1024 * 1024;
 
 /// Where a replica of ours is in its sync.
@@ -99,6 +100,9 @@ pub struct Feed {
     pub backlog: Option<Backlog>,
     pub replicas: BTreeMap<u64, ReplicaInfo>,
     backlog_limit: usize,
+    /// The replica hard output limit in force (0 = none): what a lagging
+    /// replica may pin.
+    pub max_lag: u64,
 }
 
 impl Feed {
@@ -113,7 +117,11 @@ impl Feed {
     /// Frees what no replica needs beyond repl-backlog-size. A replica
     /// more than MAX_LAG behind pins nothing: it will have to resync.
     fn trim(&mut self) {
-        let floor = self.offset.saturating_sub(MAX_LAG);
+        let lag = match self.max_lag {
+            0 => u64::MAX,
+            l => l.max(MAX_LAG),
+        };
+        let floor = self.offset.saturating_sub(lag);
         let keep = self
             .replicas
             .values()
@@ -197,6 +205,7 @@ impl Repl {
                 backlog: None,
                 replicas: BTreeMap::new(),
                 backlog_limit: 1 << 20,
+                max_lag: MAX_LAG,
             }),
             end_tx: watch::channel(0).0,
             acks_tx: watch::channel(0).0,

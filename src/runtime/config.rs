@@ -44,7 +44,11 @@ const ALIASES: &[(&str, &str)] = &[
 const FILE_ONLY: &[&str] = &["rename-command", "user", "loadmodule", "sentinel"];
 
 /// Directives whose repeated lines accumulate instead of replacing.
-const ACCUMULATE: &[&str] = &["save", "client-output-buffer-limit"];
+const ACCUMULATE: &[&str] = &["save"];
+
+/// Directives whose value sets only the parts it names, keeping the rest
+/// (`client-output-buffer-limit pubsub 1mb 0 0` leaves normal and replica).
+const MERGED: &[&str] = &["client-output-buffer-limit"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -156,6 +160,7 @@ fn validate(name: &str, value: &str) -> Result<String, String> {
                 _ => Err("Invalid master port".into()),
             }
         }
+        "client-output-buffer-limit" => OutputLimits::parse(value).map(|l| l.render()),
         "maxmemory" | "proto-max-bulk-len" | "repl-backlog-size" | "client-query-buffer-limit" => {
             mem()
         }
@@ -246,13 +251,23 @@ impl ConfigTable {
                 "Unknown option or number of arguments for CONFIG SET - '{name}'"
             )));
         }
-        let v = validate(&name, value).map_err(|reason| {
+        let value = self.merged(&name, value);
+        let v = validate(&name, &value).map_err(|reason| {
             ConfigError::Invalid(format!(
                 "CONFIG SET failed (possibly related to argument '{name}') - {reason}"
             ))
         })?;
         self.values.insert(name, v);
         Ok(())
+    }
+
+    /// The value to validate for `name`: for a [`MERGED`] directive, the
+    /// current value followed by the new parts, which override it.
+    fn merged(&self, name: &str, value: &str) -> String {
+        match self.values.get(name) {
+            Some(prev) if MERGED.contains(&name) => format!("{prev} {value}"),
+            _ => value.to_string(),
+        }
     }
 
     /// Applies lines of redis.conf text; `origin` names them in errors.
@@ -307,6 +322,7 @@ impl ConfigTable {
                     seen_accumulating.push(name.clone());
                 }
             }
+            let value = self.merged(&name, &value);
             let v = validate(&name, &value).map_err(|r| err(&r))?;
             self.values.insert(name, v);
         }
@@ -416,6 +432,106 @@ fn quote(v: &str) -> String {
     }
 }
 
+/// One client class's `client-output-buffer-limit`: the connection is
+/// closed once its pending output reaches `hard` bytes, or stays at or
+/// above `soft` for more than `soft_secs` seconds. 0 disables a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputLimit {
+    pub hard: u64,
+    pub soft: u64,
+    pub soft_secs: u64,
+}
+
+impl OutputLimit {
+    /// Whether `pending` bytes break the limit, given since when (ms,
+    /// monotonic) the soft limit has been reached; updates that mark.
+    pub fn exceeded(&self, pending: u64, soft_since: &mut Option<u64>, now_ms: u64) -> bool {
+        if self.hard > 0 && pending >= self.hard {
+            return true;
+        }
+        if self.soft == 0 || pending < self.soft {
+            *soft_since = None;
+            return false;
+        }
+        let since = *soft_since.get_or_insert(now_ms);
+        // As in Redis: over the soft limit for *more* than soft_secs.
+        now_ms.saturating_sub(since) > self.soft_secs.saturating_mul(1000)
+    }
+}
+
+/// `client-output-buffer-limit` for the three client classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    pub normal: OutputLimit,
+    pub replica: OutputLimit,
+    pub pubsub: OutputLimit,
+}
+
+impl OutputLimits {
+    /// Parses `class hard soft secs` groups, later groups overriding
+    /// earlier ones, with Redis's error texts. Classes not named keep
+    /// Redis's defaults.
+    pub fn parse(value: &str) -> Result<OutputLimits, String> {
+        let words: Vec<&str> = value.split_whitespace().collect();
+        if words.is_empty() || words.len() % 4 != 0 {
+            return Err("Wrong number of arguments in buffer limit configuration.".into());
+        }
+        let mut out = OutputLimits::default();
+        for group in words.chunks(4) {
+            let [class, hard, soft, secs] = group else {
+                return Err("Wrong number of arguments in buffer limit configuration.".into());
+            };
+            let slot = match class.to_ascii_lowercase().as_str() {
+                "normal" => &mut out.normal,
+                "slave" | "replica" => &mut out.replica,
+                "pubsub" => &mut out.pubsub,
+                _ => {
+                    return Err(
+                        "Invalid client class specified in buffer limit configuration.".into(),
+                    )
+                }
+            };
+            let bad =
+                || "Error in hard, soft or soft_seconds setting in buffer limit configuration.";
+            *slot = OutputLimit {
+                hard: parse_memory(hard).ok_or_else(bad)?,
+                soft: parse_memory(soft).ok_or_else(bad)?,
+                soft_secs: secs.parse::<u64>().map_err(|_| bad())?,
+            };
+        }
+        Ok(out)
+    }
+
+    /// The CONFIG GET form: every class, in bytes, replicas as `slave`.
+    pub fn render(&self) -> String {
+        let one = |n: &str, l: &OutputLimit| format!("{n} {} {} {}", l.hard, l.soft, l.soft_secs);
+        format!(
+            "{} {} {}",
+            one("normal", &self.normal),
+            one("slave", &self.replica),
+            one("pubsub", &self.pubsub)
+        )
+    }
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits {
+            normal: OutputLimit::default(),
+            replica: OutputLimit {
+                hard: 256 << 20,
+                soft: 64 << 20,
+                soft_secs: 60,
+            },
+            pubsub: OutputLimit {
+                hard: 32 << 20,
+                soft: 8 << 20,
+                soft_secs: 60,
+            },
+        }
+    }
+}
+
 /// The typed configuration the node acts on.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -475,6 +591,7 @@ pub struct NodeConfig {
     pub timeout: u64,
     pub hz: u32,
     pub io_threads: usize,
+    pub output_limits: OutputLimits,
 }
 
 impl NodeConfig {
@@ -549,6 +666,8 @@ impl NodeConfig {
             timeout: num("timeout")?,
             hz: u32::try_from(num("hz")?).unwrap_or(10).clamp(1, 500),
             io_threads: usize::try_from(num("io-threads")?).unwrap_or(1).max(1),
+            output_limits: OutputLimits::parse(&s("client-output-buffer-limit"))
+                .map_err(ConfigError::Invalid)?,
         })
     }
 }

@@ -857,7 +857,7 @@ mod tests {
     use crate::node::shared::Shared;
     use crate::runtime::config::{ConfigTable, NodeConfig};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     /// A keyspace and one client, to run commands the way EXEC or the
     /// connection would.
@@ -872,19 +872,9 @@ mod tests {
             let table = ConfigTable::default();
             let cfg = NodeConfig::from_table(&table).unwrap();
             let handle = Arc::new(ClientHandle {
-                id: 1,
-                addr: String::new(),
-                laddr: String::new(),
                 created_ms: 0,
                 last_interaction_ms: AtomicU64::new(0),
-                name: Mutex::new(None),
-                last_cmd: Mutex::new("NULL"),
-                killed: AtomicBool::new(false),
-                kill: tokio::sync::Notify::new(),
-                sub_count: AtomicU64::new(0),
-                psub_count: AtomicU64::new(0),
-                in_multi: AtomicBool::new(false),
-                resp: AtomicU64::new(2),
+                ..ClientHandle::detached(1, "")
             });
             Harness {
                 shared: Shared::new(table, cfg, None),

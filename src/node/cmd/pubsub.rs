@@ -234,21 +234,23 @@ fn propagate(ctx: &Ctx, a: &[Bytes], shard: bool) {
 }
 
 fn publish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let limit = ctx.shared.config.load().output_limits.pubsub;
     let n = ctx
         .shared
         .pubsub
         .lock()
-        .map_or(0, |mut ps| ps.publish(&a[1], &a[2]));
+        .map_or(0, |mut ps| ps.publish(&a[1], &a[2], &limit));
     propagate(ctx, a, false);
     Ok(Reply::Int(n as i64))
 }
 
 fn spublish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let limit = ctx.shared.config.load().output_limits.pubsub;
     let n = ctx
         .shared
         .pubsub
         .lock()
-        .map_or(0, |mut ps| ps.publish_shard(&a[1], &a[2]));
+        .map_or(0, |mut ps| ps.publish_shard(&a[1], &a[2], &limit));
     propagate(ctx, a, true);
     Ok(Reply::Int(n as i64))
 }
