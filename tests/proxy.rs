@@ -1380,3 +1380,35 @@ fn resharding_a_slotway_cluster_under_load_gives_no_errors() {
     let nodes = slotway_cluster(3, &[]);
     reshard_under_load([nodes[0].port, nodes[1].port], &addrs(&nodes));
 }
+
+/// A client that stops reading while its replies are pending is closed
+/// after `client_output_stall_secs` (the proxy's soft output limit), so it
+/// cannot pin up to `max_pipeline` replies; the proxy serves others.
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_stall_limit() {
+    let nodes = slotway_cluster(3, &[]);
+    let proxy = ProxyProc::start_with(&addrs(&nodes), &[], Some("client_output_stall_secs = 1\n"));
+    proxy.wait_covered();
+    let mut c = proxy.client();
+    let _: () = q(&mut c, &["SET", "big", &"x".repeat(1 << 20)]).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.write_all(&b"GET big\r\n".repeat(64)).unwrap();
+    // 64 MB of replies, not read: the socket buffers take a few MB, then
+    // the write stalls and the proxy closes the connection.
+    wait_until(
+        "the stalled client to be closed",
+        Duration::from_secs(20),
+        || proxy.metric("slotway_proxy_client_connections ") < 2.0,
+    );
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 64 << 20, "all replies arrived ({got} bytes)");
+    assert_eq!(q::<String>(&mut c, &["SET", "after", "1"]).unwrap(), "OK");
+}

@@ -48,6 +48,11 @@ pub struct ProxyConfig {
     /// bigger one (SRANDMEMBER with a count of billions) is answered with
     /// an error instead of growing the proxy without bound.
     pub max_reply_bytes: usize,
+    /// A client whose replies have waited this long without the socket
+    /// taking a byte (it stopped reading) is closed, freeing what the
+    /// proxy holds for it: the proxy's form of Redis's soft output-buffer
+    /// limit. 0 never.
+    pub client_output_stall_secs: u64,
     /// Timeout for connecting to a backend.
     pub connect_timeout_ms: u64,
     /// Periodic topology refresh (`CLUSTER SLOTS`).
@@ -90,6 +95,7 @@ impl Default for ProxyConfig {
             connections_per_node: 1,
             max_pipeline: 4096,
             max_reply_bytes: 512 * 1024 * 1024,
+            client_output_stall_secs: 60,
             connect_timeout_ms: 1000,
             refresh_interval_ms: 10_000,
             degraded_refresh_interval_ms: 100,

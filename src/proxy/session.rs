@@ -179,6 +179,32 @@ fn is_error(b: &[u8]) -> bool {
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
+/// Writes all of `out`; false when the client is gone or took no byte for
+/// `stall` (zero: waits forever).
+async fn write_out(stream: &mut TcpStream, out: &[u8], stall: Duration) -> bool {
+    let mut pos = match stream.try_write(out) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return false,
+    };
+    while pos < out.len() {
+        let rest = out.get(pos..).unwrap_or_default();
+        let r = if stall.is_zero() {
+            stream.write(rest).await
+        } else {
+            match tokio::time::timeout(stall, stream.write(rest)).await {
+                Ok(r) => r,
+                Err(_) => return false,
+            }
+        };
+        match r {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => pos += n,
+        }
+    }
+    true
+}
+
 /// Serves one client until it leaves, the proxy drains, or an error.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
@@ -236,6 +262,7 @@ impl Session {
         tokio::pin!(tick);
         let idle = Duration::from_secs(self.proxy.cfg.client_idle_timeout_secs);
         let max_pipeline = self.proxy.cfg.max_pipeline;
+        let stall = Duration::from_secs(self.proxy.cfg.client_output_stall_secs);
         loop {
             loop {
                 let progressed = self.process(&mut inbuf, &mut parser);
@@ -255,7 +282,12 @@ impl Session {
                     .held_burst()
                     .is_none_or(|start| Instant::now() >= start + REPLY_HOLD);
             if write_now {
-                if stream.write_all(&out).await.is_err() {
+                if !write_out(&mut stream, &out, stall).await {
+                    tracing::debug!(
+                        client = self.st.id,
+                        pending = out.len(),
+                        "client not reading or gone, closing"
+                    );
                     return;
                 }
                 out.clear();
