@@ -18,8 +18,10 @@
 #                                --cluster` (and other proxies given by path)
 #   failover  bench/failover.py  master SHUTDOWN -> cluster_state:ok, real
 #                                redis-server cluster vs slotway nodes
+#   hostile   bench/hostile.py   connect cycles, slowloris, a stalled
+#                                reader: slotway node vs redis-server
 #
-# Knobs (environment): PARTS="node proxy failover" (a subset), PART_TIMEOUT
+# Knobs (environment): PARTS="node proxy failover hostile" (a subset), PART_TIMEOUT
 # (seconds per part, default 3600), ROUNDS / N / KEYS (node.py),
 # FAILOVER_ROUNDS / FAILOVER_DEADLINE (failover.py), PROXY_ARGS (extra
 # arguments for proxy.py, default --with-failover; e.g. add --other NAME=CMD
@@ -28,7 +30,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-PARTS=${PARTS:-"node proxy failover"}
+PARTS=${PARTS:-"node proxy failover hostile"}
 PART_TIMEOUT=${PART_TIMEOUT:-3600}
 OUT=bench/out
 mkdir -p "$OUT"
@@ -82,6 +84,7 @@ run_part node "Node: slotway vs redis-server" bench/node.py
 # shellcheck disable=SC2086 # PROXY_ARGS is a list of words on purpose
 run_part proxy "Proxy: slotway proxy vs direct cluster access" bench/proxy.py ${PROXY_ARGS:---with-failover}
 run_part failover "Failover: master SHUTDOWN → cluster_state:ok again" bench/failover.py
+run_part hostile "Hostile clients: slotway node vs redis-server" bench/hostile.py
 
 rm -f bench/results.png
 plot_line="![throughput and latency per configuration](results.png)"
@@ -118,7 +121,7 @@ redis_v=$(redis-server --version 2>/dev/null || echo "redis-server not installed
   echo
   echo "$plot_line"
   echo
-  for part in node proxy failover; do
+  for part in node proxy failover hostile; do
     cat "$OUT/$part.md"
     echo
   done
