@@ -376,3 +376,50 @@ fn pubsub_delivery_patterns_and_context() {
     let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     assert!(out.contains(">3\r\n$9\r\nsubscribe\r\n$2\r\nr3\r\n:1\r\n>3\r\n$7\r\nmessage\r\n$2\r\nr3\r\n$2\r\nhi\r\n"), "{out}");
 }
+
+/// -0 and 0 are one score, as in redis-server 7.0.15 (replies taken from
+/// it on loopback): ties sort by member, a `-0` bound takes in `0`, and a
+/// small sorted set replies and saves `0` (its listpack keeps an integer).
+/// Found by tests/snapshot_roundtrip.rs: a saved -0 read back as "-0" by
+/// Redis while the node said "0", and `-0 b 0 a` sorted b first.
+#[test]
+fn negative_zero_is_the_same_score_as_zero() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    let _: i64 = redis::cmd("ZADD")
+        .arg("z")
+        .arg("-0")
+        .arg("b")
+        .arg("0")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
+    let r: Vec<String> = redis::cmd("ZRANGE")
+        .arg("z")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, ["a", "0", "b", "0"]);
+    let n: i64 = redis::cmd("ZCOUNT")
+        .arg("z")
+        .arg("-0")
+        .arg("-0")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 2);
+    let r: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg("z")
+        .arg("-0")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, ["a", "b"]);
+    let s: String = redis::cmd("ZSCORE")
+        .arg("z")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(s, "0");
+}

@@ -167,6 +167,8 @@ collection!(ZSet, ZSet);
 
 /// A float with a total order, for the score index. NaN never gets in
 /// (commands reject it with "ERR resulting score is not a number").
+/// -0 and 0 are the same score, as in Redis (ties sort by member, and a
+/// `-0` range bound takes in `0`): the order agrees with `==`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score(pub f64);
 
@@ -178,7 +180,9 @@ impl PartialOrd for Score {
 }
 impl Ord for Score {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
+        self.0
+            .partial_cmp(&other.0)
+            .unwrap_or_else(|| self.0.total_cmp(&other.0))
     }
 }
 
@@ -204,10 +208,13 @@ impl ZSet {
 
     /// Inserts or updates; returns true when the member is new.
     pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
+        // Stored as 0: Redis's listpack (every small sorted set) keeps a
+        // -0 score as the integer 0, so that is what it replies and saves.
+        let score = if score == 0.0 { 0.0 } else { score };
         let m = sds(member);
         match self.scores.insert(m.clone(), score) {
             Some(old) => {
-                if old.total_cmp(&score).is_ne() {
+                if Score(old) != Score(score) {
                     self.index.remove(&(Score(old), m.clone()));
                     self.index.insert((Score(score), m));
                 }

@@ -1021,7 +1021,11 @@ fn compute(
         }
     }
     let mut out: Vec<(Sds, f64)> = acc.into_iter().collect();
-    out.sort_by(|x, y| x.1.total_cmp(&y.1).then_with(|| x.0.cmp(&y.0)));
+    out.sort_by(|x, y| {
+        crate::store::value::Score(x.1)
+            .cmp(&crate::store::value::Score(y.1))
+            .then_with(|| x.0.cmp(&y.0))
+    });
     Ok(out)
 }
 
