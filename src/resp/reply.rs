@@ -96,8 +96,10 @@ impl Reply {
     }
 }
 
-/// Formats a double the way Redis 7 does for replies (`%.17g` shortest
-/// round-trip form, `inf`/`-inf`, integers without a fraction).
+/// Formats a double the way Redis 7.0 does for replies: C's `%.17g`
+/// (17 significant digits, so 0.1 is `0.10000000000000001`), with `inf`
+/// and `-inf`. (Redis 7.2 moved to the shortest form; 7.0 is our
+/// reference.)
 pub fn format_double(d: f64) -> String {
     if d.is_infinite() {
         return if d > 0.0 { "inf".into() } else { "-inf".into() };
@@ -105,25 +107,33 @@ pub fn format_double(d: f64) -> String {
     if d.is_nan() {
         return "nan".into();
     }
-    if d == d.trunc() && d.abs() < 1e17 {
-        return format!("{}", d as i64);
+    if d == 0.0 {
+        return if d.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
-    let abs = d.abs();
-    if (1e-5..1e17).contains(&abs) {
-        return format!("{d}");
-    }
-    // Exponent form like C's %g: mantissa shortest, exponent with sign and
-    // at least two digits.
-    let s = format!("{d:e}");
-    match s.split_once('e') {
-        Some((m, e)) => {
-            let (sign, digits) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            format!("{m}e{sign}{digits:0>2}")
+    // 17 significant digits in exponent form tell the exponent %g uses to
+    // choose between its two styles (after rounding).
+    let e_form = format!("{d:.16e}");
+    let Some((mantissa, exp)) = e_form.split_once('e') else {
+        return e_form;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
         }
-        None => s,
+    };
+    if (-4..17).contains(&exp) {
+        let decimals = (16 - exp) as usize;
+        trim(&format!("{d:.decimals$}"))
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
     }
 }
 
@@ -254,9 +264,42 @@ mod tests {
     fn doubles_like_redis() {
         assert_eq!(format_double(3.0), "3");
         assert_eq!(format_double(-2.5), "-2.5");
-        assert_eq!(format_double(0.1), "0.1");
+        // As redis-server 7.0.15 replies (ZSCORE, ZRANGE WITHSCORES).
+        assert_eq!(format_double(0.1), "0.10000000000000001");
+        assert_eq!(format_double(496944.0241305219), "496944.02413052192");
+        assert_eq!(format_double(1e-7), "9.9999999999999995e-08");
+        assert_eq!(
+            format_double(123456789012345678.0),
+            "1.2345678901234568e+17"
+        );
+        assert_eq!(format_double(1e20), "1e+20");
+        assert_eq!(format_double(1.5), "1.5");
+        assert_eq!(format_double(-0.0), "-0");
         assert_eq!(format_double(f64::INFINITY), "inf");
         assert_eq!(format_double(1e21), "1e+21");
-        assert_eq!(format_double(1.5e-7), "1.5e-07");
+        assert_eq!(format_double(1.5e-7), "1.4999999999999999e-07");
+        assert_eq!(format_double(1e16), "10000000000000000");
+        assert_eq!(format_double(1e17), "1e+17");
+        assert_eq!(format_double(5e-324), "4.9406564584124654e-324");
+    }
+
+    /// What the C library's printf makes of `%.17g`, the reference.
+    fn c_g17(d: f64) -> String {
+        let mut buf = [0u8; 64];
+        // SAFETY: the buffer outlives the call, its size is passed, and the
+        // format takes exactly one double.
+        let n = unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), c"%.17g".as_ptr(), d) };
+        String::from_utf8_lossy(&buf[..n.clamp(0, 63) as usize]).into_owned()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn doubles_match_c_printf(bits in proptest::prelude::any::<u64>(), small in -1e6f64..1e6) {
+            for d in [f64::from_bits(bits), small, small / 1e9] {
+                if d.is_finite() {
+                    proptest::prop_assert_eq!(format_double(d), c_g17(d));
+                }
+            }
+        }
     }
 }
