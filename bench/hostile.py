@@ -11,6 +11,8 @@ loopback: what they cost the server and whether others are still served.
 - stalled reader: one client pipelines 64 GETs of a 1 MB value and reads
   nothing; RSS growth of the server after 3 s (with the default
   `client-output-buffer-limit normal 0 0 0`, i.e. no limit).
+- the same three against the slotway proxy in front of a 3-master
+  redis-server cluster (the proxy's RSS is what is measured).
 
 Prints a markdown section on stdout and writes the figures as JSON to
 --json PATH; progress on stderr. Every process it starts is stopped by PID
@@ -62,6 +64,46 @@ def start(kind):
     return {"kind": kind, "port": port, "pid": p.pid}
 
 
+def cluster_proxy():
+    """3 redis-server cluster masters (redis-cli --cluster create) and a
+    slotway proxy in front; returns the proxy as a server."""
+    ports = []
+    while len(ports) < 3:
+        p = free_port()
+        if p + 10000 < 65536 and p not in ports:
+            ports.append(p)
+    for p in ports:
+        d = f"/tmp/bench-hostile-{os.getpid()}-{p}"
+        os.makedirs(d, exist_ok=True)
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--save", "", "--dir", d,
+             "--cluster-enabled", "yes", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for p in ports:
+        end = time.time() + 20
+        while not ping(p):
+            if time.time() > end:
+                raise SystemExit(f"redis-server {p} did not start")
+            time.sleep(0.05)
+    subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
+                   capture_output=True, timeout=120, check=True)
+    end = time.time() + 60
+    while not all(b"cluster_state:ok" in cmd(p, b"CLUSTER", b"INFO", big=True) for p in ports):
+        if time.time() > end:
+            raise SystemExit("cluster did not reach ok")
+        time.sleep(0.1)
+    port = free_port()
+    p = subprocess.Popen([SLOTWAY, "proxy", "--listen", f"127.0.0.1:{port}", "--nodes", f"127.0.0.1:{ports[0]}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(p)
+    end = time.time() + 30
+    while b"slots_covered:16384" not in (cmd(port, b"INFO", b"proxy", big=True) if ping(port) else b""):
+        if time.time() > end:
+            raise SystemExit("proxy did not cover the slots")
+        time.sleep(0.1)
+    return {"kind": "proxy", "port": port, "pid": p.pid}
+
+
 def rss(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -70,11 +112,11 @@ def rss(pid):
     return 0
 
 
-def cmd(port, *args):
+def cmd(port, *args, big=False):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
         s.sendall(out)
-        return s.recv(64)
+        return s.recv(65536 if big else 64)
 
 
 def connect_cycles(srv):
@@ -142,8 +184,8 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     results = {}
     try:
-        for kind in ("slotway", "redis"):
-            srv = start(kind)
+        for kind in ("slotway", "redis", "proxy"):
+            srv = cluster_proxy() if kind == "proxy" else start(kind)
             log(f"{kind}: connect cycles")
             r = {"cycles": connect_cycles(srv)}
             log(f"{kind}: slowloris")
@@ -151,8 +193,10 @@ def main():
             log(f"{kind}: stalled reader")
             r["stalled"] = stalled_reader(srv)
             results[kind] = r
-            procs[-1].terminate()
-            procs[-1].wait(timeout=10)
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(timeout=10)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -161,11 +205,12 @@ def main():
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     mb = lambda b: f"{b / 1048576:.1f} MB"
-    out = ["## Hostile clients: slotway node vs redis-server", "",
+    out = ["## Hostile clients: slotway node vs redis-server, and the slotway proxy", "",
            f"`bench/hostile.py`: {CYCLES:,} connect/PING/close cycles; {SLOW:,} slowloris connections "
-           "holding half a SET; one client pipelining 64 GETs of a 1 MB value and reading nothing.", "",
-           "| | slotway | redis-server |", "|---|---|---|"]
-    row = lambda name, f: out.append(f"| {name} | " + " | ".join(f(results[k]) if k in results else "-" for k in ("slotway", "redis")) + " |")
+           "holding half a SET; one client pipelining 64 GETs of a 1 MB value and reading nothing. "
+           "The proxy column is the slotway proxy in front of 3 redis-server cluster masters (proxy RSS).", "",
+           "| | slotway node | redis-server | slotway proxy |", "|---|---|---|---|"]
+    row = lambda name, f: out.append(f"| {name} | " + " | ".join(f(results[k]) if k in results else "-" for k in ("slotway", "redis", "proxy")) + " |")
     row("connect cycles/s", lambda r: f"{r['cycles']['per_sec']:,.0f} ({r['cycles']['cycles']:,} done)")
     row("RSS before → after cycles", lambda r: f"{mb(r['cycles']['rss_before'])} → {mb(r['cycles']['rss_after'])}")
     row("RSS with slowloris held", lambda r: f"{mb(r['slowloris']['rss_held'])} ({r['slowloris']['held']:,} held)")
