@@ -141,7 +141,8 @@ fn run_locked(
         }
         let mut ctx = st.ctx(client, shared, now);
         ctx.timed_out = resumed.as_ref().is_some_and(|r| r.timed_out);
-        let reply = execute(&mut ctx, args);
+        let name = args.first().map_or(&[][..], |n| &n[..]);
+        let reply = crate::node::cmd::contain_panic(name, || execute(&mut ctx, args));
         let action = ctx.action.take();
         let extra = std::mem::take(&mut ctx.extra);
         let first_deadline = resumed.take().map(|r| r.deadline);
