@@ -20,8 +20,11 @@
 #                                redis-server cluster vs slotway nodes
 #   hostile   bench/hostile.py   connect cycles, slowloris, a stalled
 #                                reader: slotway node vs redis-server
+#   soak      bench/soak.py      cluster + proxy under mixed load for
+#                                MINUTES (default 10) with failovers and
+#                                reshards; plot in bench/soak.svg
 #
-# Knobs (environment): PARTS="node proxy failover hostile" (a subset), PART_TIMEOUT
+# Knobs (environment): PARTS="node proxy failover hostile soak" (a subset), PART_TIMEOUT
 # (seconds per part, default 3600), ROUNDS / N / KEYS (node.py),
 # FAILOVER_ROUNDS / FAILOVER_DEADLINE (failover.py), PROXY_ARGS (extra
 # arguments for proxy.py, default --with-failover; e.g. add --other NAME=CMD
@@ -30,7 +33,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-PARTS=${PARTS:-"node proxy failover hostile"}
+PARTS=${PARTS:-"node proxy failover hostile soak"}
 PART_TIMEOUT=${PART_TIMEOUT:-3600}
 OUT=bench/out
 mkdir -p "$OUT"
@@ -85,6 +88,7 @@ run_part node "Node: slotway vs redis-server" bench/node.py
 run_part proxy "Proxy: slotway proxy vs direct cluster access" bench/proxy.py ${PROXY_ARGS:---with-failover}
 run_part failover "Failover: master SHUTDOWN → cluster_state:ok again" bench/failover.py
 run_part hostile "Hostile clients: slotway node vs redis-server" bench/hostile.py
+run_part soak "Soak: slotway cluster + proxy under mixed load" bench/soak.py
 
 rm -f bench/results.png
 plot_line="![throughput and latency per configuration](results.png)"
@@ -121,7 +125,7 @@ redis_v=$(redis-server --version 2>/dev/null || echo "redis-server not installed
   echo
   echo "$plot_line"
   echo
-  for part in node proxy failover hostile; do
+  for part in node proxy failover hostile soak; do
     cat "$OUT/$part.md"
     echo
   done
