@@ -37,6 +37,18 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
+    /// The warning Redis logs when a client is dropped for its output
+    /// buffer (`omem` bytes pending); one event for every place that
+    /// enforces a limit.
+    pub fn log_output_limit_close(&self, omem: u64) {
+        tracing::warn!(
+            client = self.id,
+            addr = %self.addr,
+            omem,
+            "Client closed for overcoming of output buffer limits."
+        );
+    }
+
     /// A handle for a client that has no socket (tests, the AOF loader,
     /// a replica's link to its master).
     pub fn detached(id: u64, addr: &str) -> ClientHandle {

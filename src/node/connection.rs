@@ -240,12 +240,7 @@ async fn write_stream(
         // "HRANDFIELD with huge count stopped mid-run" case).
         total += out.len() as u64;
         if limit.hard > 0 && total >= limit.hard {
-            tracing::warn!(
-                client = handle.id,
-                addr = %handle.addr,
-                omem = total,
-                "Client closed for overcoming of output buffer limits."
-            );
+            handle.log_output_limit_close(total);
             return false;
         }
         shared
@@ -303,12 +298,7 @@ async fn write_limited(
         let pending = (out.len() - pos) as u64;
         let now = mono_ms();
         if limit.exceeded(pending, &mut soft_since, now) {
-            tracing::warn!(
-                client = handle.id,
-                addr = %handle.addr,
-                omem = pending,
-                "Client closed for overcoming of output buffer limits."
-            );
+            handle.log_output_limit_close(pending);
             return false;
         }
         let recheck = async {

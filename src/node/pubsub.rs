@@ -83,12 +83,7 @@ fn deliver(sub: &Subscriber, msg: Reply, limit: &OutputLimit) -> bool {
         };
     h.push_bytes.fetch_sub(cost, Ordering::AcqRel);
     if over || full {
-        tracing::warn!(
-            client = h.id,
-            addr = %h.addr,
-            omem = pending,
-            "Client closed for overcoming of output buffer limits."
-        );
+        h.log_output_limit_close(pending);
         h.killed.store(true, Ordering::Release);
         h.kill.notify_one();
     }
