@@ -16,6 +16,7 @@ pub fn glob_match(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
     let (mut p, mut i) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     loop {
+        let cur = s.get(i).copied();
         if let Some(&pc) = pattern.get(p) {
             match pc {
                 b'*' => {
@@ -28,13 +29,15 @@ pub fn glob_match(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
                     star = Some((p, i));
                     continue;
                 }
-                b'?' if i < s.len() => {
+                b'?' if cur.is_some() => {
                     p += 1;
                     i += 1;
                     continue;
                 }
-                b'[' if i < s.len() => {
-                    if let Some((matched, next)) = class_match(pattern, p, s[i], nocase) {
+                b'[' if cur.is_some() => {
+                    if let Some((matched, next)) =
+                        cur.and_then(|c| class_match(pattern, p, c, nocase))
+                    {
                         if matched {
                             p = next;
                             i += 1;
@@ -43,15 +46,16 @@ pub fn glob_match(pattern: &[u8], s: &[u8], nocase: bool) -> bool {
                     }
                 }
                 b'\\'
-                    if pattern.get(p + 1).is_some()
-                        && i < s.len()
-                        && pattern.get(p + 1).is_some_and(|&c| eq(c, s[i])) =>
+                    if pattern
+                        .get(p + 1)
+                        .zip(cur)
+                        .is_some_and(|(&c, sc)| eq(c, sc)) =>
                 {
                     p += 2;
                     i += 1;
                     continue;
                 }
-                c if c != b'?' && c != b'[' && i < s.len() && eq(c, s[i]) => {
+                c if c != b'?' && c != b'[' && cur.is_some_and(|sc| eq(c, sc)) => {
                     p += 1;
                     i += 1;
                     continue;

@@ -2,6 +2,11 @@
 //! admin CLI in one crate. A request's path reads in one direction:
 //! socket → `resp` → `node::cmd` → `store` (node), or → `proxy` (proxy).
 
+// One malformed request must never panic a thread: index with `.get()`
+// (or `cmd::Argv` for command arguments). Scoped to the crate's own
+// code; tests may index (clippy.toml allows it in #[cfg(test)]).
+#![deny(clippy::indexing_slicing)]
+
 pub mod cli;
 pub mod cluster;
 pub mod glob;

@@ -1,5 +1,7 @@
 //! The `slotway` binary: `node`, `proxy`, `cluster`, `up`.
 
+#![deny(clippy::indexing_slicing)]
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

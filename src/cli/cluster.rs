@@ -64,20 +64,20 @@ fn plan(addrs: &[String], replicas: usize) -> Result<Layout, AdminError> {
         let chunk: Vec<usize> = rest.drain(..take).collect();
         // The rotation of this round's replicas that puts the fewest of them
         // on their master's host.
-        let conflicts = |rot: usize| {
-            (0..chunk.len())
-                .filter(|&k| {
-                    host_of(&addrs[chunk[(k + rot) % chunk.len()]])
-                        == host_of(&addrs[master_idx[k]])
-                })
-                .count()
+        let host = |i: usize| addrs.get(i).map_or("", |a| host_of(a));
+        let rotated = |rot: usize| {
+            chunk
+                .iter()
+                .cycle()
+                .skip(rot)
+                .zip(&master_idx)
+                .take(chunk.len())
+                .map(|(&r, &m)| (r, m))
         };
         let best = (0..chunk.len().max(1))
-            .min_by_key(|&r| conflicts(r))
+            .min_by_key(|&rot| rotated(rot).filter(|&(r, m)| host(r) == host(m)).count())
             .unwrap_or(0);
-        for k in 0..chunk.len() {
-            pairs.push((chunk[(k + best) % chunk.len()], master_idx[k]));
-        }
+        pairs.extend(rotated(best));
     }
     // Leftovers (uneven counts) go to the masters in turn.
     for (k, r) in rest.into_iter().enumerate() {
@@ -185,9 +185,9 @@ pub fn create(
     let (masters, pairs) = plan(addrs, replicas)?;
     let ranges = slot_ranges(masters.len());
     let mut planned: Vec<Planned> = Vec::new();
-    for (i, c) in clients.iter_mut().enumerate() {
+    for (addr, c) in addrs.iter().zip(clients.iter_mut()) {
         planned.push(Planned {
-            addr: addrs[i].clone(),
+            addr: addr.clone(),
             id: c.text(&["CLUSTER", "MYID"])?,
             slots: None,
             replicate: None,
@@ -205,7 +205,8 @@ pub fn create(
         }
     }
     for &(r, m) in &pairs {
-        let _ = writeln!(out, "Adding replica {} to {}", addrs[r], addrs[m]);
+        let addr = |i: usize| addrs.get(i).map_or("?", String::as_str);
+        let _ = writeln!(out, "Adding replica {} to {}", addr(r), addr(m));
         if let Some(p) = planned.get_mut(r) {
             p.replicate = Some(m);
         }
@@ -238,9 +239,9 @@ pub fn create(
             "add --yes to accept this configuration".into(),
         ));
     }
-    for (i, p) in planned.iter().enumerate() {
+    for (p, c) in planned.iter().zip(clients.iter_mut()) {
         if let Some((lo, hi)) = p.slots {
-            clients[i].call(&["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()])?;
+            c.call(&["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()])?;
         }
     }
     let _ = writeln!(
@@ -251,7 +252,8 @@ pub fn create(
         let _ = c.call(&["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]);
     }
     let _ = writeln!(out, ">>> Sending CLUSTER MEET messages to join the cluster");
-    let (first_host, first_port) = addrs[0].rsplit_once(':').unwrap_or(("127.0.0.1", "6379"));
+    let first = addrs.first().map_or("", String::as_str);
+    let (first_host, first_port) = first.rsplit_once(':').unwrap_or(("127.0.0.1", "6379"));
     for c in clients.iter_mut().skip(1) {
         c.call(&["CLUSTER", "MEET", first_host, first_port])?;
     }
@@ -276,10 +278,10 @@ pub fn create(
         std::thread::sleep(Duration::from_millis(500));
     }
     let _ = writeln!(out);
-    for (i, p) in planned.iter().enumerate() {
+    for (p, c) in planned.iter().zip(clients.iter_mut()) {
         if let Some(m) = p.replicate {
             let id = planned.get(m).map_or(String::new(), |x| x.id.clone());
-            clients[i].call(&["CLUSTER", "REPLICATE", &id])?;
+            c.call(&["CLUSTER", "REPLICATE", &id])?;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -291,7 +293,7 @@ pub fn create(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    check(&addrs[0], out)
+    check(first, out)
 }
 
 /// `slotway cluster check H:P`: every node agrees, every slot is covered.

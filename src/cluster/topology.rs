@@ -310,14 +310,15 @@ impl NodesConf {
                 }
                 continue;
             }
-            if f.len() < 8 {
+            let &[id, addr_field, flags, master, ping_sent, pong_recv, epoch, link, ref slots @ ..] =
+                f.as_slice()
+            else {
                 return Err(err(i, "too few fields"));
-            }
-            let id = f[0];
+            };
             if !is_valid_node_id(id) {
                 return Err(err(i, "bad node id"));
             }
-            let (addr, hostname) = f[1].split_once(',').unwrap_or((f[1], ""));
+            let (addr, hostname) = addr_field.split_once(',').unwrap_or((addr_field, ""));
             let (hostport, cport) = addr
                 .split_once('@')
                 .ok_or_else(|| err(i, "address without @cport"))?;
@@ -328,13 +329,13 @@ impl NodesConf {
             let cport: u16 = cport.parse().map_err(|_| err(i, "bad cluster port"))?;
             let mut node = ClusterNode::new(id.to_string(), ip, port, cport);
             node.hostname = hostname.to_string();
-            node.flags = Flags::parse(f[2]).map_err(|e| err(i, &e.to_string()))?;
-            node.master_id = (f[3] != "-").then(|| f[3].to_string());
-            node.ping_sent = f[4].parse().map_err(|_| err(i, "bad ping-sent"))?;
-            node.pong_received = f[5].parse().map_err(|_| err(i, "bad pong-recv"))?;
-            node.config_epoch = f[6].parse().map_err(|_| err(i, "bad config epoch"))?;
-            node.link_connected = f[7] == "connected";
-            for tok in f.get(8..).unwrap_or_default() {
+            node.flags = Flags::parse(flags).map_err(|e| err(i, &e.to_string()))?;
+            node.master_id = (master != "-").then(|| master.to_string());
+            node.ping_sent = ping_sent.parse().map_err(|_| err(i, "bad ping-sent"))?;
+            node.pong_received = pong_recv.parse().map_err(|_| err(i, "bad pong-recv"))?;
+            node.config_epoch = epoch.parse().map_err(|_| err(i, "bad config epoch"))?;
+            node.link_connected = link == "connected";
+            for tok in slots {
                 if let Some(inner) = tok.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
                     if let Some((slot, to)) = inner.split_once("->-") {
                         let s = parse_slot(slot).ok_or_else(|| err(i, "bad migrating slot"))?;

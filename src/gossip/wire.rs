@@ -220,15 +220,14 @@ impl Message {
 
     /// Decodes one frame from the front of `buf` if it is complete.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, WireError> {
-        if buf.len() < PREFIX_LEN {
+        let Some(mut p) = buf.get(..PREFIX_LEN) else {
             // Reject a wrong signature as soon as its bytes are here.
             let n = buf.len().min(4);
             if buf.get(..n) != SIGNATURE.get(..n) {
                 return Err(WireError::Signature);
             }
             return Ok(None);
-        }
-        let mut p = &buf[..PREFIX_LEN];
+        };
         let mut sig = [0u8; 4];
         p.copy_to_slice(&mut sig);
         if &sig != SIGNATURE {

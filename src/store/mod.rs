@@ -179,6 +179,22 @@ struct Signals {
     held: Vec<Sds>,
 }
 
+/// The slot table holds SLOTS entries from construction (swapped only for
+/// another Db's), and every index here is a slot number: key_hash_slot, or a
+/// cursor taken modulo SLOTS. The mask makes that visible to the optimizer
+/// as well; these two are the table's only indexing.
+#[allow(clippy::indexing_slicing)]
+#[inline]
+fn slot_at(slots: &[Slot], i: usize) -> &Slot {
+    &slots[i & (SLOTS - 1)]
+}
+
+#[allow(clippy::indexing_slicing)]
+#[inline]
+fn slot_at_mut(slots: &mut [Slot], i: usize) -> &mut Slot {
+    &mut slots[i & (SLOTS - 1)]
+}
+
 pub struct Db {
     slots: Vec<Slot>,
     len: usize,
@@ -399,9 +415,7 @@ impl Db {
     }
 
     fn slot_mut(&mut self, key: &[u8]) -> &mut Slot {
-        let i = usize::from(key_hash_slot(key));
-        // SLOTS entries exist from construction and key_hash_slot < SLOTS.
-        &mut self.slots[i]
+        slot_at_mut(&mut self.slots, usize::from(key_hash_slot(key)))
     }
 
     fn touch_access(policy: EvictionPolicy, clock: u32, e: &mut Entry) {
@@ -510,7 +524,7 @@ impl Db {
         }
         let (policy, clock) = (self.policy, self.clock);
         let i = usize::from(key_hash_slot(key));
-        match self.slots[i].keys.get_mut(key) {
+        match slot_at_mut(&mut self.slots, i).keys.get_mut(key) {
             Some(e) => {
                 self.stats.keyspace_hits += 1;
                 Self::touch_access(policy, clock, e);
@@ -561,7 +575,7 @@ impl Db {
         let (policy, clock) = (self.policy, self.clock);
         let init = if policy.is_lfu() { LFU_INIT } else { clock };
         let i = usize::from(key_hash_slot(key));
-        let slot = &mut self.slots[i];
+        let slot = slot_at_mut(&mut self.slots, i);
         if !slot.keys.contains_key(key) {
             self.len += 1;
         }
@@ -588,7 +602,7 @@ impl Db {
             self.clock
         };
         let i = usize::from(key_hash_slot(key));
-        let slot = &mut self.slots[i];
+        let slot = slot_at_mut(&mut self.slots, i);
         let k = sds(key);
         match slot.keys.get_mut(key) {
             Some(e) => {
@@ -793,7 +807,7 @@ impl Db {
         let mut rng = rand::rng();
         let start = rng.random_range(0..SLOTS);
         for off in 0..SLOTS {
-            let s = &self.slots[(start + off) % SLOTS];
+            let s = slot_at(&self.slots, (start + off) % SLOTS);
             let n = if volatile {
                 s.expires.len()
             } else {
@@ -824,7 +838,7 @@ impl Db {
         for _ in 0..SLOTS {
             let i = self.expire_cursor;
             self.expire_cursor = (self.expire_cursor + 1) % SLOTS;
-            let slot = &mut self.slots[i];
+            let slot = slot_at_mut(&mut self.slots, i);
             if slot.expires.is_empty() {
                 continue;
             }
@@ -839,7 +853,7 @@ impl Db {
                 self.cow_slot(i);
             }
             for k in dead.drain(..) {
-                let slot = &mut self.slots[i];
+                let slot = slot_at_mut(&mut self.slots, i);
                 slot.expires.remove(&k);
                 slot.keys.remove(&k);
                 self.len -= 1;
@@ -885,7 +899,7 @@ impl Db {
                     return Err(OutOfMemory);
                 };
                 let i = usize::from(key_hash_slot(&k));
-                let slot = &self.slots[i];
+                let slot = slot_at(&self.slots, i);
                 // Higher rank = better victim.
                 let rank = match policy {
                     EvictionPolicy::VolatileTtl => {

@@ -1,5 +1,6 @@
 //! CLIENT: ID, SETNAME, GETNAME, LIST, INFO, KILL, REPLY, NO-EVICT, HELP.
 
+use super::Argv;
 use super::{err, int_arg, is, syntax_error, Action, CmdResult, Ctx};
 use crate::node::client::ClientHandle;
 use crate::resp::Reply;
@@ -34,7 +35,7 @@ fn kill(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let me = ctx.client.id();
     // Old form: CLIENT KILL addr:port → +OK or error.
     if a.len() == 3 {
-        let addr = String::from_utf8_lossy(&a[2]);
+        let addr = String::from_utf8_lossy(a.at(2)?);
         let target = all_clients(ctx).into_iter().find(|h| h.addr == addr);
         return match target {
             Some(h) => {
@@ -51,16 +52,16 @@ fn kill(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut i = 2;
     while i < a.len() {
         let v = a.get(i + 1).ok_or_else(syntax_error)?;
-        if is(&a[i], "id") {
+        if is(a.at(i)?, "id") {
             id = Some(
                 u64::try_from(int_arg(v)?)
                     .map_err(|_| err("ERR client-id should be greater than 0"))?,
             );
-        } else if is(&a[i], "addr") {
+        } else if is(a.at(i)?, "addr") {
             addr = Some(String::from_utf8_lossy(v).into_owned());
-        } else if is(&a[i], "laddr") {
+        } else if is(a.at(i)?, "laddr") {
             laddr = Some(String::from_utf8_lossy(v).into_owned());
-        } else if is(&a[i], "skipme") {
+        } else if is(a.at(i)?, "skipme") {
             skipme = if is(v, "yes") {
                 true
             } else if is(v, "no") {
@@ -68,7 +69,7 @@ fn kill(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             } else {
                 return Err(syntax_error());
             };
-        } else if is(&a[i], "type") && (is(v, "master") || is(v, "replica") || is(v, "slave")) {
+        } else if is(a.at(i)?, "type") && (is(v, "master") || is(v, "replica") || is(v, "slave")) {
             // Replication links are not in the client table: they are
             // dropped through the replication handle.
             let repl = &ctx.shared.repl;
@@ -80,7 +81,7 @@ fn kill(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             let n = repl.replicas().len() as i64;
             repl.kick_replicas();
             return Ok(Reply::Int(n));
-        } else if is(&a[i], "type") || is(&a[i], "user") || is(&a[i], "maxage") {
+        } else if is(a.at(i)?, "type") || is(a.at(i)?, "user") || is(a.at(i)?, "maxage") {
             // Every client is a normal client of the default user here.
         } else {
             return Err(syntax_error());
@@ -114,19 +115,20 @@ fn kill_handle(ctx: &mut Ctx, h: &ClientHandle, me: u64) {
 }
 
 pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let sub = &a[1];
+    let sub = a.at(1)?;
     // Ages and idle times are measured on the clock the handles are stamped with.
     let now = crate::runtime::clock::mono_ms();
     if is(sub, "id") && a.len() == 2 {
         return Ok(Reply::Int(ctx.client.id() as i64));
     }
     if is(sub, "setname") && a.len() == 3 {
-        if !valid_name(&a[2]) {
+        if !valid_name(a.at(2)?) {
             return Err(err(
                 "ERR Client names cannot contain spaces, newlines or special characters.",
             ));
         }
-        let name = (!a[2].is_empty()).then(|| String::from_utf8_lossy(&a[2]).into_owned());
+        let given = a.at(2)?;
+        let name = (!given.is_empty()).then(|| String::from_utf8_lossy(given).into_owned());
         if let Ok(mut n) = ctx.client.handle.name.lock() {
             *n = name;
         }
@@ -138,13 +140,13 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if is(sub, "list") {
         let mut ids: Option<Vec<u64>> = None;
         if a.len() > 2 {
-            if is(&a[2], "id") && a.len() > 3 {
+            if is(a.at(2)?, "id") && a.len() > 3 {
                 let mut v = Vec::new();
-                for x in &a[3..] {
+                for x in a.rest(3) {
                     v.push(u64::try_from(int_arg(x)?).map_err(|_| err("ERR Invalid client ID"))?);
                 }
                 ids = Some(v);
-            } else if !(is(&a[2], "type") && a.len() == 4) {
+            } else if !(is(a.at(2)?, "type") && a.len() == 4) {
                 return Err(syntax_error());
             }
         }
@@ -171,15 +173,15 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return kill(ctx, a);
     }
     if is(sub, "reply") && a.len() == 3 {
-        if is(&a[2], "on") {
+        if is(a.at(2)?, "on") {
             ctx.client.reply_off = false;
             return Ok(Reply::Ok);
         }
-        if is(&a[2], "off") {
+        if is(a.at(2)?, "off") {
             ctx.client.reply_off = true;
             return Ok(Reply::Ok);
         }
-        if is(&a[2], "skip") {
+        if is(a.at(2)?, "skip") {
             ctx.client.skip_replies = 2;
             // SKIP also skips this command's own reply.
             return Ok(Reply::Ok);
@@ -191,7 +193,7 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     }
     if is(sub, "pause") && (a.len() == 3 || a.len() == 4) {
         let ms =
-            int_arg(&a[2]).map_err(|_| err("ERR timeout is not an integer or out of range"))?;
+            int_arg(a.at(2)?).map_err(|_| err("ERR timeout is not an integer or out of range"))?;
         if ms < 0 {
             return Err(err("ERR timeout is negative"));
         }

@@ -1,6 +1,7 @@
 //! CLUSTER subcommands (the ones cluster creation, checking and clients
 //! need) plus the CLUSTER KEYSLOT family that works on any node.
 
+use super::Argv;
 use super::{err, int_arg, is, syntax_error, CmdResult, Ctx};
 use crate::cluster::topology::{render_node_line, ClusterNode};
 use crate::cluster::{key_hash_slot, SLOTS};
@@ -35,18 +36,18 @@ fn node_entry(n: &ClusterNode) -> Reply {
 }
 
 pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let sub = &a[1];
+    let sub = a.at(1)?;
     let now = ctx.now;
     if is(sub, "keyslot") && a.len() == 3 {
-        return Ok(Reply::Int(i64::from(key_hash_slot(&a[2]))));
+        return Ok(Reply::Int(i64::from(key_hash_slot(a.at(2)?))));
     }
     if is(sub, "countkeysinslot") && a.len() == 3 {
-        let slot = slot_arg(&a[2])?;
+        let slot = slot_arg(a.at(2)?)?;
         return Ok(Reply::Int(ctx.db.count_keys_in_slot(slot) as i64));
     }
     if is(sub, "getkeysinslot") && a.len() == 4 {
-        let slot = slot_arg(&a[2])?;
-        let n = int_arg(&a[3])?;
+        let slot = slot_arg(a.at(2)?)?;
+        let n = int_arg(a.at(3)?)?;
         if n < 0 {
             return Err(err("ERR Invalid number of keys"));
         }
@@ -104,15 +105,15 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         );
         Reply::Verbatim(Bytes::from(text))
     } else if is(sub, "meet") && (a.len() == 4 || a.len() == 5) {
-        let ip = String::from_utf8_lossy(&a[2]).into_owned();
+        let ip = String::from_utf8_lossy(a.at(2)?).into_owned();
         if ip.parse::<std::net::IpAddr>().is_err() {
             return Err(Reply::Error(format!(
                 "ERR Invalid node address specified: {ip}:{}",
-                String::from_utf8_lossy(&a[3])
+                String::from_utf8_lossy(a.at(3)?)
             )));
         }
-        let port =
-            u16::try_from(int_arg(&a[3])?).map_err(|_| err("ERR Invalid base port specified"))?;
+        let port = u16::try_from(int_arg(a.at(3)?)?)
+            .map_err(|_| err("ERR Invalid base port specified"))?;
         let cport = match a.get(4) {
             Some(c) => {
                 u16::try_from(int_arg(c)?).map_err(|_| err("ERR Invalid bus port specified"))?
@@ -124,7 +125,8 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         h.bus().meet(&ip, port, cport, now);
         Reply::Ok
     } else if (is(sub, "addslots") || is(sub, "delslots")) && a.len() >= 3 {
-        let slots = a[2..]
+        let slots = a
+            .rest(2)
             .iter()
             .map(|s| slot_arg(s))
             .collect::<Result<Vec<u16>, Reply>>()?;
@@ -134,8 +136,8 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         && a.len() % 2 == 0
     {
         let mut slots = Vec::new();
-        for pair in a[2..].chunks_exact(2) {
-            let (lo, hi) = (slot_arg(&pair[0])?, slot_arg(&pair[1])?);
+        for (lo, hi) in a.pairs_from(2) {
+            let (lo, hi) = (slot_arg(lo)?, slot_arg(hi)?);
             if lo > hi {
                 return Err(Reply::Error(format!(
                     "ERR start slot number {lo} is greater than end slot number {hi}"
@@ -150,7 +152,7 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         };
         slot_change(&h, base.as_bytes(), &slots)?
     } else if is(sub, "set-config-epoch") && a.len() == 3 {
-        let e = int_arg(&a[2])?;
+        let e = int_arg(a.at(2)?)?;
         if e < 0 {
             return Err(Reply::Error(format!(
                 "ERR Invalid config epoch specified: {e}"
@@ -180,12 +182,12 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
                 "ERR To set a master the node must be empty and without assigned slots.",
             ));
         }
-        let id = String::from_utf8_lossy(&a[2]).into_owned();
+        let id = String::from_utf8_lossy(a.at(2)?).into_owned();
         h.bus().replicate(&id).map_err(err)?;
         Reply::Ok
     } else if is(sub, "forget") && a.len() == 3 {
         h.bus()
-            .forget(&String::from_utf8_lossy(&a[2]))
+            .forget(&String::from_utf8_lossy(a.at(2)?))
             .map_err(err)?;
         Reply::Ok
     } else if is(sub, "bumpepoch") && a.len() == 2 {
@@ -195,19 +197,15 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         h.save();
         Reply::Ok
     } else if is(sub, "count-failure-reports") && a.len() == 3 {
+        let id = String::from_utf8_lossy(a.at(2)?);
         let n = h
             .bus()
-            .failure_reports(&String::from_utf8_lossy(&a[2]))
-            .ok_or_else(|| {
-                Reply::Error(format!(
-                    "ERR Unknown node {}",
-                    String::from_utf8_lossy(&a[2])
-                ))
-            })?;
+            .failure_reports(&id)
+            .ok_or_else(|| Reply::Error(format!("ERR Unknown node {id}")))?;
         Reply::Int(n as i64)
     } else if (is(sub, "replicas") || is(sub, "slaves")) && a.len() == 3 {
         let bus = h.bus();
-        let id = String::from_utf8_lossy(&a[2]).into_owned();
+        let id = String::from_utf8_lossy(a.at(2)?).into_owned();
         if bus.node(&id).is_none() {
             return Err(Reply::Error(format!("ERR Unknown node {id}")));
         }
@@ -308,19 +306,19 @@ pub fn cluster(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         h.bus().reset(hard);
         Reply::Ok
     } else if is(sub, "setslot") && a.len() >= 4 {
-        let slot = slot_arg(&a[2])?;
+        let slot = slot_arg(a.at(2)?)?;
         let id = |i: usize| {
             a.get(i)
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .ok_or_else(syntax_error)
         };
-        let action = if is(&a[3], "migrating") && a.len() == 5 {
+        let action = if is(a.at(3)?, "migrating") && a.len() == 5 {
             SetSlot::Migrating(id(4)?)
-        } else if is(&a[3], "importing") && a.len() == 5 {
+        } else if is(a.at(3)?, "importing") && a.len() == 5 {
             SetSlot::Importing(id(4)?)
-        } else if is(&a[3], "stable") && a.len() == 4 {
+        } else if is(a.at(3)?, "stable") && a.len() == 4 {
             SetSlot::Stable
-        } else if is(&a[3], "node") && a.len() == 5 {
+        } else if is(a.at(3)?, "node") && a.len() == 5 {
             SetSlot::Node(id(4)?)
         } else {
             return Err(syntax_error());

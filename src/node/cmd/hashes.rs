@@ -2,6 +2,7 @@
 
 use super::flags::*;
 use super::picks::{self, pair_shape};
+use super::Argv;
 use super::{err, float_arg, int_arg, is, not_integer, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::glob::glob_match;
 use crate::resp::{parse_i64, Reply};
@@ -171,10 +172,10 @@ fn hset_pairs(ctx: &mut Ctx, a: &[Bytes], name: &str) -> Result<i64, Reply> {
     if a.len() % 2 != 0 {
         return Err(super::wrong_arity(name));
     }
-    let h = hash_mut(ctx, &a[1])?;
+    let h = hash_mut(ctx, a.at(1)?)?;
     let mut added = 0;
-    for kv in a[2..].chunks_exact(2) {
-        if h.insert(sds(&kv[0]), sds(&kv[1])).is_none() {
+    for (field, value) in a.pairs_from(2) {
+        if h.insert(sds(field), sds(value)).is_none() {
             added += 1;
         }
     }
@@ -191,23 +192,25 @@ fn hmset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn hsetnx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if hash_ref(ctx, &a[1])?.is_some_and(|h| h.contains_key(&a[2][..])) {
+    let field = &a.at(2)?[..];
+    if hash_ref(ctx, a.at(1)?)?.is_some_and(|h| h.contains_key(field)) {
         return Ok(Reply::Int(0));
     }
-    hash_mut(ctx, &a[1])?.insert(sds(&a[2]), sds(&a[3]));
+    hash_mut(ctx, a.at(1)?)?.insert(sds(a.at(2)?), sds(a.at(3)?));
     Ok(Reply::Int(1))
 }
 
 fn hget(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(hash_ref(ctx, &a[1])?
-        .and_then(|h| h.get(&a[2][..]))
+    let field = &a.at(2)?[..];
+    Ok(hash_ref(ctx, a.at(1)?)?
+        .and_then(|h| h.get(field))
         .map_or(Reply::Nil, Reply::bulk))
 }
 
 fn hmget(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let h = hash_ref(ctx, &a[1])?;
+    let h = hash_ref(ctx, a.at(1)?)?;
     Ok(Reply::Array(
-        a[2..]
+        a.rest(2)
             .iter()
             .map(|f| {
                 h.and_then(|h| h.get(&f[..]))
@@ -219,7 +222,7 @@ fn hmget(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn hgetall(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Map(
-        hash_ref(ctx, &a[1])?
+        hash_ref(ctx, a.at(1)?)?
             .map(|h| {
                 h.iter()
                     .map(|(k, v)| (Reply::bulk(k), Reply::bulk(v)))
@@ -231,7 +234,7 @@ fn hgetall(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn hkeys(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(
-        hash_ref(ctx, &a[1])?
+        hash_ref(ctx, a.at(1)?)?
             .map(|h| h.keys().map(Reply::bulk).collect())
             .unwrap_or_default(),
     ))
@@ -239,19 +242,23 @@ fn hkeys(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn hvals(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Array(
-        hash_ref(ctx, &a[1])?
+        hash_ref(ctx, a.at(1)?)?
             .map(|h| h.values().map(Reply::bulk).collect())
             .unwrap_or_default(),
     ))
 }
 
 fn hdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if hash_ref(ctx, &a[1])?.is_none() {
+    if hash_ref(ctx, a.at(1)?)?.is_none() {
         return Ok(Reply::Int(0));
     }
-    let h = hash_mut(ctx, &a[1])?;
-    let n = a[2..].iter().filter(|f| h.remove(&f[..]).is_some()).count();
-    ctx.db.remove_if_empty(&a[1], ctx.now);
+    let h = hash_mut(ctx, a.at(1)?)?;
+    let n = a
+        .rest(2)
+        .iter()
+        .filter(|f| h.remove(&f[..]).is_some())
+        .count();
+    ctx.db.remove_if_empty(a.at(1)?, ctx.now);
     if n == 0 {
         ctx.unchanged();
     }
@@ -260,44 +267,47 @@ fn hdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn hlen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(
-        hash_ref(ctx, &a[1])?.map_or(0, |h| h.len()) as i64
+        hash_ref(ctx, a.at(1)?)?.map_or(0, |h| h.len()) as i64
     ))
 }
 
 fn hexists(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let field = &a.at(2)?[..];
     Ok(Reply::Int(i64::from(
-        hash_ref(ctx, &a[1])?.is_some_and(|h| h.contains_key(&a[2][..])),
+        hash_ref(ctx, a.at(1)?)?.is_some_and(|h| h.contains_key(field)),
     )))
 }
 
 fn hstrlen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let field = &a.at(2)?[..];
     Ok(Reply::Int(
-        hash_ref(ctx, &a[1])?
-            .and_then(|h| h.get(&a[2][..]))
+        hash_ref(ctx, a.at(1)?)?
+            .and_then(|h| h.get(field))
             .map_or(0, |v| v.len()) as i64,
     ))
 }
 
 fn hincrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = int_arg(&a[3])?;
-    let h = hash_mut(ctx, &a[1])?;
-    let cur = match h.get(&a[2][..]) {
+    let by = int_arg(a.at(3)?)?;
+    let h = hash_mut(ctx, a.at(1)?)?;
+    let cur = match h.get(&a.at(2)?[..]) {
         None => 0,
         Some(v) => parse_i64(v).ok_or_else(|| err("ERR hash value is not an integer"))?,
     };
     let new = cur
         .checked_add(by)
         .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
-    h.insert(sds(&a[2]), sds(new.to_string().as_bytes()));
+    h.insert(sds(a.at(2)?), sds(new.to_string().as_bytes()));
     Ok(Reply::Int(new))
 }
 
 fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = float_arg(&a[3])?;
+    let by = float_arg(a.at(3)?)?;
     // Checked before creating the hash: a refused increment must not leave
     // an empty hash behind (nor a difference with the replicas, which never
     // see a failed command).
-    let cur = match hash_ref(ctx, &a[1])?.and_then(|h| h.get(&a[2][..])) {
+    let field = &a.at(2)?[..];
+    let cur = match hash_ref(ctx, a.at(1)?)?.and_then(|h| h.get(field)) {
         None => 0.0,
         Some(v) => super::parse_float(v).ok_or_else(|| err("ERR hash value is not a float"))?,
     };
@@ -306,13 +316,13 @@ fn hincrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(err("ERR increment would produce NaN or Infinity"));
     }
     let text = format!("{new}");
-    hash_mut(ctx, &a[1])?.insert(sds(&a[2]), sds(text.as_bytes()));
+    hash_mut(ctx, a.at(1)?)?.insert(sds(a.at(2)?), sds(text.as_bytes()));
     // The result, not the increment (float formatting, as Redis 7).
     if ctx.propagating() {
         ctx.propagate_as(vec![
             Bytes::from_static(b"HSET"),
-            a[1].clone(),
-            a[2].clone(),
+            a.at(1)?.clone(),
+            a.at(2)?.clone(),
             Bytes::from(text.clone()),
         ]);
     }
@@ -333,7 +343,7 @@ fn hrandfield(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         picks::check_pair_count(n)?;
     }
     let proto = ctx.client.proto;
-    let Some(h) = hash_ref(ctx, &a[1])? else {
+    let Some(h) = hash_ref(ctx, a.at(1)?)? else {
         return Ok(if count.is_some() {
             Reply::Array(vec![])
         } else {
@@ -355,7 +365,7 @@ fn hrandfield(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 /// of a collection scan is accepted but the whole collection is returned in
 /// one step (cursor 0), which the SCAN contract allows.
 pub fn scan_opts(a: &[Bytes], at: usize) -> Result<Option<Bytes>, Reply> {
-    std::str::from_utf8(&a[at])
+    std::str::from_utf8(a.at(at)?)
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| err("ERR invalid cursor"))?;
@@ -363,9 +373,9 @@ pub fn scan_opts(a: &[Bytes], at: usize) -> Result<Option<Bytes>, Reply> {
     let mut i = at + 1;
     while i < a.len() {
         let v = a.get(i + 1).ok_or_else(syntax_error)?;
-        if is(&a[i], "match") {
+        if is(a.at(i)?, "match") {
             pattern = Some(v.clone());
-        } else if is(&a[i], "count") {
+        } else if is(a.at(i)?, "count") {
             if int_arg(v).map_err(|_| not_integer())? < 1 {
                 return Err(syntax_error());
             }
@@ -384,7 +394,7 @@ pub fn matches(pattern: &Option<Bytes>, s: &[u8]) -> bool {
 fn hscan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let pattern = scan_opts(a, 2)?;
     let mut items = Vec::new();
-    if let Some(h) = hash_ref(ctx, &a[1])? {
+    if let Some(h) = hash_ref(ctx, a.at(1)?)? {
         for (k, v) in h {
             if matches(&pattern, k) {
                 items.push(Reply::bulk(k));

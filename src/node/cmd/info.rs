@@ -1,6 +1,7 @@
 //! INFO: the sections and field names of Redis 7.0 that redis-cli,
 //! exporters and dashboards read.
 
+use super::Argv;
 use super::{CmdResult, Ctx};
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -438,7 +439,7 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
 
 pub fn info(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut wanted: Vec<String> = Vec::new();
-    for arg in &a[1..] {
+    for arg in a.rest(1) {
         let s = String::from_utf8_lossy(arg).to_ascii_lowercase();
         match s.as_str() {
             "default" => wanted.extend(DEFAULT.iter().map(|s| s.to_string())),

@@ -2,6 +2,7 @@
 //! RANDOMKEY, OBJECT, TOUCH.
 
 use super::flags::*;
+use super::Argv;
 use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::cluster::SLOTS;
 use crate::glob::glob_match;
@@ -201,7 +202,8 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 fn del(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let n = a[1..]
+    let n = a
+        .rest(1)
         .iter()
         .filter(|k| ctx.db.remove(k, ctx.now).is_some())
         .count();
@@ -209,7 +211,8 @@ fn del(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn exists(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let n = a[1..]
+    let n = a
+        .rest(1)
         .iter()
         .filter(|k| ctx.db.contains(k, ctx.now))
         .count();
@@ -217,7 +220,8 @@ fn exists(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn touch(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let n = a[1..]
+    let n = a
+        .rest(1)
         .iter()
         .filter(|k| ctx.db.get(k, ctx.now).is_some())
         .count();
@@ -227,21 +231,21 @@ fn touch(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 fn type_cmd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::simple(
         ctx.db
-            .peek(&a[1], ctx.now)
+            .peek(a.at(1)?, ctx.now)
             .map_or("none", |e| e.value.type_name()),
     ))
 }
 
 /// EXPIRE family core. `at` is the absolute unix ms requested.
 fn expire_generic(ctx: &mut Ctx, a: &[Bytes], at: Option<i64>, cmd: &str) -> CmdResult {
-    let key = &a[1];
+    let key = a.at(1)?;
     let Some(at) = at else {
         return Err(Reply::Error(format!(
             "ERR invalid expire time in '{cmd}' command"
         )));
     };
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
-    for opt in &a[3..] {
+    for opt in a.rest(3) {
         if is(opt, "nx") {
             nx = true;
         } else if is(opt, "xx") {
@@ -292,7 +296,7 @@ fn expire_generic(ctx: &mut Ctx, a: &[Bytes], at: Option<i64>, cmd: &str) -> Cmd
             cmd.push(Bytes::from_static(b"PEXPIREAT"));
             cmd.push(key.clone());
             cmd.push(Bytes::from(at.to_string()));
-            cmd.extend(a[3..].iter().cloned());
+            cmd.extend(a.rest(3).iter().cloned());
             ctx.propagate_as(cmd);
         }
     }
@@ -306,22 +310,22 @@ fn rel(ctx: &Ctx, v: &[u8], unit: i64) -> Result<Option<i64>, Reply> {
 }
 
 fn expire(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let at = rel(ctx, &a[2], 1000)?;
+    let at = rel(ctx, a.at(2)?, 1000)?;
     expire_generic(ctx, a, at, "expire")
 }
 
 fn pexpire(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let at = rel(ctx, &a[2], 1)?;
+    let at = rel(ctx, a.at(2)?, 1)?;
     expire_generic(ctx, a, at, "pexpire")
 }
 
 fn expireat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let at = int_arg(&a[2])?.checked_mul(1000);
+    let at = int_arg(a.at(2)?)?.checked_mul(1000);
     expire_generic(ctx, a, at, "expireat")
 }
 
 fn pexpireat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let at = Some(int_arg(&a[2])?);
+    let at = Some(int_arg(a.at(2)?)?);
     expire_generic(ctx, a, at, "pexpireat")
 }
 
@@ -337,13 +341,13 @@ fn ttl_ms(ctx: &mut Ctx, key: &[u8]) -> i64 {
 }
 
 fn ttl(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let ms = ttl_ms(ctx, &a[1]);
+    let ms = ttl_ms(ctx, a.at(1)?);
     // Redis rounds the remaining seconds to nearest.
     Ok(Reply::Int(if ms < 0 { ms } else { (ms + 500) / 1000 }))
 }
 
 fn pttl(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(Reply::Int(ttl_ms(ctx, &a[1])))
+    Ok(Reply::Int(ttl_ms(ctx, a.at(1)?)))
 }
 
 fn expiretime_ms(ctx: &mut Ctx, key: &[u8]) -> i64 {
@@ -354,20 +358,20 @@ fn expiretime_ms(ctx: &mut Ctx, key: &[u8]) -> i64 {
 }
 
 fn expiretime(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let t = expiretime_ms(ctx, &a[1]);
+    let t = expiretime_ms(ctx, a.at(1)?);
     Ok(Reply::Int(if t < 0 { t } else { t / 1000 }))
 }
 
 fn pexpiretime(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(Reply::Int(expiretime_ms(ctx, &a[1])))
+    Ok(Reply::Int(expiretime_ms(ctx, a.at(1)?)))
 }
 
 fn persist(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(Reply::Int(i64::from(ctx.db.persist(&a[1], ctx.now))))
+    Ok(Reply::Int(i64::from(ctx.db.persist(a.at(1)?, ctx.now))))
 }
 
 fn rename_generic(ctx: &mut Ctx, a: &[Bytes], nx: bool) -> CmdResult {
-    let (src, dst) = (&a[1], &a[2]);
+    let (src, dst) = (a.at(1)?, a.at(2)?);
     if !ctx.db.contains(src, ctx.now) {
         return Err(err("ERR no such key"));
     }
@@ -394,14 +398,14 @@ fn renamenx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn copy(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (src, dst) = (&a[1], &a[2]);
+    let (src, dst) = (a.at(1)?, a.at(2)?);
     let mut replace = false;
     let mut i = 3;
     while i < a.len() {
-        if is(&a[i], "replace") {
+        if is(a.at(i)?, "replace") {
             replace = true;
-        } else if is(&a[i], "db") && i + 1 < a.len() {
-            if int_arg(&a[i + 1])? != 0 {
+        } else if is(a.at(i)?, "db") && i + 1 < a.len() {
+            if int_arg(a.at(i + 1)?)? != 0 {
                 return Err(err("ERR DB index is out of range"));
             }
             i += 1;
@@ -425,7 +429,7 @@ fn copy(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn scan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let cursor = std::str::from_utf8(&a[1])
+    let cursor = std::str::from_utf8(a.at(1)?)
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| err("ERR invalid cursor"))?;
@@ -437,15 +441,15 @@ fn scan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let Some(v) = a.get(i + 1) else {
             return Err(syntax_error());
         };
-        if is(&a[i], "match") {
+        if is(a.at(i)?, "match") {
             pattern = Some(v);
-        } else if is(&a[i], "count") {
+        } else if is(a.at(i)?, "count") {
             let c = int_arg(v)?;
             if c < 1 {
                 return Err(syntax_error());
             }
             count = c as usize;
-        } else if is(&a[i], "type") {
+        } else if is(a.at(i)?, "type") {
             type_filter = Some(v);
         } else {
             return Err(syntax_error());
@@ -485,7 +489,7 @@ fn scan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn keys(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let pattern = &a[1];
+    let pattern = a.at(1)?;
     let mut out = Vec::new();
     for slot in 0..SLOTS as u16 {
         for k in ctx.db.keys_in_slot(slot) {
@@ -502,7 +506,7 @@ fn randomkey(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
 }
 
 fn object(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let sub = &a[1];
+    let sub = a.at(1)?;
     if is(sub, "help") {
         return Ok(Reply::array_of_bulks([
             "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -528,7 +532,7 @@ fn object(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             String::from_utf8_lossy(sub)
         )));
     }
-    let key = &a[2];
+    let key = a.at(2)?;
     let Some(entry) = ctx.db.peek(key, ctx.now) else {
         return Ok(Reply::Nil);
     };

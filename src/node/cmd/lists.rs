@@ -6,6 +6,7 @@
 //! a failed LSET or an LREM that matched nothing must not dirty WATCHers.
 
 use super::flags::*;
+use super::Argv;
 use super::{
     err, int_arg, is, syntax_error, timeout_arg, wrongtype, Action, CmdResult, CommandSpec, Ctx,
 };
@@ -359,12 +360,12 @@ fn block_or_nil(ctx: &mut Ctx, keys: &[Bytes], deadline: Option<u64>, nested: Re
 // ---- push / pop ----------------------------------------------------------
 
 fn push(ctx: &mut Ctx, a: &[Bytes], end: End, only_existing: bool) -> CmdResult {
-    let key = &a[1];
+    let key = a.at(1)?;
     if len_for_write(ctx.db, key, ctx.now)?.is_none() && only_existing {
         return Ok(Reply::Int(0));
     }
     let l = list_or_create(ctx.db, key, ctx.now)?;
-    let vals = &a[2..];
+    let vals = a.rest(2);
     match end {
         End::Left => vals.iter().for_each(|v| l.push_front(sds(v))),
         End::Right => {
@@ -404,7 +405,7 @@ fn pop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
                 .ok_or_else(|| err("ERR value is out of range, must be positive"))?,
         ),
     };
-    let key = &a[1];
+    let key = a.at(1)?;
     // A missing key answers nil of the reply's shape, even for COUNT 0.
     if len_for_write(ctx.db, key, ctx.now)?.is_none() {
         return Ok(if count.is_some() {
@@ -438,14 +439,14 @@ fn rpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn llen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(
-        read_list(ctx.db, &a[1], ctx.now)?.map_or(0, |l| l.len() as i64),
+        read_list(ctx.db, a.at(1)?, ctx.now)?.map_or(0, |l| l.len() as i64),
     ))
 }
 
 fn lrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let start = int_arg(&a[2])?;
-    let end = int_arg(&a[3])?;
-    let Some(l) = read_list(ctx.db, &a[1], ctx.now)? else {
+    let start = int_arg(a.at(2)?)?;
+    let end = int_arg(a.at(3)?)?;
+    let Some(l) = read_list(ctx.db, a.at(1)?, ctx.now)? else {
         return Ok(Reply::Array(Vec::new()));
     };
     let items = match clamp_range(start, end, l.len()) {
@@ -456,10 +457,10 @@ fn lrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn lindex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let Some(l) = read_list(ctx.db, &a[1], ctx.now)? else {
+    let Some(l) = read_list(ctx.db, a.at(1)?, ctx.now)? else {
         return Ok(Reply::Nil);
     };
-    let idx = int_arg(&a[2])?;
+    let idx = int_arg(a.at(2)?)?;
     Ok(index_of(idx, l.len())
         .and_then(|i| l.get(i))
         .map_or(Reply::Nil, bulk))
@@ -471,7 +472,7 @@ fn lpos(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut maxlen: usize = 0;
     let mut i = 3;
     while i < a.len() {
-        let (opt, val) = (&a[i], a.get(i + 1));
+        let (opt, val) = (a.at(i)?, a.get(i + 1));
         match val {
             Some(v) if is(opt, "rank") => {
                 rank = int_arg(v)?;
@@ -495,8 +496,8 @@ fn lpos(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         i += 2;
     }
-    let elem: &[u8] = &a[2];
-    let Some(l) = read_list(ctx.db, &a[1], ctx.now)? else {
+    let elem: &[u8] = a.at(2)?;
+    let Some(l) = read_list(ctx.db, a.at(1)?, ctx.now)? else {
         return Ok(if count.is_some() {
             Reply::Array(Vec::new())
         } else {
@@ -541,28 +542,28 @@ fn lpos(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 // ---- in-place writes -----------------------------------------------------
 
 fn lset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let key = &a[1];
+    let key = a.at(1)?;
     let Some(len) = len_for_write(ctx.db, key, ctx.now)? else {
         return Err(err("ERR no such key"));
     };
-    let idx = int_arg(&a[2])?;
+    let idx = int_arg(a.at(2)?)?;
     let i = index_of(idx, len).ok_or_else(|| err("ERR index out of range"))?;
     if let Some(slot) = list_mut(ctx.db, key, ctx.now).and_then(|l| l.get_mut(i)) {
-        *slot = sds(&a[3]);
+        *slot = sds(a.at(3)?);
     }
     Ok(Reply::Ok)
 }
 
 fn linsert(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let after = if is(&a[2], "after") {
+    let after = if is(a.at(2)?, "after") {
         true
-    } else if is(&a[2], "before") {
+    } else if is(a.at(2)?, "before") {
         false
     } else {
         return Err(syntax_error());
     };
-    let key = &a[1];
-    let pivot: &[u8] = &a[3];
+    let key = a.at(1)?;
+    let pivot: &[u8] = a.at(3)?;
     let pos = match ctx.db.peek(key, ctx.now).map(|e| &e.value) {
         None => return Ok(Reply::Int(0)),
         Some(Value::List(l)) => l.iter().position(|v| v.as_slice() == pivot),
@@ -574,14 +575,14 @@ fn linsert(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let Some(l) = list_mut(ctx.db, key, ctx.now) else {
         return Ok(Reply::Int(0));
     };
-    l.insert(pos + usize::from(after), sds(&a[4]));
+    l.insert(pos + usize::from(after), sds(a.at(4)?));
     Ok(Reply::Int(l.len() as i64))
 }
 
 fn lrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let count = int_arg(&a[2])?;
-    let key = &a[1];
-    let elem: &[u8] = &a[3];
+    let count = int_arg(a.at(2)?)?;
+    let key = a.at(1)?;
+    let elem: &[u8] = a.at(3)?;
     let from_tail = count < 0;
     let limit = if count == 0 {
         usize::MAX
@@ -640,9 +641,9 @@ fn lrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn ltrim(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let start = int_arg(&a[2])?;
-    let end = int_arg(&a[3])?;
-    let key = &a[1];
+    let start = int_arg(a.at(2)?)?;
+    let end = int_arg(a.at(3)?)?;
+    let key = a.at(1)?;
     let Some(len) = len_for_write(ctx.db, key, ctx.now)? else {
         return Ok(Reply::Ok);
     };
@@ -693,13 +694,13 @@ fn move_one(
 }
 
 fn lmove(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let from = end_arg(&a[3])?;
-    let to = end_arg(&a[4])?;
-    Ok(move_one(ctx, &a[1], &a[2], from, to)?.map_or(Reply::Nil, |v| bulk(&v)))
+    let from = end_arg(a.at(3)?)?;
+    let to = end_arg(a.at(4)?)?;
+    Ok(move_one(ctx, a.at(1)?, a.at(2)?, from, to)?.map_or(Reply::Nil, |v| bulk(&v)))
 }
 
 fn rpoplpush(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(move_one(ctx, &a[1], &a[2], End::Right, End::Left)?.map_or(Reply::Nil, |v| bulk(&v)))
+    Ok(move_one(ctx, a.at(1)?, a.at(2)?, End::Right, End::Left)?.map_or(Reply::Nil, |v| bulk(&v)))
 }
 
 fn end_name(e: End) -> Bytes {
@@ -712,30 +713,30 @@ fn pop_name(e: End) -> Bytes {
 
 fn blocking_move(ctx: &mut Ctx, a: &[Bytes], from: End, to: End, timeout: &[u8]) -> CmdResult {
     let deadline = timeout_arg(timeout, ctx.now)?;
-    match move_one(ctx, &a[1], &a[2], from, to)? {
+    match move_one(ctx, a.at(1)?, a.at(2)?, from, to)? {
         Some(v) => {
             // Served: replicas apply the non-blocking form.
             ctx.propagate_as(vec![
                 Bytes::from_static(b"LMOVE"),
-                a[1].clone(),
-                a[2].clone(),
+                a.at(1)?.clone(),
+                a.at(2)?.clone(),
                 end_name(from),
                 end_name(to),
             ]);
             Ok(bulk(&v))
         }
-        None => block_or_nil(ctx, &a[1..2], deadline, Reply::Nil),
+        None => block_or_nil(ctx, a.get(1..2).unwrap_or_default(), deadline, Reply::Nil),
     }
 }
 
 fn blmove(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let from = end_arg(&a[3])?;
-    let to = end_arg(&a[4])?;
-    blocking_move(ctx, a, from, to, &a[5])
+    let from = end_arg(a.at(3)?)?;
+    let to = end_arg(a.at(4)?)?;
+    blocking_move(ctx, a, from, to, a.at(5)?)
 }
 
 fn brpoplpush(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    blocking_move(ctx, a, End::Right, End::Left, &a[3])
+    blocking_move(ctx, a, End::Right, End::Left, a.at(3)?)
 }
 
 // ---- multi-key pops ------------------------------------------------------
@@ -765,12 +766,12 @@ struct MpopArgs {
 /// `numkeys key... LEFT|RIGHT [COUNT n]`, in Redis's order of checks.
 fn parse_mpop(a: &[Bytes], numkeys_idx: usize) -> Result<MpopArgs, Reply> {
     let keys = numkeys_range(a, numkeys_idx)?;
-    let end = end_arg(&a[keys.end])?;
+    let end = end_arg(a.at(keys.end)?)?;
     let mut count = None;
     let mut i = keys.end + 1;
     while i < a.len() {
         match a.get(i + 1) {
-            Some(v) if count.is_none() && is(&a[i], "count") => {
+            Some(v) if count.is_none() && is(a.at(i)?, "count") => {
                 count = Some(
                     parse_i64(v)
                         .and_then(|n| usize::try_from(n).ok())
@@ -791,7 +792,7 @@ fn parse_mpop(a: &[Bytes], numkeys_idx: usize) -> Result<MpopArgs, Reply> {
 
 /// Pops from the first non-empty list among the keys: `[key, [elements]]`.
 fn mpop(ctx: &mut Ctx, a: &[Bytes], m: &MpopArgs) -> Result<Option<Reply>, Reply> {
-    for key in &a[m.keys.clone()] {
+    for key in a.get(m.keys.clone()).unwrap_or_default() {
         if len_for_write(ctx.db, key, ctx.now)?.is_some() {
             let items = pop_n(ctx.db, key, ctx.now, m.end, m.count);
             // One key was chosen: replicas pop from it directly (Redis 7).
@@ -818,19 +819,24 @@ fn lmpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn blmpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let m = parse_mpop(a, 2)?;
-    let deadline = timeout_arg(&a[1], ctx.now)?;
+    let deadline = timeout_arg(a.at(1)?, ctx.now)?;
     match mpop(ctx, a, &m)? {
         Some(r) => Ok(r),
-        None => block_or_nil(ctx, &a[m.keys], deadline, Reply::NilArray),
+        None => block_or_nil(
+            ctx,
+            a.get(m.keys.clone()).unwrap_or_default(),
+            deadline,
+            Reply::NilArray,
+        ),
     }
 }
 
 // ---- BLPOP / BRPOP -------------------------------------------------------
 
 fn blocking_pop(ctx: &mut Ctx, a: &[Bytes], end: End) -> CmdResult {
-    let last = a.len() - 1;
-    let deadline = timeout_arg(&a[last], ctx.now)?;
-    let keys = &a[1..last];
+    let (timeout, head) = a.split_last().ok_or_else(super::syntax_error)?;
+    let deadline = timeout_arg(timeout, ctx.now)?;
+    let keys = head.rest(1);
     for key in keys {
         if len_for_write(ctx.db, key, ctx.now)?.is_some() {
             if let Some(v) = pop_n(ctx.db, key, ctx.now, end, 1).first() {

@@ -7,6 +7,7 @@
 //! lock, like Redis: the keys it moves cannot change under it.
 
 use super::flags::*;
+use super::Argv;
 use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::persist::rdb;
 use crate::resp::Reply;
@@ -57,35 +58,35 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 fn dump_cmd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(ctx.db.peek(&a[1], ctx.now).map_or(Reply::Nil, |e| {
+    Ok(ctx.db.peek(a.at(1)?, ctx.now).map_or(Reply::Nil, |e| {
         Reply::Bulk(Bytes::from(rdb::dump_payload(&e.value)))
     }))
 }
 
 fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let ttl = int_arg(&a[2])?;
+    let ttl = int_arg(a.at(2)?)?;
     if ttl < 0 {
         return Err(err("ERR Invalid TTL value, must be >= 0"));
     }
     let (mut replace, mut absttl) = (false, false);
     let mut i = 4;
     while i < a.len() {
-        if is(&a[i], "replace") {
+        if is(a.at(i)?, "replace") {
             replace = true;
-        } else if is(&a[i], "absttl") {
+        } else if is(a.at(i)?, "absttl") {
             absttl = true;
-        } else if (is(&a[i], "idletime") || is(&a[i], "freq")) && i + 1 < a.len() {
-            int_arg(&a[i + 1])?;
+        } else if (is(a.at(i)?, "idletime") || is(a.at(i)?, "freq")) && i + 1 < a.len() {
+            int_arg(a.at(i + 1)?)?;
             i += 1;
         } else {
             return Err(syntax_error());
         }
         i += 1;
     }
-    if !replace && ctx.db.contains(&a[1], ctx.now) {
+    if !replace && ctx.db.contains(a.at(1)?, ctx.now) {
         return Err(err("BUSYKEY Target key name already exists."));
     }
-    let value = rdb::restore_payload(&a[3])
+    let value = rdb::restore_payload(a.at(3)?)
         .ok_or_else(|| err("ERR DUMP payload version or checksum are wrong"))?;
     let expire = match (ttl, absttl) {
         (0, _) => None,
@@ -93,11 +94,11 @@ fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         (t, false) => Some(ctx.now + t as u64),
     };
     if expire.is_some_and(|at| at <= ctx.now) && !ctx.client.is_master {
-        ctx.db.remove(&a[1], ctx.now);
-        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a[1].clone()]);
+        ctx.db.remove(a.at(1)?, ctx.now);
+        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a.at(1)?.clone()]);
         return Ok(Reply::Ok);
     }
-    ctx.db.set_with_expire(&a[1], value, expire);
+    ctx.db.set_with_expire(a.at(1)?, value, expire);
     // A relative TTL travels as an absolute one (Redis 7: ABSTTL).
     if let (Some(at), false, true) = (expire, absttl, ctx.propagating()) {
         let mut cmd = a.to_vec();
@@ -153,29 +154,29 @@ fn read_replies(stream: &mut TcpStream, n: usize) -> Result<(), Reply> {
 }
 
 fn migrate(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let host = String::from_utf8_lossy(&a[1]).into_owned();
-    let port = u16::try_from(int_arg(&a[2])?).map_err(|_| err("ERR Invalid port"))?;
-    let timeout = int_arg(&a[5])?.max(1) as u64;
+    let host = String::from_utf8_lossy(a.at(1)?).into_owned();
+    let port = u16::try_from(int_arg(a.at(2)?)?).map_err(|_| err("ERR Invalid port"))?;
+    let timeout = int_arg(a.at(5)?)?.max(1) as u64;
     let (mut copy, mut replace) = (false, false);
     let mut auth: Option<(Option<Bytes>, Bytes)> = None;
     let mut keys: Vec<Bytes> = Vec::new();
     let mut i = 6;
     while i < a.len() {
-        if is(&a[i], "copy") {
+        if is(a.at(i)?, "copy") {
             copy = true;
-        } else if is(&a[i], "replace") {
+        } else if is(a.at(i)?, "replace") {
             replace = true;
-        } else if is(&a[i], "auth") && i + 1 < a.len() {
-            auth = Some((None, a[i + 1].clone()));
+        } else if is(a.at(i)?, "auth") && i + 1 < a.len() {
+            auth = Some((None, a.at(i + 1)?.clone()));
             i += 1;
-        } else if is(&a[i], "auth2") && i + 2 < a.len() {
-            auth = Some((Some(a[i + 1].clone()), a[i + 2].clone()));
+        } else if is(a.at(i)?, "auth2") && i + 2 < a.len() {
+            auth = Some((Some(a.at(i + 1)?.clone()), a.at(i + 2)?.clone()));
             i += 2;
-        } else if is(&a[i], "keys") {
-            if !a[3].is_empty() {
+        } else if is(a.at(i)?, "keys") {
+            if !a.at(3)?.is_empty() {
                 return Err(err("ERR When using MIGRATE KEYS option, the key argument must be set to the empty string"));
             }
-            keys.extend(a[i + 1..].iter().cloned());
+            keys.extend(a.rest(i + 1).iter().cloned());
             break;
         } else {
             return Err(syntax_error());
@@ -183,7 +184,7 @@ fn migrate(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         i += 1;
     }
     if keys.is_empty() {
-        keys.push(a[3].clone());
+        keys.push(a.at(3)?.clone());
     }
     let mut payloads = Vec::new();
     for k in &keys {

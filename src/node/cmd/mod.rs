@@ -404,6 +404,37 @@ pub fn timeout_arg(b: &[u8], now: u64) -> Result<Option<u64>, Reply> {
     Ok(Some(now.saturating_add(ms as u64)))
 }
 
+/// Panic-free access to a command's arguments. The arity check in dispatch
+/// makes the fixed positions present, but option parsing walks positions
+/// the arity cannot vouch for; a position that is not there answers
+/// `ERR syntax error` instead of taking the thread down.
+pub trait Argv {
+    /// Argument `i`.
+    fn at(&self, i: usize) -> Result<&Bytes, Reply>;
+    /// Arguments from `i` on; empty past the end.
+    fn rest(&self, i: usize) -> &[Bytes];
+    /// Arguments from `i` on, two at a time (an odd last one is left out:
+    /// callers check parity for the error text).
+    fn pairs_from(&self, i: usize) -> impl Iterator<Item = (&Bytes, &Bytes)>;
+}
+
+impl Argv for [Bytes] {
+    #[inline]
+    fn at(&self, i: usize) -> Result<&Bytes, Reply> {
+        self.get(i).ok_or_else(syntax_error)
+    }
+    #[inline]
+    fn rest(&self, i: usize) -> &[Bytes] {
+        self.get(i..).unwrap_or_default()
+    }
+    fn pairs_from(&self, i: usize) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.rest(i).chunks_exact(2).filter_map(|c| match c {
+            [k, v] => Some((k, v)),
+            _ => None,
+        })
+    }
+}
+
 /// Case-insensitive comparison of an argument with an option name.
 pub fn is(arg: &[u8], name: &str) -> bool {
     arg.eq_ignore_ascii_case(name.as_bytes())

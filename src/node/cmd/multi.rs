@@ -2,6 +2,7 @@
 //! also leaves a transaction).
 
 use super::flags::*;
+use super::Argv;
 use super::{err, execute, CmdResult, CommandSpec, Ctx};
 use crate::resp::{Proto, Reply};
 use bytes::Bytes;
@@ -133,7 +134,7 @@ fn watch(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if ctx.client.in_multi() {
         return Err(err("ERR WATCH inside MULTI is not allowed"));
     }
-    for k in &a[1..] {
+    for k in a.rest(1) {
         if !ctx.client.watched.contains(k) {
             ctx.db.watch(k, &ctx.client.watch_dirty);
             ctx.client.watched.push(k.clone());

@@ -2,6 +2,7 @@
 //! PUBSUB introspection.
 
 use super::flags::*;
+use super::Argv;
 use super::{err, is, CmdResult, CommandSpec, Ctx};
 use crate::node::pubsub::{Kind, Subscriber};
 use crate::resp::Reply;
@@ -143,7 +144,7 @@ fn do_subscribe(ctx: &mut Ctx, a: &[Bytes], kind: Kind) -> CmdResult {
     };
     let (word, _) = names(kind);
     let mut replies = Vec::with_capacity(a.len() - 1);
-    for name in &a[1..] {
+    for name in a.rest(1) {
         if own(ctx, kind).insert(name.clone()) {
             if let Ok(mut ps) = ctx.shared.pubsub.lock() {
                 ps.subscribe(kind, name, sub.clone());
@@ -162,7 +163,7 @@ fn do_subscribe(ctx: &mut Ctx, a: &[Bytes], kind: Kind) -> CmdResult {
 fn do_unsubscribe(ctx: &mut Ctx, a: &[Bytes], kind: Kind) -> CmdResult {
     let (_, word) = names(kind);
     let targets: Vec<Bytes> = if a.len() > 1 {
-        a[1..].to_vec()
+        a.rest(1).to_vec()
     } else {
         own(ctx, kind).iter().cloned().collect()
     };
@@ -226,37 +227,39 @@ fn sunsubscribe(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 /// In cluster mode a message also goes over the bus to the other nodes'
 /// subscribers; the reply counts only this node's receivers, as in Redis.
-fn propagate(ctx: &Ctx, a: &[Bytes], shard: bool) {
+fn propagate(ctx: &Ctx, channel: &Bytes, message: &Bytes, shard: bool) {
     if let Some(cl) = &ctx.shared.cluster {
-        cl.bus().publish(&a[1], &a[2], shard);
+        cl.bus().publish(channel, message, shard);
         cl.pump();
     }
 }
 
 fn publish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (channel, message) = (a.at(1)?, a.at(2)?);
     let limit = ctx.shared.config.load().output_limits.pubsub;
     let n = ctx
         .shared
         .pubsub
         .lock()
-        .map_or(0, |mut ps| ps.publish(&a[1], &a[2], &limit));
-    propagate(ctx, a, false);
+        .map_or(0, |mut ps| ps.publish(channel, message, &limit));
+    propagate(ctx, channel, message, false);
     Ok(Reply::Int(n as i64))
 }
 
 fn spublish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let (channel, message) = (a.at(1)?, a.at(2)?);
     let limit = ctx.shared.config.load().output_limits.pubsub;
     let n = ctx
         .shared
         .pubsub
         .lock()
-        .map_or(0, |mut ps| ps.publish_shard(&a[1], &a[2], &limit));
-    propagate(ctx, a, true);
+        .map_or(0, |mut ps| ps.publish_shard(channel, message, &limit));
+    propagate(ctx, channel, message, true);
     Ok(Reply::Int(n as i64))
 }
 
 fn pubsub(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let sub = &a[1];
+    let sub = a.at(1)?;
     let ps = ctx
         .shared
         .pubsub
@@ -291,7 +294,7 @@ fn pubsub(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             Kind::Shard
         };
         let mut out = Vec::new();
-        for ch in &a[2..] {
+        for ch in a.rest(2) {
             out.push((
                 Reply::Bulk(ch.clone()),
                 Reply::Int(ps.count(kind, ch) as i64),

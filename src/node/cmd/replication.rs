@@ -2,6 +2,7 @@
 //! sends its master (REPLCONF, PSYNC, SYNC).
 
 use super::flags::*;
+use super::Argv;
 use super::{err, int_arg, is, Action, CmdResult, CommandSpec, Ctx};
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -77,7 +78,7 @@ fn replicaof(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(err("ERR REPLICAOF not allowed in cluster mode."));
     }
     let repl = &ctx.shared.repl;
-    if is(&a[1], "no") && is(&a[2], "one") {
+    if is(a.at(1)?, "no") && is(a.at(2)?, "one") {
         if repl.is_replica() {
             // Earlier writes of this batch (none can exist on a replica,
             // but the stream must not mix roles).
@@ -87,11 +88,11 @@ fn replicaof(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         return Ok(Reply::Ok);
     }
-    let port = int_arg(&a[2])
+    let port = int_arg(a.at(2)?)
         .ok()
         .and_then(|p| u16::try_from(p).ok())
         .ok_or_else(|| err("ERR Invalid master port"))?;
-    let host = String::from_utf8_lossy(&a[1]).into_owned();
+    let host = String::from_utf8_lossy(a.at(1)?).into_owned();
     if repl.master().as_ref() == Some(&(host.clone(), port)) {
         return Ok(Reply::simple("OK Already connected to specified master"));
     }
@@ -137,8 +138,8 @@ fn role(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
 }
 
 fn wait(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let n = int_arg(&a[1])?;
-    let t = int_arg(&a[2])?;
+    let n = int_arg(a.at(1)?)?;
+    let t = int_arg(a.at(2)?)?;
     if t < 0 {
         return Err(err("ERR timeout is negative"));
     }
@@ -165,8 +166,7 @@ fn replconf(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if a.len() % 2 == 0 {
         return Err(super::syntax_error());
     }
-    for kv in a[1..].chunks_exact(2) {
-        let (k, v) = (&kv[0], &kv[1]);
+    for (k, v) in a.pairs_from(1) {
         if is(k, "listening-port") {
             ctx.client.repl_listening_port = int_arg(v)
                 .ok()
@@ -202,8 +202,8 @@ fn start_sync(ctx: &mut Ctx, psync: Option<(String, String)>) -> CmdResult {
 }
 
 fn psync(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let replid = String::from_utf8_lossy(&a[1]).into_owned();
-    let offset = String::from_utf8_lossy(&a[2]).into_owned();
+    let replid = String::from_utf8_lossy(a.at(1)?).into_owned();
+    let offset = String::from_utf8_lossy(a.at(2)?).into_owned();
     start_sync(ctx, Some((replid, offset)))
 }
 

@@ -7,6 +7,7 @@
 //! cannot leak state into each other.
 
 use super::flags::*;
+use super::Argv;
 use super::{err, execute, int_arg, is, lookup, CmdResult, CommandSpec, Ctx};
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -435,7 +436,7 @@ fn run_in(
 
 /// Splits `numkeys key... arg...` (from a[2]).
 fn split_keys(a: &[Bytes]) -> Result<(&[Bytes], &[Bytes]), Reply> {
-    let n = int_arg(&a[2])?;
+    let n = int_arg(a.at(2)?)?;
     if n < 0 {
         return Err(err("ERR Number of keys can't be negative"));
     }
@@ -445,20 +446,20 @@ fn split_keys(a: &[Bytes]) -> Result<(&[Bytes], &[Bytes]), Reply> {
             "ERR Number of keys can't be greater than number of args",
         ));
     }
-    Ok((&a[3..3 + n], &a[3 + n..]))
+    Ok((a.get(3..3 + n).unwrap_or_default(), a.rest(3 + n)))
 }
 
 fn eval_generic(ctx: &mut Ctx, a: &[Bytes], readonly: bool) -> CmdResult {
     let (keys, argv) = split_keys(a)?;
-    let body = String::from_utf8_lossy(&a[1]).into_owned();
-    let sha = sha1hex(&a[1]);
+    let body = String::from_utf8_lossy(a.at(1)?).into_owned();
+    let sha = sha1hex(a.at(1)?);
     ctx.scripts.cache.insert(sha.clone(), body.clone());
     run(ctx, &sha, &body, keys, argv, readonly)
 }
 
 fn evalsha_generic(ctx: &mut Ctx, a: &[Bytes], readonly: bool) -> CmdResult {
     let (keys, argv) = split_keys(a)?;
-    let sha = String::from_utf8_lossy(&a[1]).to_ascii_lowercase();
+    let sha = String::from_utf8_lossy(a.at(1)?).to_ascii_lowercase();
     let Some(body) = ctx.scripts.cache.get(&sha).cloned() else {
         return Err(err("NOSCRIPT No matching script. Please use EVAL."));
     };
@@ -479,9 +480,9 @@ fn evalsha_ro(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn script(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let sub = &a[1];
+    let sub = a.at(1)?;
     if is(sub, "load") && a.len() == 3 {
-        let body = String::from_utf8_lossy(&a[2]).into_owned();
+        let body = String::from_utf8_lossy(a.at(2)?).into_owned();
         // Compile now so a broken script is refused at load time.
         let lua = match ctx.scripts.lua.take() {
             Some(l) => l,
@@ -503,13 +504,13 @@ fn script(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
                 .to_string();
             Reply::Error(format!("ERR Error compiling script (new function): {msg}"))
         })?;
-        let sha = sha1hex(&a[2]);
+        let sha = sha1hex(a.at(2)?);
         ctx.scripts.cache.insert(sha.clone(), body);
         return Ok(Reply::bulk(sha));
     }
     if is(sub, "exists") && a.len() >= 3 {
         return Ok(Reply::Array(
-            a[2..]
+            a.rest(2)
                 .iter()
                 .map(|s| {
                     Reply::Int(i64::from(

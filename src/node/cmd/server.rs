@@ -2,6 +2,7 @@
 //! RESET, DBSIZE, FLUSHALL, INFO, CONFIG, CLIENT, COMMAND, TIME, SHUTDOWN.
 
 use super::flags::*;
+use super::Argv;
 use super::{err, int_arg, is, syntax_error, Action, CmdResult, CommandSpec, Ctx};
 use crate::resp::{Proto, Reply};
 use bytes::Bytes;
@@ -254,7 +255,7 @@ fn ping(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn echo(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(Reply::Bulk(a[1].clone()))
+    Ok(Reply::Bulk(a.at(1)?.clone()))
 }
 
 fn quit(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
@@ -289,8 +290,8 @@ fn check_password(ctx: &mut Ctx, user: Option<&[u8]>, pass: &[u8]) -> Result<(),
 
 fn auth(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     match a.len() {
-        2 => check_password(ctx, None, &a[1])?,
-        3 => check_password(ctx, Some(&a[1]), &a[2])?,
+        2 => check_password(ctx, None, a.at(1)?)?,
+        3 => check_password(ctx, Some(a.at(1)?), a.at(2)?)?,
         _ => return Err(syntax_error()),
     }
     Ok(Reply::Ok)
@@ -311,16 +312,16 @@ fn hello(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     }
     let mut setname: Option<Bytes> = None;
     while i < a.len() {
-        if is(&a[i], "auth") && i + 2 < a.len() {
-            check_password(ctx, Some(&a[i + 1]), &a[i + 2])?;
+        if is(a.at(i)?, "auth") && i + 2 < a.len() {
+            check_password(ctx, Some(a.at(i + 1)?), a.at(i + 2)?)?;
             i += 3;
-        } else if is(&a[i], "setname") && i + 1 < a.len() {
-            setname = Some(a[i + 1].clone());
+        } else if is(a.at(i)?, "setname") && i + 1 < a.len() {
+            setname = Some(a.at(i + 1)?.clone());
             i += 2;
         } else {
             return Err(Reply::Error(format!(
                 "ERR Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(&a[i])
+                String::from_utf8_lossy(a.at(i)?)
             )));
         }
     }
@@ -363,7 +364,7 @@ fn hello(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn select(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let db = int_arg(&a[1])?;
+    let db = int_arg(a.at(1)?)?;
     // Cluster mode has one database; slotway always does.
     if db != 0 {
         return Err(err("ERR DB index is out of range"));
@@ -398,7 +399,7 @@ fn time(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
 fn shutdown(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut opts = super::ShutdownOpts::default();
     let mut abort = false;
-    for opt in &a[1..] {
+    for opt in a.rest(1) {
         if is(opt, "nosave") && opts.save.is_none() {
             opts.save = Some(false);
         } else if is(opt, "save") && opts.save.is_none() {
@@ -428,7 +429,7 @@ fn shutdown(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let sub = &a[1];
+    let sub = a.at(1)?;
     if is(sub, "get") {
         if a.len() < 3 {
             return Err(super::wrong_arity("config|get"));
@@ -440,7 +441,7 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             .map_err(|_| err("ERR config unavailable"))?;
         let mut out = Vec::new();
         for (k, v) in table.entries() {
-            if a[2..]
+            if a.rest(2)
                 .iter()
                 .any(|p| crate::glob::glob_match(p, k.as_bytes(), true))
             {
@@ -467,9 +468,9 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             .map_err(|_| err("ERR config unavailable"))?;
         // All or nothing: apply to a copy, swap in only if every pair is valid.
         let mut next = table.clone();
-        for kv in a[2..].chunks_exact(2) {
-            let name = String::from_utf8_lossy(&kv[0]);
-            let value = String::from_utf8_lossy(&kv[1]);
+        for (name, value) in a.pairs_from(2) {
+            let name = String::from_utf8_lossy(name);
+            let value = String::from_utf8_lossy(value);
             next.set(&name, &value)
                 .map_err(|e| Reply::Error(format!("ERR {e}")))?;
         }
@@ -566,7 +567,7 @@ fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             sorted_specs().into_iter().map(command_entry).collect(),
         ));
     }
-    let sub = &a[1];
+    let sub = a.at(1)?;
     if is(sub, "count") && a.len() == 2 {
         return Ok(Reply::Int(super::table().len() as i64));
     }
@@ -577,7 +578,7 @@ fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             ));
         }
         return Ok(Reply::Array(
-            a[2..]
+            a.rest(2)
                 .iter()
                 .map(|n| super::lookup(n).map_or(Reply::NilArray, command_entry))
                 .collect(),
@@ -587,7 +588,7 @@ fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let names: Vec<&'static super::CommandSpec> = if a.len() == 2 {
             sorted_specs()
         } else {
-            a[2..].iter().filter_map(|n| super::lookup(n)).collect()
+            a.rest(2).iter().filter_map(|n| super::lookup(n)).collect()
         };
         return Ok(Reply::Map(
             names
@@ -624,10 +625,10 @@ fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         ));
     }
     if is(sub, "getkeys") && a.len() >= 3 {
-        let Some(spec) = super::lookup(&a[2]) else {
+        let Some(spec) = super::lookup(a.at(2)?) else {
             return Err(err("ERR Invalid command specified"));
         };
-        let argv = &a[2..];
+        let argv = a.rest(2);
         let argc = argv.len() as i32;
         if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
             return Err(err("ERR Invalid number of arguments specified for command"));
@@ -833,15 +834,16 @@ fn value_size(v: &crate::store::Value) -> usize {
 }
 
 fn memory(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if is(&a[1], "usage") && a.len() >= 3 {
-        return Ok(ctx.db.peek(&a[2], ctx.now).map_or(Reply::Nil, |e| {
-            Reply::Int((value_size(&e.value) + 24 + a[2].len()) as i64)
+    if is(a.at(1)?, "usage") && a.len() >= 3 {
+        let key = a.at(2)?;
+        return Ok(ctx.db.peek(key, ctx.now).map_or(Reply::Nil, |e| {
+            Reply::Int((value_size(&e.value) + 24 + key.len()) as i64)
         }));
     }
-    if is(&a[1], "doctor") {
+    if is(a.at(1)?, "doctor") {
         return Ok(Reply::Verbatim(Bytes::from_static(b"Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.")));
     }
-    if is(&a[1], "stats") {
+    if is(a.at(1)?, "stats") {
         crate::runtime::alloc::flush_local();
         let used = crate::runtime::alloc::allocated() as i64;
         return Ok(Reply::Map(vec![
@@ -855,19 +857,19 @@ fn memory(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     }
     Err(Reply::Error(format!(
         "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
-        String::from_utf8_lossy(&a[1])
+        String::from_utf8_lossy(a.at(1)?)
     )))
 }
 
 fn debug(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if is(&a[1], "sleep") && a.len() == 3 {
+    if is(a.at(1)?, "sleep") && a.len() == 3 {
         // Holds the keyspace lock, as Redis's single thread would.
-        let secs = super::parse_float(&a[2]).unwrap_or(0.0).clamp(0.0, 60.0);
+        let secs = super::parse_float(a.at(2)?).unwrap_or(0.0).clamp(0.0, 60.0);
         std::thread::sleep(std::time::Duration::from_secs_f64(secs));
         return Ok(Reply::Ok);
     }
     Err(Reply::Error(format!(
         "ERR unknown subcommand '{}'. Try DEBUG HELP.",
-        String::from_utf8_lossy(&a[1])
+        String::from_utf8_lossy(a.at(1)?)
     )))
 }

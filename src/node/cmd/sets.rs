@@ -3,6 +3,7 @@
 use super::flags::*;
 use super::hashes::{matches, scan_opts};
 use super::picks;
+use super::Argv;
 use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::resp::Reply;
 use crate::store::{sds, Sds, Value};
@@ -181,8 +182,8 @@ fn members_reply(items: impl IntoIterator<Item = Sds>) -> Reply {
 }
 
 fn sadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let s = set_mut(ctx, &a[1])?;
-    let n = a[2..].iter().filter(|m| s.insert(sds(m))).count();
+    let s = set_mut(ctx, a.at(1)?)?;
+    let n = a.rest(2).iter().filter(|m| s.insert(sds(m))).count();
     if n == 0 {
         ctx.unchanged();
     }
@@ -190,12 +191,12 @@ fn sadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn srem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if set_ref(ctx, &a[1])?.is_none() {
+    if set_ref(ctx, a.at(1)?)?.is_none() {
         return Ok(Reply::Int(0));
     }
-    let s = set_mut(ctx, &a[1])?;
-    let n = a[2..].iter().filter(|m| s.remove(&m[..])).count();
-    ctx.db.remove_if_empty(&a[1], ctx.now);
+    let s = set_mut(ctx, a.at(1)?)?;
+    let n = a.rest(2).iter().filter(|m| s.remove(&m[..])).count();
+    ctx.db.remove_if_empty(a.at(1)?, ctx.now);
     if n == 0 {
         ctx.unchanged();
     }
@@ -204,22 +205,23 @@ fn srem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn smembers(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(members_reply(
-        set_ref(ctx, &a[1])?
+        set_ref(ctx, a.at(1)?)?
             .map(|s| s.iter().cloned().collect::<Vec<_>>())
             .unwrap_or_default(),
     ))
 }
 
 fn sismember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let member = &a.at(2)?[..];
     Ok(Reply::Int(i64::from(
-        set_ref(ctx, &a[1])?.is_some_and(|s| s.contains(&a[2][..])),
+        set_ref(ctx, a.at(1)?)?.is_some_and(|s| s.contains(member)),
     )))
 }
 
 fn smismember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let s = set_ref(ctx, &a[1])?;
+    let s = set_ref(ctx, a.at(1)?)?;
     Ok(Reply::Array(
-        a[2..]
+        a.rest(2)
             .iter()
             .map(|m| Reply::Int(i64::from(s.is_some_and(|s| s.contains(&m[..])))))
             .collect(),
@@ -228,7 +230,7 @@ fn smismember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn scard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(
-        set_ref(ctx, &a[1])?.map_or(0, |s| s.len()) as i64
+        set_ref(ctx, a.at(1)?)?.map_or(0, |s| s.len()) as i64
     ))
 }
 
@@ -246,14 +248,14 @@ fn spop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         None => None,
     };
-    if set_ref(ctx, &a[1])?.is_none() {
+    if set_ref(ctx, a.at(1)?)?.is_none() {
         return Ok(if count.is_some() {
             Reply::Set(vec![])
         } else {
             Reply::Nil
         });
     }
-    let s = set_mut(ctx, &a[1])?;
+    let s = set_mut(ctx, a.at(1)?)?;
     // Never more than the set holds: `choose_multiple` reserves what it is
     // asked for, and the count is the client's (up to 2^63).
     let wanted = count.unwrap_or(1).min(s.len());
@@ -266,19 +268,19 @@ fn spop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         s.remove(m.as_slice());
     }
     let emptied = s.is_empty();
-    ctx.db.remove_if_empty(&a[1], ctx.now);
+    ctx.db.remove_if_empty(a.at(1)?, ctx.now);
     // The choice was random: replicas get what was taken, not SPOP
     // (Redis 7: SREM in batches, or DEL when the whole set went).
     if picked.is_empty() {
         ctx.unchanged();
     } else if ctx.propagating() {
         if emptied && count.is_some() {
-            ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a[1].clone()]);
+            ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a.at(1)?.clone()]);
         } else {
             for chunk in picked.chunks(1024) {
                 let mut cmd = Vec::with_capacity(chunk.len() + 2);
                 cmd.push(Bytes::from_static(b"SREM"));
-                cmd.push(a[1].clone());
+                cmd.push(a.at(1)?.clone());
                 cmd.extend(chunk.iter().map(|m| Bytes::copy_from_slice(m)));
                 ctx.propagate_as(cmd);
             }
@@ -298,7 +300,7 @@ fn srandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         Some(c) => Some(picks::pick_count(c)?),
         None => None,
     };
-    let Some(s) = set_ref(ctx, &a[1])? else {
+    let Some(s) = set_ref(ctx, a.at(1)?)? else {
         return Ok(if count.is_some() {
             Reply::Array(vec![])
         } else {
@@ -315,7 +317,7 @@ fn srandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn smove(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (src, dst, m) = (&a[1], &a[2], &a[3][..]);
+    let (src, dst, m) = (a.at(1)?, a.at(2)?, &a.at(3)?[..]);
     let Some(s) = set_ref(ctx, src)? else {
         return Ok(Reply::Int(0));
     };
@@ -390,29 +392,29 @@ fn store(ctx: &mut Ctx, dst: &[u8], members: Vec<Sds>) -> CmdResult {
 }
 
 fn sinter(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(members_reply(combine(ctx, &a[1..], Op::Inter)?))
+    Ok(members_reply(combine(ctx, a.rest(1), Op::Inter)?))
 }
 fn sunion(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(members_reply(combine(ctx, &a[1..], Op::Union)?))
+    Ok(members_reply(combine(ctx, a.rest(1), Op::Union)?))
 }
 fn sdiff(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(members_reply(combine(ctx, &a[1..], Op::Diff)?))
+    Ok(members_reply(combine(ctx, a.rest(1), Op::Diff)?))
 }
 fn sinterstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let m = combine(ctx, &a[2..], Op::Inter)?;
-    store(ctx, &a[1], m)
+    let m = combine(ctx, a.rest(2), Op::Inter)?;
+    store(ctx, a.at(1)?, m)
 }
 fn sunionstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let m = combine(ctx, &a[2..], Op::Union)?;
-    store(ctx, &a[1], m)
+    let m = combine(ctx, a.rest(2), Op::Union)?;
+    store(ctx, a.at(1)?, m)
 }
 fn sdiffstore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let m = combine(ctx, &a[2..], Op::Diff)?;
-    store(ctx, &a[1], m)
+    let m = combine(ctx, a.rest(2), Op::Diff)?;
+    store(ctx, a.at(1)?, m)
 }
 
 fn sintercard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let n = int_arg(&a[1]).map_err(|_| err("ERR numkeys should be greater than 0"))?;
+    let n = int_arg(a.at(1)?).map_err(|_| err("ERR numkeys should be greater than 0"))?;
     if n <= 0 {
         return Err(err("ERR numkeys should be greater than 0"));
     }
@@ -440,7 +442,7 @@ fn sintercard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn sscan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let pattern = scan_opts(a, 2)?;
-    let items = set_ref(ctx, &a[1])?
+    let items = set_ref(ctx, a.at(1)?)?
         .map(|s| {
             s.iter()
                 .filter(|m| matches(&pattern, m))

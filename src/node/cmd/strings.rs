@@ -1,6 +1,7 @@
 //! String commands: GET/SET and friends, counters, ranges, MGET/MSET.
 
 use super::flags::*;
+use super::Argv;
 use super::{
     err, float_arg, get_string, int_arg, is, not_integer, syntax_error, CmdResult, CommandSpec, Ctx,
 };
@@ -201,7 +202,7 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 fn get(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(Reply::bulk_opt(get_string(ctx.db, &a[1], ctx.now)?))
+    Ok(Reply::bulk_opt(get_string(ctx.db, a.at(1)?, ctx.now)?))
 }
 
 fn max_len(ctx: &Ctx) -> usize {
@@ -237,7 +238,7 @@ enum Cond {
 }
 
 fn set(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (key, val) = (&a[1], &a[2]);
+    let (key, val) = (a.at(1)?, a.at(2)?);
     let mut cond = Cond::Always;
     let mut expire: Option<u64> = None;
     let mut keepttl = false;
@@ -245,7 +246,7 @@ fn set(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut pxat = false;
     let mut i = 3;
     while i < a.len() {
-        let opt = &a[i];
+        let opt = a.at(i)?;
         let next = a.get(i + 1);
         if is(opt, "nx") && cond == Cond::Always {
             cond = Cond::Nx;
@@ -325,19 +326,19 @@ fn set_pxat(key: &Bytes, val: &Bytes, at: u64) -> Vec<Bytes> {
 }
 
 fn setnx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if ctx.db.contains(&a[1], ctx.now) {
+    if ctx.db.contains(a.at(1)?, ctx.now) {
         return Ok(Reply::Int(0));
     }
-    ctx.db.set(&a[1], Value::Str(sds(&a[2])));
+    ctx.db.set(a.at(1)?, Value::Str(sds(a.at(2)?)));
     Ok(Reply::Int(1))
 }
 
 fn setex_unit(ctx: &mut Ctx, a: &[Bytes], unit: i64, cmd: &str) -> CmdResult {
-    let at = expire_from(ctx, &a[2], unit, false, cmd)?;
+    let at = expire_from(ctx, a.at(2)?, unit, false, cmd)?;
     ctx.db
-        .set_with_expire(&a[1], Value::Str(sds(&a[3])), Some(at));
+        .set_with_expire(a.at(1)?, Value::Str(sds(a.at(3)?)), Some(at));
     if ctx.propagating() {
-        ctx.propagate_as(set_pxat(&a[1], &a[3], at));
+        ctx.propagate_as(set_pxat(a.at(1)?, a.at(3)?, at));
     }
     Ok(Reply::Ok)
 }
@@ -351,16 +352,16 @@ fn psetex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn getset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let old = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice);
-    ctx.db.set(&a[1], Value::Str(sds(&a[2])));
+    let old = get_string(ctx.db, a.at(1)?, ctx.now)?.map(Bytes::copy_from_slice);
+    ctx.db.set(a.at(1)?, Value::Str(sds(a.at(2)?)));
     Ok(old.map_or(Reply::Nil, Reply::Bulk))
 }
 
 fn getdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let old = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice);
+    let old = get_string(ctx.db, a.at(1)?, ctx.now)?.map(Bytes::copy_from_slice);
     if old.is_some() {
-        ctx.db.remove(&a[1], ctx.now);
-        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a[1].clone()]);
+        ctx.db.remove(a.at(1)?, ctx.now);
+        ctx.propagate_as(vec![Bytes::from_static(b"DEL"), a.at(1)?.clone()]);
     }
     Ok(old.map_or(Reply::Nil, Reply::Bulk))
 }
@@ -374,7 +375,7 @@ fn getex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut op = Op::None;
     let mut i = 2;
     while i < a.len() {
-        let opt = &a[i];
+        let opt = a.at(i)?;
         if is(opt, "persist") && matches!(op, Op::None) {
             op = Op::Persist;
         } else if let (Some(v), true) = (a.get(i + 1), matches!(op, Op::None)) {
@@ -396,12 +397,12 @@ fn getex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         i += 1;
     }
-    let Some(v) = get_string(ctx.db, &a[1], ctx.now)?.map(Bytes::copy_from_slice) else {
+    let Some(v) = get_string(ctx.db, a.at(1)?, ctx.now)?.map(Bytes::copy_from_slice) else {
         return Ok(Reply::Nil);
     };
     // GETEX is never propagated as received: as PERSIST, DEL or an
     // absolute PEXPIREAT (Redis 7).
-    let key = a[1].clone();
+    let key = a.at(1)?.clone();
     match op {
         Op::None => {}
         Op::Persist => {
@@ -427,7 +428,8 @@ fn getex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn mget(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let out = a[1..]
+    let out = a
+        .rest(1)
         .iter()
         .map(|k| match ctx.db.get(k, ctx.now) {
             Some(Value::Str(s)) => Reply::bulk(s),
@@ -441,8 +443,8 @@ fn mset(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if a.len() % 2 == 0 {
         return Err(super::wrong_arity("mset"));
     }
-    for kv in a[1..].chunks_exact(2) {
-        ctx.db.set(&kv[0], Value::Str(sds(&kv[1])));
+    for (key, value) in a.pairs_from(1) {
+        ctx.db.set(key, Value::Str(sds(value)));
     }
     Ok(Reply::Ok)
 }
@@ -451,14 +453,13 @@ fn msetnx(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if a.len() % 2 == 0 {
         return Err(super::wrong_arity("msetnx"));
     }
-    if a[1..]
-        .chunks_exact(2)
-        .any(|kv| ctx.db.contains(&kv[0], ctx.now))
+    if a.pairs_from(1)
+        .any(|(key, _)| ctx.db.contains(key, ctx.now))
     {
         return Ok(Reply::Int(0));
     }
-    for kv in a[1..].chunks_exact(2) {
-        ctx.db.set(&kv[0], Value::Str(sds(&kv[1])));
+    for (key, value) in a.pairs_from(1) {
+        ctx.db.set(key, Value::Str(sds(value)));
     }
     Ok(Reply::Int(1))
 }
@@ -479,29 +480,29 @@ fn incr_by(ctx: &mut Ctx, key: &[u8], by: i64) -> CmdResult {
 }
 
 fn incr(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    incr_by(ctx, &a[1], 1)
+    incr_by(ctx, a.at(1)?, 1)
 }
 
 fn decr(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    incr_by(ctx, &a[1], -1)
+    incr_by(ctx, a.at(1)?, -1)
 }
 
 fn incrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = int_arg(&a[2])?;
-    incr_by(ctx, &a[1], by)
+    let by = int_arg(a.at(2)?)?;
+    incr_by(ctx, a.at(1)?, by)
 }
 
 fn decrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = int_arg(&a[2])?;
+    let by = int_arg(a.at(2)?)?;
     let by = by
         .checked_neg()
         .ok_or_else(|| err("ERR decrement would overflow"))?;
-    incr_by(ctx, &a[1], by)
+    incr_by(ctx, a.at(1)?, by)
 }
 
 fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = float_arg(&a[2])?;
-    let cur = match get_string(ctx.db, &a[1], ctx.now)? {
+    let by = float_arg(a.at(2)?)?;
+    let cur = match get_string(ctx.db, a.at(1)?, ctx.now)? {
         None => 0.0,
         Some(s) => super::parse_float(s).ok_or_else(|| err("ERR value is not a valid float"))?,
     };
@@ -511,13 +512,13 @@ fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     }
     let text = format!("{new}");
     ctx.db
-        .set_keep_ttl(&a[1], Value::Str(sds(text.as_bytes())), ctx.now);
+        .set_keep_ttl(a.at(1)?, Value::Str(sds(text.as_bytes())), ctx.now);
     // The result, not the increment, so float formatting can never make a
     // replica or an AOF reload differ (Redis 7 does the same).
     if ctx.propagating() {
         ctx.propagate_as(vec![
             Bytes::from_static(b"SET"),
-            a[1].clone(),
+            a.at(1)?.clone(),
             Bytes::from(text.clone()),
             Bytes::from_static(b"KEEPTTL"),
         ]);
@@ -527,21 +528,21 @@ fn incrbyfloat(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 
 fn append(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let max = max_len(ctx);
-    let cur_len = get_string(ctx.db, &a[1], ctx.now)?.map(<[u8]>::len);
-    let new_len = cur_len.unwrap_or(0) + a[2].len();
+    let cur_len = get_string(ctx.db, a.at(1)?, ctx.now)?.map(<[u8]>::len);
+    let new_len = cur_len.unwrap_or(0) + a.at(2)?.len();
     if new_len > max {
         return Err(too_big());
     }
-    match ctx.db.get_mut(&a[1], ctx.now) {
-        Some(Value::Str(s)) => s.extend_from_slice(&a[2]),
-        _ => ctx.db.set(&a[1], Value::Str(sds(&a[2]))),
+    match ctx.db.get_mut(a.at(1)?, ctx.now) {
+        Some(Value::Str(s)) => s.extend_from_slice(a.at(2)?),
+        _ => ctx.db.set(a.at(1)?, Value::Str(sds(a.at(2)?))),
     }
     Ok(Reply::Int(new_len as i64))
 }
 
 fn strlen(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(
-        get_string(ctx.db, &a[1], ctx.now)?.map_or(0, <[u8]>::len) as i64,
+        get_string(ctx.db, a.at(1)?, ctx.now)?.map_or(0, <[u8]>::len) as i64,
     ))
 }
 
@@ -564,27 +565,27 @@ pub fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
 }
 
 fn getrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (start, end) = (int_arg(&a[2])?, int_arg(&a[3])?);
-    let Some(s) = get_string(ctx.db, &a[1], ctx.now)? else {
+    let (start, end) = (int_arg(a.at(2)?)?, int_arg(a.at(3)?)?);
+    let Some(s) = get_string(ctx.db, a.at(1)?, ctx.now)? else {
         return Ok(Reply::bulk(""));
     };
     if start < 0 && end < 0 && start > end {
         return Ok(Reply::bulk(""));
     }
     Ok(match clamp_range(start, end, s.len()) {
-        Some((lo, hi)) => Reply::bulk(&s[lo..=hi]),
+        Some((lo, hi)) => Reply::bulk(s.get(lo..=hi).unwrap_or_default()),
         None => Reply::bulk(""),
     })
 }
 
 fn setrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let offset = int_arg(&a[2])?;
+    let offset = int_arg(a.at(2)?)?;
     if offset < 0 {
         return Err(err("ERR offset is out of range"));
     }
     let offset = offset as usize;
-    let val = &a[3];
-    let cur = get_string(ctx.db, &a[1], ctx.now)?.map(<[u8]>::to_vec);
+    let val = a.at(3)?;
+    let cur = get_string(ctx.db, a.at(1)?, ctx.now)?.map(<[u8]>::to_vec);
     let Some(mut cur) = cur else {
         if val.is_empty() {
             return Ok(Reply::Int(0));
@@ -595,7 +596,7 @@ fn setrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let mut v = vec![0u8; offset];
         v.extend_from_slice(val);
         let n = v.len();
-        ctx.db.set(&a[1], Value::Str(sds(&v)));
+        ctx.db.set(a.at(1)?, Value::Str(sds(&v)));
         return Ok(Reply::Int(n as i64));
     };
     if val.is_empty() {
@@ -607,8 +608,11 @@ fn setrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if cur.len() < offset + val.len() {
         cur.resize(offset + val.len(), 0);
     }
-    cur[offset..offset + val.len()].copy_from_slice(val);
+    if let Some(dst) = cur.get_mut(offset..offset + val.len()) {
+        dst.copy_from_slice(val);
+    }
     let n = cur.len();
-    ctx.db.set_keep_ttl(&a[1], Value::Str(sds(&cur)), ctx.now);
+    ctx.db
+        .set_keep_ttl(a.at(1)?, Value::Str(sds(&cur)), ctx.now);
     Ok(Reply::Int(n as i64))
 }

@@ -3,6 +3,7 @@
 use super::flags::*;
 use super::hashes::{matches, scan_opts};
 use super::picks::{self, pair_shape};
+use super::Argv;
 use super::{
     err, float_arg, int_arg, is, parse_float, syntax_error, timeout_arg, wrongtype, Action,
     CmdResult, CommandSpec, Ctx,
@@ -331,7 +332,7 @@ fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         (false, false, false, false, false, false);
     let mut i = 2;
     while i < a.len() {
-        let o = &a[i];
+        let o = a.at(i)?;
         if is(o, "nx") {
             nx = true;
         } else if is(o, "xx") {
@@ -349,7 +350,7 @@ fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         i += 1;
     }
-    let pairs = &a[i..];
+    let pairs = a.rest(i);
     if pairs.is_empty() || pairs.len() % 2 != 0 {
         return Err(syntax_error());
     }
@@ -369,13 +370,13 @@ fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         ));
     }
     let mut parsed = Vec::with_capacity(pairs.len() / 2);
-    for p in pairs.chunks_exact(2) {
-        parsed.push((float_arg(&p[0])?, &p[1]));
+    for (score, member) in pairs.pairs_from(0) {
+        parsed.push((float_arg(score)?, member));
     }
-    if xx && zset_ref(ctx, &a[1])?.is_none() {
+    if xx && zset_ref(ctx, a.at(1)?)?.is_none() {
         return Ok(if incr { Reply::Nil } else { Reply::Int(0) });
     }
-    let z = zset_mut(ctx, &a[1])?;
+    let z = zset_mut(ctx, a.at(1)?)?;
     let (mut added, mut changed) = (0, 0);
     let mut incr_result = None;
     for (score, m) in parsed {
@@ -389,7 +390,7 @@ fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             score
         };
         if new.is_nan() {
-            ctx.db.remove_if_empty(&a[1], ctx.now);
+            ctx.db.remove_if_empty(a.at(1)?, ctx.now);
             return Err(err("ERR resulting score is not a number (NaN)"));
         }
         if let Some(c) = cur {
@@ -405,7 +406,7 @@ fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         z.insert(m, new);
         incr_result = Some(new);
     }
-    ctx.db.remove_if_empty(&a[1], ctx.now);
+    ctx.db.remove_if_empty(a.at(1)?, ctx.now);
     if added + changed == 0 {
         ctx.unchanged();
     }
@@ -416,24 +417,24 @@ fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn zincrby(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = float_arg(&a[2])?;
-    let z = zset_mut(ctx, &a[1])?;
-    let new = z.score(&a[3]).unwrap_or(0.0) + by;
+    let by = float_arg(a.at(2)?)?;
+    let z = zset_mut(ctx, a.at(1)?)?;
+    let new = z.score(a.at(3)?).unwrap_or(0.0) + by;
     if new.is_nan() {
-        ctx.db.remove_if_empty(&a[1], ctx.now);
+        ctx.db.remove_if_empty(a.at(1)?, ctx.now);
         return Err(err("ERR resulting score is not a number (NaN)"));
     }
-    z.insert(&a[3], new);
+    z.insert(a.at(3)?, new);
     Ok(score_reply(new))
 }
 
 fn zrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if zset_ref(ctx, &a[1])?.is_none() {
+    if zset_ref(ctx, a.at(1)?)?.is_none() {
         return Ok(Reply::Int(0));
     }
-    let z = zset_mut(ctx, &a[1])?;
-    let n = a[2..].iter().filter(|m| z.remove(m)).count();
-    ctx.db.remove_if_empty(&a[1], ctx.now);
+    let z = zset_mut(ctx, a.at(1)?)?;
+    let n = a.rest(2).iter().filter(|m| z.remove(m)).count();
+    ctx.db.remove_if_empty(a.at(1)?, ctx.now);
     if n == 0 {
         ctx.unchanged();
     }
@@ -441,19 +442,22 @@ fn zrem(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn zcard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(Reply::Int(zset_ref(ctx, &a[1])?.map_or(0, ZSet::len) as i64))
+    Ok(Reply::Int(
+        zset_ref(ctx, a.at(1)?)?.map_or(0, ZSet::len) as i64
+    ))
 }
 
 fn zscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    Ok(zset_ref(ctx, &a[1])?
-        .and_then(|z| z.score(&a[2]))
+    let member = a.at(2)?;
+    Ok(zset_ref(ctx, a.at(1)?)?
+        .and_then(|z| z.score(member))
         .map_or(Reply::Nil, score_reply))
 }
 
 fn zmscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let z = zset_ref(ctx, &a[1])?;
+    let z = zset_ref(ctx, a.at(1)?)?;
     Ok(Reply::Array(
-        a[2..]
+        a.rest(2)
             .iter()
             .map(|m| z.and_then(|z| z.score(m)).map_or(Reply::Nil, score_reply))
             .collect(),
@@ -461,11 +465,11 @@ fn zmscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn rank_generic(ctx: &mut Ctx, a: &[Bytes], rev: bool) -> CmdResult {
-    let Some(z) = zset_ref(ctx, &a[1])? else {
+    let Some(z) = zset_ref(ctx, a.at(1)?)? else {
         return Ok(Reply::Nil);
     };
     let len = z.len();
-    Ok(z.rank(&a[2]).map_or(Reply::Nil, |r| {
+    Ok(z.rank(a.at(2)?).map_or(Reply::Nil, |r| {
         Reply::Int(if rev { len - 1 - r } else { r } as i64)
     }))
 }
@@ -616,16 +620,16 @@ fn range_opts(a: &[Bytes], from: usize, allow_withscores: bool) -> Result<RangeO
     };
     let mut i = from;
     while i < a.len() {
-        if is(&a[i], "byscore") {
+        if is(a.at(i)?, "byscore") {
             o.by_score = true;
-        } else if is(&a[i], "bylex") {
+        } else if is(a.at(i)?, "bylex") {
             o.by_lex = true;
-        } else if is(&a[i], "rev") {
+        } else if is(a.at(i)?, "rev") {
             o.rev = true;
-        } else if is(&a[i], "withscores") && allow_withscores {
+        } else if is(a.at(i)?, "withscores") && allow_withscores {
             o.withscores = true;
-        } else if is(&a[i], "limit") && i + 2 < a.len() {
-            o.limit = Some((int_arg(&a[i + 1])?, int_arg(&a[i + 2])?));
+        } else if is(a.at(i)?, "limit") && i + 2 < a.len() {
+            o.limit = Some((int_arg(a.at(i + 1)?)?, int_arg(a.at(i + 2)?)?));
             i += 2;
         } else {
             return Err(syntax_error());
@@ -673,14 +677,14 @@ fn run_range(
 
 fn zrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let o = range_opts(a, 4, true)?;
-    let items = run_range(ctx, &a[1], &a[2], &a[3], &o)?;
+    let items = run_range(ctx, a.at(1)?, a.at(2)?, a.at(3)?, &o)?;
     Ok(with_scores(ctx.client.proto, items, o.withscores))
 }
 
 fn zrangestore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let o = range_opts(a, 5, false)?;
-    let items = run_range(ctx, &a[2], &a[3], &a[4], &o)?;
-    store_items(ctx, &a[1], items)
+    let items = run_range(ctx, a.at(2)?, a.at(3)?, a.at(4)?, &o)?;
+    store_items(ctx, a.at(1)?, items)
 }
 
 /// Legacy forms: ZREVRANGE, ZRANGEBYSCORE, ZREVRANGEBYSCORE, ZRANGEBYLEX...
@@ -692,7 +696,7 @@ fn legacy(ctx: &mut Ctx, a: &[Bytes], by_score: bool, by_lex: bool, rev: bool) -
     o.by_score = by_score;
     o.by_lex = by_lex;
     o.rev = rev;
-    let items = run_range(ctx, &a[1], &a[2], &a[3], &o)?;
+    let items = run_range(ctx, a.at(1)?, a.at(2)?, a.at(3)?, &o)?;
     Ok(with_scores(ctx.client.proto, items, o.withscores))
 }
 
@@ -713,17 +717,17 @@ fn zrevrangebylex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn zcount(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (min, max) = (score_bound(&a[2])?, score_bound(&a[3])?);
-    Ok(Reply::Int(zset_ref(ctx, &a[1])?.map_or(0, |z| {
+    let (min, max) = (score_bound(a.at(2)?)?, score_bound(a.at(3)?)?);
+    Ok(Reply::Int(zset_ref(ctx, a.at(1)?)?.map_or(0, |z| {
         select(z, &RangeBy::Score(min, max), false, None).len()
     }) as i64))
 }
 
 fn zlexcount(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let (min, max) = (lex_bound(&a[2])?, lex_bound(&a[3])?);
+    let (min, max) = (lex_bound(a.at(2)?)?, lex_bound(a.at(3)?)?);
     Ok(Reply::Int(
-        zset_ref(ctx, &a[1])?.map_or(0, |z| select(z, &RangeBy::Lex(min, max), false, None).len())
-            as i64,
+        zset_ref(ctx, a.at(1)?)?
+            .map_or(0, |z| select(z, &RangeBy::Lex(min, max), false, None).len()) as i64,
     ))
 }
 
@@ -741,16 +745,16 @@ fn remove_range(ctx: &mut Ctx, key: &[u8], by: RangeBy) -> CmdResult {
 }
 
 fn zremrangebyrank(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = RangeBy::Rank(int_arg(&a[2])?, int_arg(&a[3])?);
-    remove_range(ctx, &a[1], by)
+    let by = RangeBy::Rank(int_arg(a.at(2)?)?, int_arg(a.at(3)?)?);
+    remove_range(ctx, a.at(1)?, by)
 }
 fn zremrangebyscore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = RangeBy::Score(score_bound(&a[2])?, score_bound(&a[3])?);
-    remove_range(ctx, &a[1], by)
+    let by = RangeBy::Score(score_bound(a.at(2)?)?, score_bound(a.at(3)?)?);
+    remove_range(ctx, a.at(1)?, by)
 }
 fn zremrangebylex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    let by = RangeBy::Lex(lex_bound(&a[2])?, lex_bound(&a[3])?);
-    remove_range(ctx, &a[1], by)
+    let by = RangeBy::Lex(lex_bound(a.at(2)?)?, lex_bound(a.at(3)?)?);
+    remove_range(ctx, a.at(1)?, by)
 }
 
 /// Pops up to `count` lowest (or highest) members.
@@ -789,7 +793,7 @@ fn zpop(ctx: &mut Ctx, a: &[Bytes], max: bool) -> CmdResult {
         }
         None => None,
     };
-    let items = pop_n(ctx, &a[1], max, count.unwrap_or(1))?;
+    let items = pop_n(ctx, a.at(1)?, max, count.unwrap_or(1))?;
     if count.is_none() && ctx.client.proto == Proto::Resp3 {
         // Redis 7 answers a single ZPOP in RESP3 as a flat [member, score].
         return Ok(match items.into_iter().next() {
@@ -808,8 +812,9 @@ fn zpopmax(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn bzpop(ctx: &mut Ctx, a: &[Bytes], max: bool) -> CmdResult {
-    let deadline = timeout_arg(&a[a.len() - 1], ctx.now)?;
-    let keys = &a[1..a.len() - 1];
+    let (timeout, head) = a.split_last().ok_or_else(super::syntax_error)?;
+    let deadline = timeout_arg(timeout, ctx.now)?;
+    let keys = head.rest(1);
     for k in keys {
         if let Some((m, s)) = pop_n(ctx, k, max, 1)?.into_iter().next() {
             // Served: replicas apply the non-blocking form.
@@ -854,7 +859,7 @@ fn zrandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         picks::check_pair_count(n)?;
     }
     let proto = ctx.client.proto;
-    let Some(z) = zset_ref(ctx, &a[1])? else {
+    let Some(z) = zset_ref(ctx, a.at(1)?)? else {
         return Ok(if count.is_some() {
             Reply::Array(vec![])
         } else {
@@ -875,7 +880,7 @@ fn zrandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 fn zscan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let pattern = scan_opts(a, 2)?;
     let mut items = Vec::new();
-    if let Some(z) = zset_ref(ctx, &a[1])? {
+    if let Some(z) = zset_ref(ctx, a.at(1)?)? {
         for (m, s) in z.iter() {
             if matches(&pattern, m) {
                 items.push(Reply::bulk(m));
@@ -907,7 +912,7 @@ fn setop_args(
     op: SetOp,
     allow_withscores: bool,
 ) -> Result<(Vec<Bytes>, Vec<f64>, Aggregate, bool), Reply> {
-    let n = int_arg(&a[at])?;
+    let n = int_arg(a.at(at)?)?;
     if n <= 0 {
         return Err(err("ERR at least 1 input key is needed for this command"));
     }
@@ -918,13 +923,13 @@ fn setop_args(
     let mut withscores = false;
     let mut i = at + 1 + n;
     while i < a.len() {
-        if is(&a[i], "weights") && op != SetOp::Diff {
+        if is(a.at(i)?, "weights") && op != SetOp::Diff {
             for (j, w) in weights.iter_mut().enumerate() {
                 let v = a.get(i + 1 + j).ok_or_else(syntax_error)?;
                 *w = parse_float(v).ok_or_else(|| err("ERR weight value is not a float"))?;
             }
             i += 1 + n;
-        } else if is(&a[i], "aggregate") && op != SetOp::Diff {
+        } else if is(a.at(i)?, "aggregate") && op != SetOp::Diff {
             let v = a.get(i + 1).ok_or_else(syntax_error)?;
             agg = if is(v, "sum") {
                 Aggregate::Sum
@@ -936,7 +941,7 @@ fn setop_args(
                 return Err(syntax_error());
             };
             i += 2;
-        } else if is(&a[i], "withscores") && allow_withscores {
+        } else if is(a.at(i)?, "withscores") && allow_withscores {
             withscores = true;
             i += 1;
         } else {
@@ -1046,7 +1051,7 @@ fn store_items(ctx: &mut Ctx, dst: &[u8], items: Vec<(Sds, f64)>) -> CmdResult {
 fn setop_store(ctx: &mut Ctx, a: &[Bytes], op: SetOp) -> CmdResult {
     let (keys, w, agg, _) = setop_args(a, 2, op, false)?;
     let items = compute(ctx, &keys, &w, agg, op)?;
-    store_items(ctx, &a[1], items)
+    store_items(ctx, a.at(1)?, items)
 }
 
 fn setop_reply(ctx: &mut Ctx, a: &[Bytes], op: SetOp) -> CmdResult {
