@@ -559,6 +559,34 @@ fn passwords_on_the_proxy_and_on_the_backends() {
     assert!(s.starts_with('%') && s.ends_with("$1\r\nv\r\n"), "{s}");
 }
 
+/// Before AUTH the proxy holds a client to Redis's anonymous caps (10
+/// arguments of 16 KiB), so nobody can make it buffer a 512 MB argument
+/// without the password; after AUTH the same request is ordinary.
+#[test]
+fn unauthenticated_requests_are_small_through_the_proxy() {
+    let nodes = slotway_cluster(3, &[]);
+    let proxy = ProxyProc::start(&addrs(&nodes), &["--requirepass", "pw"]);
+    let eleven = b"*11\r\n$3\r\nDEL\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$1\r\ne\r\n$1\r\nf\r\n$1\r\ng\r\n$1\r\nh\r\n$1\r\ni\r\n$1\r\nj\r\n";
+    assert_eq!(
+        raw_exchange(proxy.port, eleven),
+        b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    assert_eq!(
+        raw_exchange(proxy.port, b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"),
+        b"-ERR Protocol error: unauthenticated bulk length\r\n"
+    );
+    let mut req = b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n".to_vec();
+    req.extend_from_slice(b"*2\r\n$4\r\nECHO\r\n$16385\r\n");
+    req.extend_from_slice(&[b'x'; 16385]);
+    req.extend_from_slice(b"\r\n");
+    let out = raw_exchange(proxy.port, &req);
+    assert!(
+        out.starts_with(b"+OK\r\n$16385\r\nxxx"),
+        "{:?}",
+        String::from_utf8_lossy(&out[..out.len().min(40)])
+    );
+}
+
 trait WaitAuth {
     fn wait_covered_auth(&self, pw: &str);
 }
@@ -1379,6 +1407,36 @@ fn resharding_under_load_gives_no_errors() {
 fn resharding_a_slotway_cluster_under_load_gives_no_errors() {
     let nodes = slotway_cluster(3, &[]);
     reshard_under_load([nodes[0].port, nodes[1].port], &addrs(&nodes));
+}
+
+/// With `client_output_limit_bytes` set, a client whose unread replies
+/// pass it is closed at once (no waiting for the stall limit) and counted;
+/// the proxy goes on serving others.
+#[test]
+fn a_client_past_its_output_byte_limit_is_closed_at_once() {
+    let nodes = slotway_cluster(3, &[]);
+    let proxy = ProxyProc::start_with(
+        &addrs(&nodes),
+        &[],
+        Some("client_output_stall_secs = 0\nclient_output_limit_bytes = 8388608\n"),
+    );
+    proxy.wait_covered();
+    let mut c = proxy.client();
+    let _: () = q(&mut c, &["SET", "big", &"x".repeat(1 << 20)]).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.write_all(&b"GET big\r\n".repeat(64)).unwrap();
+    wait_until(
+        "the client past its byte limit to be closed",
+        Duration::from_secs(20),
+        || proxy.metric("slotway_proxy_client_output_limit_closed_total") >= 1.0,
+    );
+    wait_until("its connection to end", Duration::from_secs(20), || {
+        proxy.metric("slotway_proxy_client_connections ") < 2.0
+    });
+    assert_eq!(q::<String>(&mut c, &["SET", "after", "1"]).unwrap(), "OK");
+    // An ordinary client under the limit is unaffected.
+    let v: String = q(&mut c, &["GET", "big"]).unwrap();
+    assert_eq!(v.len(), 1 << 20);
 }
 
 /// A client that stops reading while its replies are pending is closed

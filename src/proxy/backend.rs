@@ -73,13 +73,41 @@ struct Inbox {
     need: usize,
     /// The session is gone: replies are dropped.
     closed: bool,
+    /// Reply bytes delivered and not taken yet, and the most the session
+    /// may be owed (0: no cap). A client that stops reading stops its
+    /// session taking, so this is where its replies pile up.
+    bytes: usize,
+    limit: usize,
+    /// The cap was passed: the replies were dropped and the session must
+    /// close its client (Redis's hard output-buffer limit).
+    over: bool,
 }
 
 impl Mailbox {
+    /// A mailbox that holds at most `limit` reply bytes for its session (0:
+    /// no cap).
+    pub fn with_limit(limit: usize) -> Mailbox {
+        let m = Mailbox::default();
+        lock(&m.inner).limit = limit;
+        m
+    }
+
     pub fn deliver(&self, tag: Tag, outcome: Outcome) {
         let mut g = lock(&self.inner);
         if g.closed {
             return;
+        }
+        if let Outcome::Reply(b) = &outcome {
+            g.bytes += b.len();
+            if g.limit != 0 && g.bytes > g.limit {
+                g.over = true;
+                g.closed = true;
+                g.items = Vec::new();
+                if let Some(w) = g.waker.take() {
+                    w.wake();
+                }
+                return;
+            }
         }
         g.items.push((tag, outcome));
         if !g.woken {
@@ -105,6 +133,9 @@ impl Mailbox {
         need: usize,
     ) -> Poll<()> {
         let mut g = lock(&self.inner);
+        if g.over {
+            return Poll::Ready(());
+        }
         if g.items.is_empty() {
             if !g.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 g.waker = Some(cx.waker().clone());
@@ -114,6 +145,7 @@ impl Mailbox {
             return Poll::Pending;
         }
         std::mem::swap(&mut g.items, out);
+        g.bytes = 0;
         g.woken = true;
         Poll::Ready(())
     }
@@ -123,7 +155,13 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         if !g.items.is_empty() {
             std::mem::swap(&mut g.items, out);
+            g.bytes = 0;
         }
+    }
+
+    /// Whether the session's client passed its output limit.
+    pub fn over_limit(&self) -> bool {
+        lock(&self.inner).over
     }
 
     /// The session ended: later replies are dropped at once.

@@ -53,6 +53,12 @@ pub struct ProxyConfig {
     /// proxy holds for it: the proxy's form of Redis's soft output-buffer
     /// limit. 0 never.
     pub client_output_stall_secs: u64,
+    /// The most reply bytes the proxy holds for one client that has not
+    /// taken them (it reads slower than its replies come): past it the
+    /// client is closed, as by Redis's hard output-buffer limit. 0: no
+    /// byte cap (Redis's default for normal clients); `max_pipeline` and
+    /// the stall limit still bound it.
+    pub client_output_limit_bytes: usize,
     /// Timeout for connecting to a backend.
     pub connect_timeout_ms: u64,
     /// Periodic topology refresh (`CLUSTER SLOTS`).
@@ -96,6 +102,7 @@ impl Default for ProxyConfig {
             max_pipeline: 4096,
             max_reply_bytes: 512 * 1024 * 1024,
             client_output_stall_secs: 60,
+            client_output_limit_bytes: 0,
             connect_timeout_ms: 1000,
             refresh_interval_ms: 10_000,
             degraded_refresh_interval_ms: 100,

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub clients: IntGauge,
     pub clients_total: IntCounter,
     pub clients_rejected: IntCounter,
+    pub clients_output_limit: IntCounter,
     commands: IntCounterVec,
     duration: HistogramVec,
     cmd_cache: Vec<OnceLock<CmdMetrics>>,
@@ -112,6 +113,10 @@ impl Metrics {
         let clients_rejected = IntCounter::new(
             "slotway_proxy_client_connections_rejected_total",
             "Client connections refused because maxclients was reached",
+        )?;
+        let clients_output_limit = IntCounter::new(
+            "slotway_proxy_client_output_limit_closed_total",
+            "Client connections closed for passing client_output_limit_bytes",
         )?;
         let commands = IntCounterVec::new(
             Opts::new(
@@ -181,6 +186,7 @@ impl Metrics {
         reg(Box::new(clients.clone()))?;
         reg(Box::new(clients_total.clone()))?;
         reg(Box::new(clients_rejected.clone()))?;
+        reg(Box::new(clients_output_limit.clone()))?;
         reg(Box::new(commands.clone()))?;
         reg(Box::new(duration.clone()))?;
         reg(Box::new(backend_conns.clone()))?;
@@ -206,6 +212,7 @@ impl Metrics {
             clients,
             clients_total,
             clients_rejected,
+            clients_output_limit,
             commands,
             duration,
             cmd_cache: (0..command_names.len()).map(|_| OnceLock::new()).collect(),

@@ -233,7 +233,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
         subscribe: None,
         epochs: proxy.router.subscribe(),
         limits: Limits::default(),
-        mailbox: Arc::new(Mailbox::default()),
+        mailbox: Arc::new(Mailbox::with_limit(proxy.cfg.client_output_limit_bytes)),
         inbox: Vec::new(),
         last_cmd: None,
         out_start: None,
@@ -264,6 +264,16 @@ impl Session {
         let max_pipeline = self.proxy.cfg.max_pipeline;
         let stall = Duration::from_secs(self.proxy.cfg.client_output_stall_secs);
         loop {
+            if self.mailbox.over_limit() {
+                self.proxy.metrics.clients_output_limit.inc();
+                tracing::warn!(
+                    client = self.st.id,
+                    peer = %self.st.peer,
+                    limit = self.proxy.cfg.client_output_limit_bytes,
+                    "client closed for overcoming output buffer limits"
+                );
+                return;
+            }
             loop {
                 let progressed = self.process(&mut inbuf, &mut parser);
                 self.mailbox.take_now(&mut self.inbox);
@@ -441,6 +451,10 @@ impl Session {
             {
                 return progressed;
             }
+            // Redis's caps for an anonymous client (10 arguments of 16 KiB)
+            // hold until AUTH runs, which happens in this loop, so the next
+            // request already parses without them.
+            self.limits.unauthenticated = !self.st.authed;
             let req = match self.deferred.take() {
                 Some(d) => {
                     if !self.pending.is_empty() {
