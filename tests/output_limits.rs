@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{wait_until, Node};
+use common::{info_field, wait_until, Node, RealRedis};
 use redis::Commands;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -242,4 +242,123 @@ fn a_long_pipeline_is_answered_in_full() {
     );
     let tail = String::from_utf8_lossy(&got[want.len()..]).to_string();
     assert!(tail.starts_with("-ERR Protocol error"), "{tail}");
+}
+
+/// Sends the head of an ECHO whose 4 MB argument never completes: the
+/// bytes sit in the server's query buffer.
+fn half_sent_echo(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"*2\r\n$4\r\nECHO\r\n$4000000\r\n").unwrap();
+    s.write_all(&vec![b'x'; 2 << 20]).unwrap();
+    s
+}
+
+fn evicted(c: &mut redis::Connection) -> u64 {
+    info_field(c, "stats", "evicted_clients").parse().unwrap()
+}
+
+/// maxmemory-clients as redis-server 7.0 applies it: the client holding
+/// 2 MB in its query buffer is evicted once the total passes 1 MB, an idle
+/// client is not, CLIENT NO-EVICT on exempts one, INFO counts evictions.
+fn maxmemory_clients_scenario(port: u16) {
+    let admin = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut c = admin.get_connection().unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("NO-EVICT")
+        .arg("on")
+        .query(&mut c)
+        .unwrap();
+    let e = redis::cmd("CLIENT")
+        .arg("NO-EVICT")
+        .arg("maybe")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("syntax error"), "{e}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-clients")
+        .arg("1mb")
+        .query(&mut c)
+        .unwrap();
+    let mut idle = admin.get_connection().unwrap();
+    let mut big = half_sent_echo(port);
+    wait_until(
+        "the big client to be evicted",
+        Duration::from_secs(20),
+        || evicted(&mut c) == 1,
+    );
+    let (_, closed) = read_to_close(&mut big);
+    assert!(closed);
+    assert_eq!(
+        redis::cmd("PING").query::<String>(&mut idle).unwrap(),
+        "PONG"
+    );
+
+    // Exempt: an equally big client with NO-EVICT on stays while an
+    // evictable one beside it goes.
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    kept.write_all(b"CLIENT NO-EVICT on\r\nCLIENT ID\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n") || !got.starts_with(b"+OK\r\n:") {
+        let n = kept.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    let id = String::from_utf8_lossy(&got[6..got.len() - 2]).to_string();
+    kept.write_all(b"*2\r\n$4\r\nECHO\r\n$4000000\r\n").unwrap();
+    kept.write_all(&vec![b'x'; 2 << 20]).unwrap();
+    let _other = half_sent_echo(port);
+    wait_until("the evictable one to go", Duration::from_secs(20), || {
+        evicted(&mut c) == 2
+    });
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(list.contains(&format!("id={id} ")), "{list}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-clients")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+}
+
+#[test]
+fn maxmemory_clients_evicts_the_largest_client() {
+    let node = Node::start(&[]);
+    maxmemory_clients_scenario(node.port);
+    // Percentages resolve against maxmemory, and read back as given.
+    let mut c = node.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-clients")
+        .arg("10%")
+        .query(&mut c)
+        .unwrap();
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-clients")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v[1], "10%");
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --ignored"]
+fn maxmemory_clients_matches_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RealRedis::start(dir.path(), &[]);
+    maxmemory_clients_scenario(redis.port);
+    let mut c = redis.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-clients")
+        .arg("10%")
+        .query(&mut c)
+        .unwrap();
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-clients")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v[1], "10%");
 }

@@ -34,6 +34,13 @@ pub struct ClientHandle {
     /// Since when (monotonic ms; 0 = not) the queue has been at or over
     /// the pubsub soft limit.
     pub push_soft_since: AtomicU64,
+    /// Bytes read and not yet consumed by a command (CLIENT LIST qbuf).
+    pub qbuf: AtomicU64,
+    /// Reply bytes produced and not yet taken by the socket.
+    pub obuf: AtomicU64,
+    /// CLIENT NO-EVICT on, or a replica link: never chosen by
+    /// maxmemory-clients.
+    pub no_evict: AtomicBool,
 }
 
 impl ClientHandle {
@@ -69,7 +76,18 @@ impl ClientHandle {
             resp: AtomicU64::new(2),
             push_bytes: AtomicU64::new(0),
             push_soft_since: AtomicU64::new(0),
+            qbuf: AtomicU64::new(0),
+            obuf: AtomicU64::new(0),
+            no_evict: AtomicBool::new(false),
         }
+    }
+
+    /// What the client holds in buffers now (CLIENT LIST tot-mem): its
+    /// query buffer, unwritten replies and queued pub/sub messages.
+    pub fn memory(&self) -> u64 {
+        self.qbuf.load(Ordering::Relaxed)
+            + self.obuf.load(Ordering::Relaxed)
+            + self.push_bytes.load(Ordering::Relaxed)
     }
 
     pub fn name(&self) -> Option<String> {
@@ -91,7 +109,7 @@ impl ClientHandle {
             "N"
         };
         format!(
-            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -102,7 +120,9 @@ impl ClientHandle {
             self.sub_count.load(Ordering::Relaxed),
             self.psub_count.load(Ordering::Relaxed),
             if self.in_multi.load(Ordering::Relaxed) { 0 } else { -1 },
-            self.push_bytes.load(Ordering::Relaxed),
+            self.qbuf.load(Ordering::Relaxed),
+            self.obuf.load(Ordering::Relaxed) + self.push_bytes.load(Ordering::Relaxed),
+            self.memory(),
             if cmd.is_empty() { "NULL" } else { cmd },
             self.resp.load(Ordering::Relaxed),
         )
@@ -241,4 +261,35 @@ impl Client {
         );
         self.commands_unreported = 0;
     }
+}
+
+/// maxmemory-clients: while the evictable clients together hold `limit`
+/// bytes or more, the largest goes first (Redis evicts from its largest
+/// memory bucket down). Returns the clients to close, largest first.
+pub fn clients_to_evict(
+    clients: &std::collections::HashMap<u64, Arc<ClientHandle>>,
+    limit: u64,
+) -> Vec<(Arc<ClientHandle>, u64)> {
+    if limit == 0 {
+        return Vec::new();
+    }
+    let mut held: Vec<(Arc<ClientHandle>, u64)> = clients
+        .values()
+        .filter(|h| !h.no_evict.load(Ordering::Relaxed) && !h.killed.load(Ordering::Relaxed))
+        .map(|h| (h.clone(), h.memory()))
+        .collect();
+    let mut total: u64 = held.iter().map(|(_, m)| m).sum();
+    if total < limit {
+        return Vec::new();
+    }
+    held.sort_unstable_by_key(|(_, m)| std::cmp::Reverse(*m));
+    let mut out = Vec::new();
+    for (h, m) in held {
+        if total < limit {
+            break;
+        }
+        total -= m;
+        out.push((h, m));
+    }
+    out
 }

@@ -296,6 +296,7 @@ async fn write_limited(
     }
     while pos < out.len() {
         let pending = (out.len() - pos) as u64;
+        handle.obuf.store(pending, Ordering::Relaxed);
         let now = mono_ms();
         if limit.exceeded(pending, &mut soft_since, now) {
             handle.log_output_limit_close(pending);
@@ -321,6 +322,7 @@ async fn write_limited(
             _ = recheck => {}
         }
     }
+    handle.obuf.store(0, Ordering::Relaxed);
     true
 }
 
@@ -341,6 +343,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
     let mut protocol_error = None;
 
     'conn: loop {
+        handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
         let cfg = shared.config.load();
         let limits = Limits {
             max_bulk_len: cfg.proto_max_bulk_len,
@@ -451,20 +454,23 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                     // before a wake-up, or it would pop an element that
                     // nobody receives.
                     tokio::select! {
-                        biased;
-                        _ = handle.kill.notified() => { gone = true; break; }
-                        _ = shutdown_rx.changed() => { gone = true; break; }
-                        r = rd.read_buf(&mut rbuf) => {
-                            // Keep reading so a client that hangs up is noticed;
-                            // its next commands wait behind the blocked one.
-                            match r {
-                                Ok(0) | Err(_) => { gone = true; break; }
-                                Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
-                            }
-                        }
-                        _ = waker.notified() => break,
-                        _ = &mut sleep => { timed_out = true; break; }
+                            biased;
+                            _ = handle.kill.notified() => { gone = true; break; }
+                            _ = shutdown_rx.changed() => { gone = true; break; }
+                            r = rd.read_buf(&mut rbuf) => {
+                                // Keep reading so a client that hangs up is noticed;
+                                // its next commands wait behind the blocked one.
+                                match r {
+                                    Ok(0) | Err(_) => { gone = true; break; }
+                                    Ok(n) => {
+                        shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
                     }
+                                }
+                            }
+                            _ = waker.notified() => break,
+                            _ = &mut sleep => { timed_out = true; break; }
+                        }
                 }
                 {
                     let mut st = shared.lock();
@@ -504,6 +510,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 continue 'conn;
             }
             BatchEnd::Sync { psync } => {
+                // A replica link is never a maxmemory-clients victim.
+                handle.no_evict.store(true, Ordering::Relaxed);
+                handle.qbuf.store(0, Ordering::Relaxed);
                 let ip = client
                     .repl_ip
                     .clone()
@@ -557,16 +566,19 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                         break n;
                     }
                     tokio::select! {
-                        biased;
-                        _ = handle.kill.notified() => { gone = true; break n; }
-                        _ = shutdown_rx.changed() => { gone = true; break n; }
-                        r = acks.changed() => if r.is_err() { break n; },
-                        _ = &mut sleep => break repl.count_acked(offset),
-                        r = rd.read_buf(&mut rbuf) => match r {
-                            Ok(0) | Err(_) => { gone = true; break n; }
-                            Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
-                        },
+                            biased;
+                            _ = handle.kill.notified() => { gone = true; break n; }
+                            _ = shutdown_rx.changed() => { gone = true; break n; }
+                            r = acks.changed() => if r.is_err() { break n; },
+                            _ = &mut sleep => break repl.count_acked(offset),
+                            r = rd.read_buf(&mut rbuf) => match r {
+                                Ok(0) | Err(_) => { gone = true; break n; }
+                                Ok(n) => {
+                        shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
                     }
+                            },
+                        }
                 };
                 if gone {
                     break;
@@ -593,7 +605,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
         tokio::select! {
             r = rd.read_buf(&mut rbuf) => match r {
                 Ok(0) | Err(_) => break,
-                Ok(n) => { shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                Ok(n) => {
+                    shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
+                }
             },
             msg = push_rx.recv() => {
                 let Some(msg) = msg else { break };

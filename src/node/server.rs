@@ -507,6 +507,7 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
                 .store(rate as u64, Ordering::Relaxed);
             last_sample = (std::time::Instant::now(), total);
         }
+        evict_clients(&shared);
         crate::runtime::alloc::flush_local();
         shared
             .peak_memory
@@ -534,6 +535,25 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
         shared.aof.write_pending();
         crate::persist::snapshot::cron(&shared, changes);
         crate::persist::aof::cron(&shared);
+    }
+}
+
+/// maxmemory-clients, checked each cron tick: closes the largest clients
+/// until the rest hold less than the limit.
+fn evict_clients(shared: &Shared) {
+    let limit = shared.config.load().maxmemory_clients;
+    if limit == 0 {
+        return;
+    }
+    let victims = match shared.clients.lock() {
+        Ok(c) => crate::node::client::clients_to_evict(&c, limit),
+        Err(_) => return,
+    };
+    for (h, mem) in victims {
+        tracing::info!(client = h.id, addr = %h.addr, tot_mem = mem, limit, "Evicting client");
+        h.killed.store(true, Ordering::Release);
+        h.kill.notify_one();
+        shared.stats.evicted_clients.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Stats {
     pub error_replies: AtomicU64,
     /// Commands per second over the last cron second.
     pub ops_per_sec: AtomicU64,
+    /// Clients closed by maxmemory-clients (INFO `evicted_clients`).
+    pub evicted_clients: AtomicU64,
 }
 
 impl Stats {

@@ -164,6 +164,16 @@ fn validate(name: &str, value: &str) -> Result<String, String> {
         "maxmemory" | "proto-max-bulk-len" | "repl-backlog-size" | "client-query-buffer-limit" => {
             mem()
         }
+        // Bytes, or a percentage of maxmemory (Redis 7.0's PERCENT_CONFIG).
+        "maxmemory-clients" => match value.strip_suffix('%') {
+            Some(p) => match p.parse::<u64>() {
+                Ok(v) if v <= 100 => Ok(format!("{v}%")),
+                _ => Err("argument must be a memory or percent value".into()),
+            },
+            None => parse_memory(value)
+                .map(|v| v.to_string())
+                .ok_or_else(|| "argument must be a memory or percent value".into()),
+        },
         "daemonize"
         | "protected-mode"
         | "cluster-enabled"
@@ -557,6 +567,10 @@ pub struct NodeConfig {
     pub maxmemory: u64,
     pub maxmemory_policy: EvictionPolicy,
     pub maxmemory_samples: usize,
+    /// What all normal and pub/sub clients together may hold in buffers
+    /// before the largest are evicted (`maxmemory-clients`, a percentage
+    /// already resolved against maxmemory); 0 off.
+    pub maxmemory_clients: u64,
     pub appendonly: bool,
     pub appendfsync: String,
     pub appendfilename: String,
@@ -636,6 +650,13 @@ impl NodeConfig {
             maxmemory: num("maxmemory")?,
             maxmemory_policy: EvictionPolicy::parse(&s("maxmemory-policy")).unwrap_or_default(),
             maxmemory_samples: usize::try_from(num("maxmemory-samples")?).unwrap_or(5),
+            maxmemory_clients: {
+                let v = s("maxmemory-clients");
+                match v.strip_suffix('%') {
+                    Some(p) => p.parse::<u64>().unwrap_or(0) * num("maxmemory")? / 100,
+                    None => num("maxmemory-clients")?,
+                }
+            },
             appendonly: flag("appendonly"),
             appendfsync: s("appendfsync"),
             appendfilename: s("appendfilename"),

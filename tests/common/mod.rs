@@ -279,3 +279,13 @@ impl Drop for RealRedis {
         let _ = self.child.wait();
     }
 }
+
+/// One field of an INFO section, "" if absent.
+pub fn info_field(c: &mut redis::Connection, section: &str, name: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

@@ -188,7 +188,18 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         return Err(syntax_error());
     }
-    if (is(sub, "no-evict") || is(sub, "no-touch")) && a.len() == 3 {
+    if is(sub, "no-evict") && a.len() == 3 {
+        let on = a.at(2)?;
+        if !is(on, "on") && !is(on, "off") {
+            return Err(syntax_error());
+        }
+        ctx.client
+            .handle
+            .no_evict
+            .store(is(on, "on"), Ordering::Relaxed);
+        return Ok(Reply::Ok);
+    }
+    if is(sub, "no-touch") && a.len() == 3 {
         return Ok(Reply::Ok);
     }
     if is(sub, "pause") && (a.len() == 3 || a.len() == 4) {

@@ -387,6 +387,11 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
             );
             w(out, "expired_keys", &db.expired_keys);
             w(out, "evicted_keys", &db.evicted_keys);
+            w(
+                out,
+                "evicted_clients",
+                &ctx.shared.stats.evicted_clients.load(Ordering::Relaxed),
+            );
             w(out, "keyspace_hits", &db.keyspace_hits);
             w(out, "keyspace_misses", &db.keyspace_misses);
             let (ch, pat, shard) = ctx.shared.pubsub.lock().map_or((0, 0, 0), |p| {
