@@ -6,19 +6,10 @@
 
 mod common;
 
-use common::{run_bin, wait_until, Node, RealRedis};
+use common::{info_field, run_bin, wait_until, Node, RealRedis};
 use redis::Commands;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn info_field(c: &mut redis::Connection, section: &str, name: &str) -> String {
-    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
 
 fn kill9(node: &mut Node) {
     nix::sys::signal::kill(

@@ -24,21 +24,13 @@ fn myself_line(n: &Node) -> String {
         .to_string()
 }
 
-fn info_field(n: &Node, section: &str, field: &str) -> String {
-    let info = text(n, &["INFO", section]);
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Every replica (node i + 3) has applied all of its master's (node i)
 /// stream.
 fn wait_replicas_synced(nodes: &[Node]) {
     wait_until("replicas caught up", Duration::from_secs(30), || {
         (0..3).all(|i| {
-            let m = info_field(&nodes[i], "replication", "master_repl_offset");
-            let r = info_field(&nodes[i + 3], "replication", "slave_repl_offset");
+            let m = nodes[i].info_field("replication", "master_repl_offset");
+            let r = nodes[i + 3].info_field("replication", "slave_repl_offset");
             !m.is_empty() && m == r
         })
     });
@@ -190,7 +182,7 @@ fn a_shut_down_master_is_replaced_and_comes_back_as_a_replica() {
     // It resynced from the new master: what was written there after the
     // failover is on it too (read after READONLY).
     wait_until("the old master resynced", Duration::from_secs(30), || {
-        info_field(&back, "replication", "master_link_status") == "up"
+        back.info_field("replication", "master_link_status") == "up"
     });
     // While it loads the new master's snapshot it answers -LOADING: ask
     // again, on a fresh connection each time.
@@ -317,7 +309,7 @@ fn kill_9_under_write_load_loses_no_write_acknowledged_by_wait() {
     wait_replicas_synced(&nodes);
     let writer = acked_writer(nodes[0].port, 1_000_000);
     wait_until("some writes acknowledged", Duration::from_secs(10), || {
-        info_field(&nodes[3], "keyspace", "db0").contains("keys=")
+        nodes[3].info_field("keyspace", "db0").contains("keys=")
     });
     std::thread::sleep(Duration::from_millis(200));
     signal(&nodes[0], nix::sys::signal::Signal::SIGKILL);
@@ -399,7 +391,7 @@ fn a_master_cut_off_is_replaced_and_rejoins_without_taking_a_stale_write() {
         "rejoined as a replica ({probes} probes)"
     );
     wait_until("it resynced", Duration::from_secs(30), || {
-        info_field(&nodes[0], "replication", "master_link_status") == "up"
+        nodes[0].info_field("replication", "master_link_status") == "up"
     });
     let _: () = redis::cmd("READONLY").query(&mut old).unwrap();
     wait_until(

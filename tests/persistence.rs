@@ -5,18 +5,9 @@
 
 mod common;
 
-use common::{run_bin, wait_until, Node, RealRedis};
+use common::{info_field, run_bin, wait_until, Node, RealRedis};
 use redis::Commands;
 use std::time::Duration;
-
-fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> String {
-    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
 
 /// One of each type, TTLs included.
 fn fill(c: &mut redis::Connection) {

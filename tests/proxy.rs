@@ -328,7 +328,7 @@ fn transactions_blocking_commands_and_pubsub() {
         let v: (String, String) = q(&mut b, &["BLPOP", "queue", "10"]).unwrap();
         (v, t.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_blocked(&nodes);
     for i in 0..50 {
         let _: () = q(&mut other, &["SET", &format!("busy:{i}"), "x"]).unwrap();
     }
@@ -681,6 +681,20 @@ fn maxclients_idle_timeout_metrics_and_health() {
     assert!(proxy.http("/nope").0.contains("404"));
 }
 
+/// Waits until a client is blocked on one of the nodes (the proxy has sent
+/// it the blocking command).
+fn wait_blocked(nodes: &[common::Node]) {
+    wait_until(
+        "a client blocked on a node",
+        Duration::from_secs(10),
+        || {
+            nodes
+                .iter()
+                .any(|n| n.info_field("clients", "blocked_clients") != "0")
+        },
+    );
+}
+
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
     let nodes = slotway_cluster(3, &[]);
@@ -694,7 +708,7 @@ fn sigterm_lets_in_flight_requests_finish() {
             .unwrap();
         q::<Value>(&mut c, &["BLPOP", "never", "1"])
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_blocked(&nodes);
     proxy.signal(common::proxy::SIGTERM);
     let r = slow.join().unwrap();
     assert_eq!(r.unwrap(), Value::Nil, "the in-flight BLPOP got its answer");

@@ -8,24 +8,12 @@
 
 mod common;
 
-use common::{wait_until, Node, RealRedis};
+use common::{field, info_field, wait_until, Node, RealRedis};
 use redis::Commands;
 use std::time::Duration;
 
 fn info(c: &mut redis::Connection, section: &str) -> String {
     redis::cmd("INFO").arg(section).query(c).unwrap()
-}
-
-fn field(text: &str, name: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-fn info_field(c: &mut redis::Connection, section: &str, name: &str) -> String {
-    field(&info(c, section), name)
 }
 
 fn replicaof(c: &mut redis::Connection, port: u16) {
@@ -187,7 +175,7 @@ fn short_disconnect_continues_long_one_resyncs_fully() {
         .arg("16384")
         .query(&mut m)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200)); // the cron applies it
+    // CONFIG SET resizes the backlog at once, as in Redis.
     let _: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")

@@ -38,7 +38,9 @@ mod tests {
             key_hash_slot(b"{user1000}.following"),
             key_hash_slot(b"user1000")
         );
-        assert_eq!(key_hash_slot(b"foo{}{bar}"), key_hash_slot(b"foo{}{bar}"));
+        // An empty first tag hashes the whole key.
+        assert_eq!(key_hash_slot(b"foo{}{bar}"), 8363);
+        assert_eq!(key_hash_slot(b"{}"), 15257);
         assert_eq!(hash_tag(b"foo{}{bar}"), b"foo{}{bar}");
         assert_eq!(hash_tag(b"foo{{bar}}zap"), b"{bar");
         assert_eq!(hash_tag(b"foo{bar}{zap}"), b"bar");

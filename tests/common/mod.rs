@@ -13,20 +13,29 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_slotway");
 
-/// A port that was free a moment ago (the OS hands out a fresh one).
-/// A free loopback port that can also serve a cluster node: at most 55535
-/// (the bus listens on port + 10000, as in Redis) with its bus port free.
+/// A loopback port for a test server, with its cluster bus port (+10000,
+/// as in Redis) free too. Both stay below 32768, where the kernel's
+/// ephemeral range begins, so no outgoing connection (a client, a bus
+/// link, another test's bind to port 0) can be holding them. Each test
+/// process walks its own stretch of 10000..22768 (seeded by its pid) and
+/// never hands out a port twice, so tests running in parallel threads do
+/// not race for one; a port is handed out only if both binds succeed now.
 pub fn free_port() -> u16 {
-    loop {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LO: u32 = 10_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = (LO + (base + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
             return p;
         }
     }
+    panic!("no free port pair below 32768");
 }
 
 /// Polls `cond` until it holds or `deadline` passes; panics with `what`.
@@ -70,8 +79,17 @@ impl Node {
         Self::start_in(dir, extra)
     }
 
-    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
-        Self::start_in_port(dir, free_port(), extra)
+    /// Starts a node in `dir` on a free port; if another process took the
+    /// port between the check and the node's bind (the node exits), tries
+    /// the next one.
+    pub fn start_in(mut dir: tempfile::TempDir, extra: &[&str]) -> Node {
+        for _ in 0..5 {
+            match Self::try_start(dir, free_port(), extra, &[]) {
+                Ok(node) => return node,
+                Err(d) => dir = d,
+            }
+        }
+        panic!("the node did not start on any of 5 ports");
     }
 
     /// Stops the process and hands its directory back (to restart in it).
@@ -95,6 +113,20 @@ impl Node {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Node {
+        match Self::try_start(dir, port, extra, env) {
+            Ok(node) => node,
+            Err(_) => panic!("the node on port {port} exited before answering"),
+        }
+    }
+
+    /// Starts the node and waits for PING; gives the directory back if the
+    /// process exits first (its port was taken, say).
+    fn try_start(
+        dir: tempfile::TempDir,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Node, tempfile::TempDir> {
         let mut args: Vec<String> = vec![
             "node".into(),
             "--port".into(),
@@ -114,15 +146,24 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let node = Node {
+        let mut node = Node {
             port,
             dir,
             child: Some(child),
         };
+        let mut exited = false;
         wait_until("node to answer PING", Duration::from_secs(20), || {
-            node.raw_ok("PING")
+            exited = node
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || node.raw_ok("PING")
         });
-        node
+        if exited {
+            node.child = None;
+            return Err(node.into_dir());
+        }
+        Ok(node)
     }
 
     pub fn addr(&self) -> String {
@@ -131,6 +172,11 @@ impl Node {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// One field of an INFO section of this node, "" if absent.
+    pub fn info_field(&self, section: &str, name: &str) -> String {
+        info_field(&mut self.client(), section, name)
     }
 
     pub fn client(&self) -> redis::Connection {
@@ -280,12 +326,17 @@ impl Drop for RealRedis {
     }
 }
 
-/// One field of an INFO section, "" if absent.
-pub fn info_field(c: &mut redis::Connection, section: &str, name: &str) -> String {
-    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+/// One `name:value` field of INFO text, "" if absent.
+pub fn field(info: &str, name: &str) -> String {
     info.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+/// One field of an INFO section, "" if absent.
+pub fn info_field(c: &mut redis::Connection, section: &str, name: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    field(&info, name)
 }

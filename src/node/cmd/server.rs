@@ -477,6 +477,9 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let cfg = crate::runtime::config::NodeConfig::from_table(&next)
             .map_err(|e| Reply::Error(format!("ERR {e}")))?;
         ctx.db.set_policy(cfg.maxmemory_policy);
+        // As in Redis, a new backlog size applies at once (not at the next
+        // replication cron), so INFO shows what is in force.
+        ctx.shared.repl.set_backlog_limit(cfg.repl_backlog_size);
         let (aof_on, fsync) = (cfg.appendonly, cfg.appendfsync.clone());
         ctx.shared.config.store(std::sync::Arc::new(cfg));
         *table = next;
