@@ -18,3 +18,4 @@ pub mod replication;
 pub mod resp;
 pub mod runtime;
 pub mod store;
+pub mod util;

@@ -11,9 +11,7 @@ pub type NodeId = String;
 
 /// A fresh random node id.
 pub fn random_node_id() -> NodeId {
-    (0..40)
-        .map(|_| char::from_digit(u32::from(rand::random::<u8>() % 16), 16).unwrap_or('0'))
-        .collect()
+    crate::util::random_hex_id()
 }
 
 pub fn is_valid_node_id(s: &str) -> bool {

@@ -8,5 +8,6 @@ pub mod connection;
 pub mod pubsub;
 pub mod server;
 pub mod shared;
+pub mod snapshot;
 
 pub use server::{run, NodeError};

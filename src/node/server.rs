@@ -286,7 +286,7 @@ fn load_dataset(shared: &Arc<Shared>) -> Result<(), NodeError> {
 }
 
 fn load_rdb(shared: &Arc<Shared>) -> Result<(), NodeError> {
-    let path = crate::persist::snapshot::rdb_path(shared);
+    let path = crate::node::snapshot::rdb_path(shared);
     if !path.exists() {
         return Ok(());
     }
@@ -346,13 +346,10 @@ pub async fn shutdown_sequence(
             s.persist.shutting_down.store(true, Ordering::Relaxed);
             let st = s.lock();
             let (replid, offset) = s.repl.position();
-            let path = crate::persist::snapshot::rdb_path(&s);
+            let path = crate::node::snapshot::rdb_path(&s);
             let r = crate::persist::snapshot::save_locked(&st.db, &path, &replid, offset);
             if r.is_ok() {
-                crate::persist::snapshot::saved(
-                    &s,
-                    crate::persist::snapshot::total_changes(&st.db),
-                );
+                crate::node::snapshot::saved(&s, crate::persist::snapshot::total_changes(&st.db));
             }
             r
         })
@@ -533,7 +530,7 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
             crate::persist::snapshot::total_changes(&st.db)
         };
         shared.aof.write_pending();
-        crate::persist::snapshot::cron(&shared, changes);
+        crate::node::snapshot::cron(&shared, changes);
         crate::persist::aof::cron(&shared);
     }
 }

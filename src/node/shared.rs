@@ -82,12 +82,7 @@ impl Shared {
     ) -> Self {
         let port = config.port;
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        let run_id: String = (0..40)
-            .map(|_| {
-                let v: u8 = rand::random::<u8>() % 16;
-                char::from_digit(u32::from(v), 16).unwrap_or('0')
-            })
-            .collect();
+        let run_id = crate::util::random_hex_id();
         Shared {
             state: Mutex::new(State::new()),
             config: ArcSwap::from_pointee(config),

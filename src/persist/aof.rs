@@ -905,7 +905,7 @@ fn rewrite_inner(shared: &Arc<Shared>, restart: bool) -> Result<(), AofError> {
             a.save_manifest().map_err(io_err(&dir))?;
         }
         drop(g);
-        let begun = snapshot::begin_locked(shared, &mut st.db)
+        let begun = crate::node::snapshot::begin_locked(shared, &mut st.db)
             .ok_or_else(|| AofError::Base("a snapshot is already running".into()))?;
         (begun, incr)
     };
@@ -913,8 +913,11 @@ fn rewrite_inner(shared: &Arc<Shared>, restart: bool) -> Result<(), AofError> {
     let tmp = dir.join(format!("temp-rewriteaof-bg-{}.aof", std::process::id()));
     let written = (|| -> io::Result<u64> {
         let f = File::create(&tmp)?;
-        let (w, info) =
-            snapshot::write_background(shared, io::BufWriter::with_capacity(1 << 20, f), &begun)?;
+        let (w, info) = crate::node::snapshot::write_background(
+            shared,
+            io::BufWriter::with_capacity(1 << 20, f),
+            &begun,
+        )?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         Ok(info.bytes)

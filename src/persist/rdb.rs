@@ -371,7 +371,7 @@ impl<R: Read> Input<R> {
 }
 
 fn parse_score(b: &[u8]) -> Result<f64, RdbError> {
-    let v = crate::node::cmd::parse_float(b).ok_or(corrupt("invalid score"))?;
+    let v = crate::util::parse_float(b).ok_or(corrupt("invalid score"))?;
     if v.is_nan() {
         return Err(corrupt("NaN score"));
     }

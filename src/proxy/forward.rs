@@ -232,10 +232,7 @@ impl Routed {
                 Target::Slot(slot) => {
                     let map = proxy.router.load();
                     if map.epoch == 0 {
-                        return self.fail(
-                            "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
-                            Outcome::Error,
-                        );
+                        return self.fail(crate::proxy::NO_TOPOLOGY, Outcome::Error);
                     }
                     let Some(shard) = map.shard_of(*slot) else {
                         return self.fail("CLUSTERDOWN Hash slot not served", Outcome::Error);
@@ -260,10 +257,7 @@ impl Routed {
                     let map = proxy.router.load();
                     let n = map.shards.len();
                     if n == 0 {
-                        return self.fail(
-                            "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
-                            Outcome::Error,
-                        );
+                        return self.fail(crate::proxy::NO_TOPOLOGY, Outcome::Error);
                     }
                     let start = proxy.rotate.fetch_add(1, Ordering::Relaxed) as usize;
                     let pick = (0..n)

@@ -329,10 +329,7 @@ fn hello(proxy: &Proxy, st: &mut ClientState, args: &[Bytes]) -> LocalReply {
     st.proto = proto;
     reply(Reply::Map(vec![
         (Reply::bulk("server"), Reply::bulk("redis")),
-        (
-            Reply::bulk("version"),
-            Reply::bulk(crate::node::cmd::server::VERSION),
-        ),
+        (Reply::bulk("version"), Reply::bulk(crate::util::VERSION)),
         (
             Reply::bulk("proto"),
             Reply::Int(if proto == Proto::Resp3 { 3 } else { 2 }),
@@ -386,7 +383,7 @@ pub fn info_sections(proxy: &Proxy, sections: &[Bytes]) -> String {
         let _ = write!(
             out,
             "# Server\r\nredis_version:{}\r\nslotway_version:{}\r\nredis_mode:standalone\r\nproxy_mode:cluster_proxy\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\r\n",
-            crate::node::cmd::server::VERSION,
+            crate::util::VERSION,
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),

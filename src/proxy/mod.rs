@@ -21,6 +21,11 @@ pub mod server;
 pub mod session;
 pub mod topology;
 
+/// The error every path answers before any seed node has given the proxy a
+/// slot map.
+pub const NO_TOPOLOGY: &str =
+    "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)";
+
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

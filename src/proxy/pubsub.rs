@@ -140,7 +140,7 @@ impl Relay<'_> {
 }
 
 fn no_topology() -> Bytes {
-    error_frame("CLUSTERDOWN proxy: no cluster topology yet")
+    error_frame(crate::proxy::NO_TOPOLOGY)
 }
 
 fn unreachable(addr: &str) -> Bytes {

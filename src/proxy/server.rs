@@ -32,21 +32,11 @@ pub enum ProxyError {
     Metrics(#[from] MetricsError),
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// `slotway proxy ...`: loads the configuration and serves until a signal.
 pub fn main(args: ProxyArgs) -> Result<(), ProxyError> {
     let cfg = ProxyConfig::load(&args)?;
-    init_logging(&cfg.log_level);
+    // Logging to stderr cannot fail to open.
+    let _ = crate::runtime::logging::init_filter(&cfg.log_level, None);
     let threads = if cfg.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {

@@ -821,11 +821,7 @@ impl Session {
                 let f =
                     fanout::all_masters(&proxy, &req.wire(), merge, self.deadline(start), readonly);
                 if f.subs.is_empty() {
-                    return self.ready_err(
-                        "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
-                        metric,
-                        start,
-                    );
+                    return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start);
                 }
                 self.send_fan(f, metric, start);
             }
@@ -833,11 +829,7 @@ impl Session {
                 let deadline = self.deadline(start);
                 let mut f = fanout::all_masters(&proxy, &req.wire(), merge, deadline, readonly);
                 if f.subs.is_empty() {
-                    return self.ready_err(
-                        "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
-                        metric,
-                        start,
-                    );
+                    return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start);
                 }
                 let kind = self.kind();
                 let map = proxy.router.load();
@@ -864,13 +856,7 @@ impl Session {
                 let slot = if node_cursor == 0 && slot == 0 {
                     match proxy.router.load().shard_first_slots().first() {
                         Some(s) => *s,
-                        None => {
-                            return self.ready_err(
-                                "CLUSTERDOWN proxy: no cluster topology yet (no seed node answered CLUSTER SLOTS)",
-                                metric,
-                                start,
-                            )
-                        }
+                        None => return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start),
                     }
                 } else {
                     slot

@@ -8,7 +8,7 @@
 
 use super::ReplicaState;
 use crate::node::shared::Shared;
-use crate::persist::snapshot::{self, SnapshotKind};
+use crate::persist::snapshot::SnapshotKind;
 use crate::resp::{Limits, RequestParser};
 use crate::runtime::clock::mono_ms;
 use bytes::BytesMut;
@@ -127,7 +127,7 @@ async fn full_resync(
             }
             shared.propagated(&mut st.prop);
             st.set_propagation(shared.repl.prop_wanted());
-            let begun = snapshot::begin_locked(shared, &mut st.db)
+            let begun = crate::node::snapshot::begin_locked(shared, &mut st.db)
                 .ok_or_else(|| LinkError::Other("a snapshot is already running".into()))?;
             let id = shared.repl.register_replica(
                 &req.ip,
@@ -151,7 +151,7 @@ async fn full_resync(
 async fn send_snapshot(
     shared: &Arc<Shared>,
     wr: &mut OwnedWriteHalf,
-    begun: &snapshot::Begun,
+    begun: &crate::node::snapshot::Begun,
     id: u64,
     psync: bool,
 ) -> Result<(), LinkError> {
@@ -166,7 +166,8 @@ async fn send_snapshot(
     }
     let s = shared.clone();
     let b = begun.clone();
-    let mut job = tokio::task::spawn_blocking(move || snapshot::bgsave_blocking(&s, &b));
+    let mut job =
+        tokio::task::spawn_blocking(move || crate::node::snapshot::bgsave_blocking(&s, &b));
     let saved = loop {
         tokio::select! {
             r = &mut job => break r,
@@ -183,7 +184,7 @@ async fn send_snapshot(
     shared
         .repl
         .update_replica(id, |r| r.state = ReplicaState::SendBulk);
-    let path = snapshot::rdb_path(shared);
+    let path = crate::node::snapshot::rdb_path(shared);
     let mut f = tokio::fs::File::open(&path).await?;
     let len = f.metadata().await?.len();
     wr.write_all(format!("${len}\r\n").as_bytes()).await?;

@@ -36,12 +36,7 @@ pub const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 /// A new random replication id (40 hex characters), as Redis makes one
 /// at start and at each promotion.
 pub fn new_replid() -> String {
-    (0..40)
-        .map(|_| {
-            let v: u32 = rand::random::<u32>() % 16;
-            char::from_digit(v, 16).unwrap_or('0')
-        })
-        .collect()
+    crate::util::random_hex_id()
 }
 
 const NO_ID: &str = "0000000000000000000000000000000000000000";

@@ -213,7 +213,7 @@ async fn full_sync(
         ),
     };
     shared.repl.link().sync_total_bytes = len.map_or(-1, |l| l as i64);
-    let path = snapshot::rdb_path(shared);
+    let path = crate::node::snapshot::rdb_path(shared);
     let tmp = path.with_file_name(format!("temp-{}-{}.rdb", std::process::id(), unix_ms()));
     let received = receive_payload(shared, rd, buf, &tmp, len, eof_mark.as_deref()).await;
     if let Err(e) = received {
@@ -249,7 +249,7 @@ async fn full_sync(
         shared.repl.reset_to_master(replid, offset);
         let want = shared.repl.prop_wanted();
         st.set_propagation(want);
-        snapshot::saved(shared, snapshot::total_changes(&st.db));
+        crate::node::snapshot::saved(shared, snapshot::total_changes(&st.db));
         old
     };
     // Freeing the old dataset can take a while: not under the lock.

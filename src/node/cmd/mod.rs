@@ -367,22 +367,7 @@ pub fn float_arg(b: &[u8]) -> Result<f64, Reply> {
     parse_float(b).ok_or_else(not_float)
 }
 
-pub fn parse_float(b: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
-        return None;
-    }
-    let v = match s.to_ascii_lowercase().as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        other => other.parse::<f64>().ok()?,
-    };
-    if v.is_nan() {
-        None
-    } else {
-        Some(v)
-    }
-}
+pub use crate::util::parse_float;
 
 /// A positive timeout in seconds (float allowed) as used by blocking
 /// commands; returns the absolute deadline, None for 0 (block forever).

@@ -8,7 +8,7 @@ use crate::resp::{Proto, Reply};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
-pub const VERSION: &str = "7.0.15";
+pub use crate::util::VERSION;
 
 pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
@@ -668,10 +668,10 @@ fn save(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
     // Earlier writes of this batch first, so the offset matches the data.
     ctx.shared.propagated(ctx.prop);
     let (replid, offset) = ctx.shared.repl.position();
-    let path = snapshot::rdb_path(ctx.shared);
+    let path = crate::node::snapshot::rdb_path(ctx.shared);
     match snapshot::save_locked(ctx.db, &path, &replid, offset) {
         Ok(()) => {
-            snapshot::saved(ctx.shared, snapshot::total_changes(ctx.db));
+            crate::node::snapshot::saved(ctx.shared, snapshot::total_changes(ctx.db));
             Ok(Reply::Ok)
         }
         Err(e) => {
@@ -686,7 +686,7 @@ fn save(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
 }
 
 fn bgsave(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    use crate::persist::snapshot::{self, SnapshotKind};
+    use crate::persist::snapshot::SnapshotKind;
     let schedule = match a.get(1) {
         None => false,
         Some(o) if is(o, "schedule") && a.len() == 2 => true,
@@ -713,9 +713,9 @@ fn bgsave(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     // The image is taken now, under the lock, as Redis forks inside BGSAVE:
     // writes after the reply are not in it.
     ctx.shared.propagated(ctx.prop);
-    let begun = snapshot::begin_locked(ctx.shared, ctx.db)
+    let begun = crate::node::snapshot::begin_locked(ctx.shared, ctx.db)
         .ok_or_else(|| err("ERR Background save already in progress"))?;
-    match snapshot::spawn_bgsave(&shared, begun) {
+    match crate::node::snapshot::spawn_bgsave(&shared, begun) {
         Ok(()) => Ok(Reply::simple("Background saving started")),
         Err(_) => {
             ctx.db.end_snapshot();
