@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use slotway::node::client::{Client, ClientHandle};
 use slotway::node::shared::Shared;
-use slotway::persist::aof::replay;
+use slotway::node::aof::replay_as as replay;
 use slotway::runtime::config::{ConfigTable, NodeConfig};
 use std::sync::{Arc, OnceLock};
 

@@ -1,6 +1,7 @@
 //! A slotway node: the listener, client connections, command families and
 //! the periodic housekeeping (expiry, LRU clock).
 
+pub mod aof;
 pub mod client;
 pub mod cluster;
 pub mod cmd;

@@ -272,7 +272,7 @@ fn load_dataset(shared: &Arc<Shared>) -> Result<(), NodeError> {
     let appendonly = shared.config.load().appendonly;
     if appendonly {
         shared.persist.loading.store(true, Ordering::Relaxed);
-        let loaded = crate::persist::aof::load_at_start(shared);
+        let loaded = crate::node::aof::load_at_start(shared);
         shared.persist.loading.store(false, Ordering::Relaxed);
         if loaded.map_err(|e| NodeError::Load(e.to_string()))? {
             return Ok(());
@@ -280,7 +280,7 @@ fn load_dataset(shared: &Arc<Shared>) -> Result<(), NodeError> {
     }
     load_rdb(shared)?;
     if appendonly {
-        crate::persist::aof::enable(shared, true).map_err(NodeError::Load)?;
+        crate::node::aof::enable(shared, true).map_err(NodeError::Load)?;
     }
     Ok(())
 }
@@ -531,7 +531,7 @@ async fn cron(shared: Arc<Shared>, hz: u32) {
         };
         shared.aof.write_pending();
         crate::node::snapshot::cron(&shared, changes);
-        crate::persist::aof::cron(&shared);
+        crate::node::aof::cron(&shared);
     }
 }
 

@@ -193,7 +193,7 @@ impl Shared {
         }
         let stream = prop.take();
         self.repl.append_local(&stream);
-        crate::persist::aof::append(self, &stream);
+        crate::node::aof::append(self, &stream);
     }
 
     pub fn request_shutdown(&self) {

@@ -19,11 +19,8 @@
 //! yes`), as is a MULTI left without its EXEC; anything else malformed
 //! stops the start with the file name and the offset.
 
-use super::snapshot::{self, SnapshotKind};
-use crate::node::client::{unix_ms, Client, ClientHandle};
-use crate::node::shared::Shared;
+use super::snapshot;
 use crate::resp::{Limits, RequestParser};
-use crate::store::ExpiryMode;
 use bytes::BytesMut;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -67,7 +64,7 @@ pub enum AofError {
     Base(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AofError + '_ {
+pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AofError + '_ {
     move |source| AofError::Io {
         path: path.display().to_string(),
         source,
@@ -230,7 +227,7 @@ impl Default for Aof {
     }
 }
 
-fn manifest_name(name: &str) -> String {
+pub fn manifest_name(name: &str) -> String {
     format!("{name}.manifest")
 }
 
@@ -248,6 +245,23 @@ fn write_file_atomically(path: &Path, text: &[u8]) -> io::Result<()> {
 }
 
 impl State {
+    fn new(spec: LogSpec, restart_pending: bool) -> State {
+        State {
+            dir: spec.dir,
+            name: spec.name,
+            fsync: spec.fsync,
+            manifest: Manifest::default(),
+            file: None,
+            buf: Vec::new(),
+            offset: 0,
+            written: 0,
+            incr_size: 0,
+            base_size: 0,
+            restart_pending,
+            current: None,
+        }
+    }
+
     fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
@@ -467,135 +481,191 @@ impl Aof {
         }
     }
 
-    fn sizes(&self) -> (u64, u64) {
+    /// (current size, base size) of the log, for the auto rewrite rule
+    /// and INFO.
+    pub fn sizes(&self) -> (u64, u64) {
         self.state()
             .as_ref()
             .map_or((0, 0), |s| (s.base_size + s.incr_size, s.base_size))
     }
+
+    /// Bytes appended and not yet written (INFO `aof_buffer_length`).
+    pub fn buffered(&self) -> usize {
+        self.state().as_ref().map_or(0, |s| s.buf.len())
+    }
+
+    /// Makes a loaded log the live one: appends go to the last incr file
+    /// of `manifest` (a new one if it lists none).
+    pub fn open_existing(
+        self: &Arc<Self>,
+        mut manifest: Manifest,
+        spec: LogSpec,
+        base_size: u64,
+        incr_size: u64,
+    ) -> io::Result<()> {
+        let mut st = State::new(spec, false);
+        st.incr_size = incr_size;
+        st.base_size = base_size;
+        match manifest.incrs.last() {
+            Some(last) => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(st.path(&last.name))?;
+                st.file = Some(Arc::new(f));
+                st.current = Some(last.clone());
+                st.manifest = manifest;
+            }
+            None => {
+                st.manifest = manifest.clone();
+                let incr = st.open_incr()?;
+                manifest.incrs.push(incr);
+                st.manifest = manifest;
+                st.save_manifest()?;
+            }
+        }
+        self.activate(st);
+        Ok(())
+    }
+
+    /// Starts a log with no files yet: its first rewrite (which the caller
+    /// runs next) gives it a base and a manifest.
+    pub fn open_fresh(self: &Arc<Self>, spec: LogSpec) {
+        self.activate(State::new(spec, true));
+    }
+
+    fn activate(self: &Arc<Self>, st: State) {
+        let policy = st.fsync;
+        *self.state() = Some(st);
+        // Offsets start over with this log.
+        self.synced_tx.send_replace(0);
+        self.always
+            .store(policy == Fsync::Always, Ordering::Relaxed);
+        self.on.store(true, Ordering::Relaxed);
+        if self.sync_req.lock().map(|g| g.is_none()).unwrap_or(false) {
+            self.spawn_fsync_thread();
+        }
+    }
+
+    /// Turns the log off: what was appended is written and fsynced first,
+    /// and `appendfsync always` waiters are released.
+    pub fn turn_off(&self) {
+        self.flush_and_sync();
+        self.on.store(false, Ordering::Relaxed);
+        *self.state() = None;
+        self.synced_tx.send_replace(u64::MAX);
+    }
+
+    /// A rewrite's first step, taken under the keyspace lock together with
+    /// the image: appends from now on go to a new incr file, so base + that
+    /// file is the whole dataset. `restart`: the old files are dropped once
+    /// the new base is in (enable, full resync).
+    pub fn begin_rewrite(&self, restart: bool) -> Result<ManifestFile, AofError> {
+        let _w = self.writer();
+        let mut g = self.state();
+        let Some(a) = g.as_mut() else {
+            return Err(AofError::Base("the AOF is off".into()));
+        };
+        let dir = a.dir.clone();
+        let incr = a.open_incr().map_err(io_err(&dir))?;
+        if restart {
+            a.restart_pending = true;
+        }
+        if !a.restart_pending {
+            // The new incr joins the chain now, so its writes are never
+            // orphaned if this rewrite fails.
+            a.manifest.incrs.push(incr.clone());
+            a.save_manifest().map_err(io_err(&dir))?;
+        }
+        Ok(incr)
+    }
+
+    /// Where a rewrite writes its image before `install_base`.
+    pub fn rewrite_temp_path(&self) -> Option<PathBuf> {
+        self.state().as_ref().map(|a| {
+            a.dir
+                .join(format!("temp-rewriteaof-bg-{}.aof", std::process::id()))
+        })
+    }
+
+    /// A rewrite's last step: the image written to `tmp` (`size` bytes)
+    /// becomes the base, the incr files written since `new_incr` began are
+    /// kept, the manifest is replaced atomically, older files deleted.
+    pub fn install_base(
+        &self,
+        tmp: &Path,
+        size: u64,
+        new_incr: &ManifestFile,
+    ) -> Result<(), AofError> {
+        let mut g = self.state();
+        let Some(a) = g.as_mut() else {
+            let _ = std::fs::remove_file(tmp);
+            return Err(AofError::Base("the AOF was turned off".into()));
+        };
+        let dir = a.dir.clone();
+        let seq = a.manifest.next_base_seq();
+        let base_name = format!("{}.{seq}.base.rdb", a.name);
+        std::fs::rename(tmp, a.path(&base_name)).map_err(io_err(tmp))?;
+        let old = a.manifest.clone();
+        // The incr files written since the image: the one opened with it,
+        // any opened later, and the one being appended to.
+        let mut incrs: Vec<ManifestFile> = old
+            .incrs
+            .iter()
+            .filter(|f| f.seq >= new_incr.seq)
+            .cloned()
+            .collect();
+        for f in [Some(new_incr.clone()), a.current.clone()]
+            .into_iter()
+            .flatten()
+        {
+            if !incrs.iter().any(|x| x.seq == f.seq) {
+                incrs.push(f);
+            }
+        }
+        incrs.sort_by_key(|f| f.seq);
+        a.manifest = Manifest {
+            base: Some(ManifestFile {
+                name: base_name.clone(),
+                seq,
+                kind: FileKind::Base,
+            }),
+            incrs,
+            history: Vec::new(),
+        };
+        a.base_size = size;
+        a.restart_pending = false;
+        a.save_manifest().map_err(io_err(&dir))?;
+        tracing::info!(file = %base_name, "Successfully renamed the temporary AOF base file");
+        let keep: Vec<String> = a
+            .manifest
+            .incrs
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(std::iter::once(base_name))
+            .collect();
+        let dir_files = std::fs::read_dir(&a.dir).map_err(io_err(&dir))?;
+        let prefix = format!("{}.", a.name);
+        for e in dir_files.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with(&prefix)
+                && (name.ends_with(".incr.aof") || name.contains(".base."));
+            if ours && !keep.contains(&name) {
+                tracing::info!(file = %name, "Removing the history file");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
 }
 
-// ---- start, enable, rewrite ---------------------------------------------------------
-
-fn aof_dir(shared: &Shared) -> PathBuf {
-    let cfg = shared.config.load();
-    cfg.dir.join(&cfg.appenddirname)
-}
-
-/// Loads the log at start if there is one. Ok(false): no log exists.
-pub fn load_at_start(shared: &Arc<Shared>) -> Result<bool, AofError> {
-    let cfg = shared.config.load();
-    let dir = aof_dir(shared);
-    let mpath = dir.join(manifest_name(&cfg.appendfilename));
-    if !mpath.exists() {
-        return Ok(false);
-    }
-    let text = std::fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
-    let manifest = Manifest::parse(&text).map_err(|reason| AofError::Manifest {
-        path: mpath.display().to_string(),
-        reason,
-    })?;
-    let started = std::time::Instant::now();
-    let handle = Arc::new(ClientHandle::detached(0, "aof-loader"));
-    let mut client = Client::new(handle, true).0;
-    client.is_master = true;
-    {
-        let mut st = shared.lock();
-        st.set_propagation(false);
-        st.db.expiry = ExpiryMode::Ignore;
-    }
-    let mut base_size = 0;
-    if let Some(base) = &manifest.base {
-        let path = dir.join(&base.name);
-        base_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        load_base(shared, &mut client, &path)?;
-    }
-    let n = manifest.incrs.len();
-    let mut incr_size = 0;
-    for (i, f) in manifest.incrs.iter().enumerate() {
-        let path = dir.join(&f.name);
-        let last = i + 1 == n;
-        incr_size = load_commands(shared, &mut client, &path, last && cfg.aof_load_truncated)?;
-    }
-    shared.lock().db.dirty = 0;
-    tracing::info!(
-        secs = started.elapsed().as_secs_f64(),
-        files = n + usize::from(manifest.base.is_some()),
-        "DB loaded from append only file"
-    );
-    open_existing(shared, manifest, dir, base_size, incr_size).map_err(io_err(&mpath))?;
-    Ok(true)
-}
-
-fn load_base(shared: &Shared, client: &mut Client, path: &Path) -> Result<(), AofError> {
-    let mut magic = [0u8; 5];
-    let is_rdb = File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map(|()| &magic == b"REDIS")
-        .unwrap_or(false);
-    if !is_rdb {
-        load_commands(shared, client, path, false)?;
-        return Ok(());
-    }
-    // The base's replication position is not restored: the incr files
-    // move the data past it, so a replica could wrongly continue from it
-    // (Redis ignores it too).
-    let (db, _meta) = snapshot::load_file(path, None).map_err(|e| AofError::Base(e.to_string()))?;
-    let mut st = shared.lock();
-    let policy = st.db.policy();
-    let _old = st.db.replace_contents(db);
-    st.db.set_policy(policy);
-    st.db.expiry = ExpiryMode::Ignore;
-    Ok(())
-}
-
-/// Replays one file of commands. `may_truncate`: a last command cut short
-/// (or a MULTI without EXEC) is cut off the file instead of failing.
-/// Returns the file's (final) size.
-fn load_commands(
-    shared: &Shared,
-    client: &mut Client,
-    path: &Path,
-    may_truncate: bool,
-) -> Result<u64, AofError> {
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let replayed = replay(shared, client, &mut f, |_| true).map_err(|e| match e {
-        ReplayError::Io(source) => AofError::Io {
-            path: path.display().to_string(),
-            source,
-        },
-        ReplayError::Format { offset, reason } => AofError::Format {
-            path: path.display().to_string(),
-            offset,
-            reason,
-        },
-    })?;
-    let Some(tail) = replayed.tail else {
-        return Ok(replayed.consumed);
-    };
-    if !may_truncate {
-        return Err(AofError::Format {
-            path: path.display().to_string(),
-            offset: tail.at,
-            reason: if tail.torn {
-                "unexpected end of file (truncated command)".into()
-            } else {
-                "MULTI without EXEC".into()
-            },
-        });
-    }
-    tracing::warn!(
-        file = %path.display(),
-        offset = tail.at,
-        dropped = replayed.size - tail.at,
-        "!!! Warning: short read while loading the AOF file !!! AOF loaded anyway because aof-load-truncated is enabled; the torn tail was truncated"
-    );
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.set_len(tail.at).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))?;
-    Ok(tail.at)
+/// Where a log lives and how it is synced (from `dir`, `appenddirname`,
+/// `appendfilename`, `appendfsync`).
+#[derive(Debug, Clone)]
+pub struct LogSpec {
+    pub dir: PathBuf,
+    pub name: String,
+    pub fsync: Fsync,
 }
 
 /// A stream of commands that could not be replayed.
@@ -618,6 +688,9 @@ pub struct Replayed {
     /// transaction: where it would be cut, and whether a command was torn
     /// (else a MULTI was left open; its queued commands were not run).
     pub tail: Option<Tail>,
+    /// The stream ended inside MULTI: the runner holds queued commands
+    /// that must be dropped, never run.
+    pub open_multi: bool,
 }
 
 #[derive(Debug)]
@@ -626,15 +699,14 @@ pub struct Tail {
     pub torn: bool,
 }
 
-/// Runs every command of a RESP command stream (an AOF file's contents)
-/// as `client`, a loader client, in batches under the keyspace lock.
-/// `admit` may skip commands (the fuzz target keeps MIGRATE and file
-/// writers out); the loader admits all.
+/// Reads a RESP command stream (an AOF file's contents) and hands its
+/// commands to `run` in batches of up to 4096, in order. `admit` may skip
+/// commands (the fuzz target keeps MIGRATE and file writers out); the
+/// loader admits all. Running them is the caller's business.
 pub fn replay(
-    shared: &Shared,
-    client: &mut Client,
     input: &mut impl Read,
     admit: impl Fn(&[bytes::Bytes]) -> bool,
+    mut run: impl FnMut(&[Vec<bytes::Bytes>]),
 ) -> Result<Replayed, ReplayError> {
     let mut parser = RequestParser::new();
     // Our own file: no client limits, only what fits in memory.
@@ -680,12 +752,7 @@ pub fn replay(
             }
         }
         if !batch.is_empty() {
-            let mut st = shared.lock();
-            let now = unix_ms();
-            for args in &batch {
-                let mut ctx = st.ctx(client, shared, now);
-                let _ = crate::node::cmd::execute(&mut ctx, args);
-            }
+            run(&batch);
             continue;
         }
         if eof {
@@ -708,384 +775,12 @@ pub fn replay(
         (true, None) => Some(Tail { at: consumed, torn }),
         (false, None) => None,
     };
-    if open_multi.is_some() {
-        // The commands of the unfinished transaction were queued by the
-        // loader client, never run: drop them.
-        client.multi = None;
-        client.multi_error = false;
-    }
     Ok(Replayed {
         consumed,
         size,
         tail,
+        open_multi: open_multi.is_some(),
     })
-}
-
-/// Makes the loaded log the live one: appends go to its last incr file.
-fn open_existing(
-    shared: &Arc<Shared>,
-    mut manifest: Manifest,
-    dir: PathBuf,
-    base_size: u64,
-    incr_size: u64,
-) -> io::Result<()> {
-    let cfg = shared.config.load();
-    let mut st = State {
-        dir,
-        name: cfg.appendfilename.clone(),
-        fsync: Fsync::parse(&cfg.appendfsync),
-        manifest: Manifest::default(),
-        file: None,
-        buf: Vec::new(),
-        offset: 0,
-        written: 0,
-        incr_size,
-        base_size,
-        restart_pending: false,
-        current: None,
-    };
-    match manifest.incrs.last() {
-        Some(last) => {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(st.path(&last.name))?;
-            st.file = Some(Arc::new(f));
-            st.current = Some(last.clone());
-            st.manifest = manifest;
-        }
-        None => {
-            st.manifest = manifest.clone();
-            let incr = st.open_incr()?;
-            manifest.incrs.push(incr);
-            st.manifest = manifest;
-            st.save_manifest()?;
-        }
-    }
-    activate(shared, st);
-    Ok(())
-}
-
-fn activate(shared: &Arc<Shared>, st: State) {
-    let aof = &shared.aof;
-    let policy = st.fsync;
-    *aof.state() = Some(st);
-    // Offsets start over with this log.
-    aof.synced_tx.send_replace(0);
-    aof.always.store(policy == Fsync::Always, Ordering::Relaxed);
-    aof.on.store(true, Ordering::Relaxed);
-    shared.repl.set_aof_on(true);
-    if aof.sync_req.lock().map(|g| g.is_none()).unwrap_or(false) {
-        aof.spawn_fsync_thread();
-    }
-}
-
-/// Turns the log on with a fresh base from the current data (start with
-/// no log yet, CONFIG SET appendonly yes). The first rewrite is done
-/// before this returns when `blocking`, else in the background.
-pub fn enable(shared: &Arc<Shared>, blocking: bool) -> Result<(), String> {
-    if shared.aof.is_on() {
-        return Ok(());
-    }
-    let cfg = shared.config.load();
-    let dir = aof_dir(shared);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let st = State {
-        dir,
-        name: cfg.appendfilename.clone(),
-        fsync: Fsync::parse(&cfg.appendfsync),
-        manifest: Manifest::default(),
-        file: None,
-        buf: Vec::new(),
-        offset: 0,
-        written: 0,
-        incr_size: 0,
-        base_size: 0,
-        restart_pending: true,
-        current: None,
-    };
-    activate(shared, st);
-    if blocking {
-        rewrite(shared, true).map_err(|e| e.to_string())
-    } else {
-        start_rewrite(shared, true)
-    }
-}
-
-/// Turns the log off (CONFIG SET appendonly no): what was appended is
-/// written and fsynced first.
-pub fn disable(shared: &Shared) {
-    if !shared.aof.is_on() {
-        return;
-    }
-    shared.aof.flush_and_sync();
-    shared.aof.on.store(false, Ordering::Relaxed);
-    shared.repl.set_aof_on(false);
-    *shared.aof.state() = None;
-    shared.aof.synced_tx.send_replace(u64::MAX);
-}
-
-/// BGREWRITEAOF: Err(reply text) when it cannot start now.
-pub fn start_rewrite(shared: &Arc<Shared>, restart: bool) -> Result<(), String> {
-    if !shared.persist.claim(SnapshotKind::AofRewrite) {
-        return Err("busy".into());
-    }
-    let s = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .name("aof-rewrite".into())
-        .spawn(move || {
-            let _ = rewrite_claimed(&s, restart);
-            s.persist.release();
-        });
-    if spawned.is_err() {
-        shared.persist.release();
-        return Err("cannot start the rewrite thread".into());
-    }
-    Ok(())
-}
-
-fn rewrite(shared: &Arc<Shared>, restart: bool) -> Result<(), AofError> {
-    while !shared.persist.claim(SnapshotKind::AofRewrite) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let r = rewrite_claimed(shared, restart);
-    shared.persist.release();
-    r
-}
-
-/// The rewrite itself (the caller holds the snapshot machinery).
-fn rewrite_claimed(shared: &Arc<Shared>, restart: bool) -> Result<(), AofError> {
-    let aof = &shared.aof;
-    let started = unix_ms();
-    aof.rewrite_started_ms.store(started, Ordering::Relaxed);
-    let res = rewrite_inner(shared, restart);
-    aof.last_rewrite_secs.store(
-        (unix_ms().saturating_sub(started) / 1000) as i64,
-        Ordering::Relaxed,
-    );
-    aof.rewrite_started_ms.store(0, Ordering::Relaxed);
-    match &res {
-        Ok(()) => {
-            aof.rewrites.fetch_add(1, Ordering::Relaxed);
-            aof.rewrite_failures.store(0, Ordering::Relaxed);
-            aof.last_rewrite_ok.store(true, Ordering::Relaxed);
-            tracing::info!("Background AOF rewrite finished successfully");
-        }
-        Err(e) => {
-            aof.rewrite_failures.fetch_add(1, Ordering::Relaxed);
-            aof.last_rewrite_ok.store(false, Ordering::Relaxed);
-            tracing::warn!(error = %e, "Background AOF rewrite failed");
-        }
-    }
-    res
-}
-
-fn rewrite_inner(shared: &Arc<Shared>, restart: bool) -> Result<(), AofError> {
-    let aof = &shared.aof;
-    let dir = aof_dir(shared);
-    // The new incr file and the image start at the same instant, under
-    // the keyspace lock: base + new incr is the whole dataset.
-    let (begun, new_incr) = {
-        let mut st = shared.lock();
-        let st = &mut *st;
-        shared.propagated(&mut st.prop);
-        let _w = aof.writer();
-        let mut g = aof.state();
-        let Some(a) = g.as_mut() else {
-            return Err(AofError::Base("the AOF is off".into()));
-        };
-        let incr = a.open_incr().map_err(io_err(&dir))?;
-        if restart {
-            a.restart_pending = true;
-        }
-        if !a.restart_pending {
-            // The new incr joins the chain now, so its writes are never
-            // orphaned if this rewrite fails.
-            a.manifest.incrs.push(incr.clone());
-            a.save_manifest().map_err(io_err(&dir))?;
-        }
-        drop(g);
-        let begun = crate::node::snapshot::begin_locked(shared, &mut st.db)
-            .ok_or_else(|| AofError::Base("a snapshot is already running".into()))?;
-        (begun, incr)
-    };
-    tracing::info!("Background append only file rewriting started");
-    let tmp = dir.join(format!("temp-rewriteaof-bg-{}.aof", std::process::id()));
-    let written = (|| -> io::Result<u64> {
-        let f = File::create(&tmp)?;
-        let (w, info) = crate::node::snapshot::write_background(
-            shared,
-            io::BufWriter::with_capacity(1 << 20, f),
-            &begun,
-        )?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        Ok(info.bytes)
-    })();
-    let size = match written {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(AofError::Io {
-                path: tmp.display().to_string(),
-                source: e,
-            });
-        }
-    };
-    // Install: the new base, the incr files written since, a new manifest.
-    let mut g = aof.state();
-    let Some(a) = g.as_mut() else {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(AofError::Base("the AOF was turned off".into()));
-    };
-    let seq = a.manifest.next_base_seq();
-    let base_name = format!("{}.{seq}.base.rdb", a.name);
-    std::fs::rename(&tmp, a.path(&base_name)).map_err(io_err(&tmp))?;
-    let old = a.manifest.clone();
-    // The incr files written since the image: the one opened with it, any
-    // opened later, and the one being appended to.
-    let mut incrs: Vec<ManifestFile> = old
-        .incrs
-        .iter()
-        .filter(|f| f.seq >= new_incr.seq)
-        .cloned()
-        .collect();
-    for f in [Some(new_incr.clone()), a.current.clone()]
-        .into_iter()
-        .flatten()
-    {
-        if !incrs.iter().any(|x| x.seq == f.seq) {
-            incrs.push(f);
-        }
-    }
-    incrs.sort_by_key(|f| f.seq);
-    a.manifest = Manifest {
-        base: Some(ManifestFile {
-            name: base_name.clone(),
-            seq,
-            kind: FileKind::Base,
-        }),
-        incrs,
-        history: Vec::new(),
-    };
-    a.base_size = size;
-    a.restart_pending = false;
-    a.save_manifest().map_err(io_err(&dir))?;
-    tracing::info!(file = %base_name, "Successfully renamed the temporary AOF base file");
-    let keep: Vec<String> = a
-        .manifest
-        .incrs
-        .iter()
-        .map(|f| f.name.clone())
-        .chain(std::iter::once(base_name))
-        .collect();
-    let dir_files = std::fs::read_dir(&a.dir).map_err(io_err(&dir))?;
-    let prefix = format!("{}.", a.name);
-    for e in dir_files.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let ours =
-            name.starts_with(&prefix) && (name.ends_with(".incr.aof") || name.contains(".base."));
-        if ours && !keep.contains(&name) {
-            tracing::info!(file = %name, "Removing the history file");
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    Ok(())
-}
-
-/// The auto rewrite rule and a scheduled BGREWRITEAOF; from the cron.
-pub fn cron(shared: &Arc<Shared>) {
-    let aof = &shared.aof;
-    if !aof.is_on() || shared.persist.current().is_some() {
-        return;
-    }
-    if aof.rewrite_scheduled.swap(false, Ordering::Relaxed) {
-        if start_rewrite(shared, false).is_err() {
-            aof.rewrite_scheduled.store(true, Ordering::Relaxed);
-        }
-        return;
-    }
-    let cfg = shared.config.load();
-    let (size, base) = aof.sizes();
-    if cfg.auto_aof_rewrite_percentage > 0 && size > cfg.auto_aof_rewrite_min_size {
-        let base = base.max(1);
-        let growth = (size.saturating_sub(base)) * 100 / base;
-        if growth >= cfg.auto_aof_rewrite_percentage {
-            tracing::info!(growth, "Starting automatic rewriting of AOF");
-            let _ = start_rewrite(shared, false);
-        }
-    }
-}
-
-/// After a full resync replaced the dataset: the log starts over from the
-/// new data (Redis restarts its AOF the same way).
-pub fn after_full_sync(shared: &Arc<Shared>) {
-    if shared.aof.is_on() {
-        let s = shared.clone();
-        let _ = std::thread::Builder::new()
-            .name("aof-restart".into())
-            .spawn(move || {
-                let _ = rewrite(&s, true);
-            });
-    }
-}
-
-/// Appends propagated commands to the log.
-pub fn append(shared: &Shared, stream: &[u8]) {
-    shared.aof.append(stream);
-}
-
-/// The `aof_*` lines of INFO persistence.
-pub fn info_fields(shared: &Shared, now: u64, out: &mut String) {
-    let aof = &shared.aof;
-    let mut w = |k: &str, v: &dyn std::fmt::Display| {
-        let _ = write!(out, "{k}:{v}\r\n");
-    };
-    let running = shared.persist.current() == Some(SnapshotKind::AofRewrite);
-    let started = aof.rewrite_started_ms.load(Ordering::Relaxed);
-    w("aof_enabled", &u8::from(aof.is_on()));
-    w("aof_rewrite_in_progress", &u8::from(running));
-    w(
-        "aof_rewrite_scheduled",
-        &u8::from(aof.rewrite_scheduled.load(Ordering::Relaxed)),
-    );
-    w(
-        "aof_last_rewrite_time_sec",
-        &aof.last_rewrite_secs.load(Ordering::Relaxed),
-    );
-    w(
-        "aof_current_rewrite_time_sec",
-        &if running && started > 0 {
-            (now.saturating_sub(started) / 1000) as i64
-        } else {
-            -1
-        },
-    );
-    let ok = |b: bool| if b { "ok" } else { "err" };
-    w(
-        "aof_last_bgrewrite_status",
-        &ok(aof.last_rewrite_ok.load(Ordering::Relaxed)),
-    );
-    w("aof_rewrites", &aof.rewrites.load(Ordering::Relaxed));
-    w(
-        "aof_rewrites_consecutive_failures",
-        &aof.rewrite_failures.load(Ordering::Relaxed),
-    );
-    w(
-        "aof_last_write_status",
-        &ok(aof.write_ok.load(Ordering::Relaxed)),
-    );
-    w("aof_last_cow_size", &0);
-    if aof.is_on() {
-        let (size, base) = aof.sizes();
-        let buffered = aof.state().as_ref().map_or(0, |s| s.buf.len());
-        w("aof_current_size", &size);
-        w("aof_base_size", &base);
-        w("aof_pending_rewrite", &0);
-        w("aof_buffer_length", &buffered);
-        w("aof_pending_bio_fsync", &0);
-        w("aof_delayed_fsync", &0);
-    }
 }
 
 #[cfg(test)]

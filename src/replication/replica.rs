@@ -258,7 +258,7 @@ async fn full_sync(
         .persist
         .last_load_keys
         .store(meta.keys, std::sync::atomic::Ordering::Relaxed);
-    crate::persist::aof::after_full_sync(shared);
+    crate::node::aof::after_full_sync(shared);
     Ok(())
 }
 

@@ -336,7 +336,7 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
                 "rdb_last_load_keys_loaded",
                 &ps.last_load_keys.load(Ordering::Relaxed),
             );
-            crate::persist::aof::info_fields(ctx.shared, ctx.now, out);
+            crate::node::aof::info_fields(ctx.shared, ctx.now, out);
             w(out, "module_fork_in_progress", &0);
             w(out, "module_fork_last_cow_size", &0);
         }

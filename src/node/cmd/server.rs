@@ -734,7 +734,7 @@ fn apply_aof_config(ctx: &mut Ctx, on: bool, fsync: &str) -> Result<(), Reply> {
     }
     if !on {
         ctx.shared.propagated(ctx.prop);
-        aof::disable(ctx.shared);
+        crate::node::aof::disable(ctx.shared);
         return Ok(());
     }
     let shared = ctx
@@ -742,7 +742,7 @@ fn apply_aof_config(ctx: &mut Ctx, on: bool, fsync: &str) -> Result<(), Reply> {
         .self_arc()
         .ok_or_else(|| err("ERR server is stopping"))?;
     ctx.shared.propagated(ctx.prop);
-    aof::enable(&shared, false).or_else(|e| {
+    crate::node::aof::enable(&shared, false).or_else(|e| {
         if e == "busy" {
             // Another snapshot runs: the rewrite starts when it is done.
             shared.aof.rewrite_scheduled.store(true, Ordering::Relaxed);
@@ -781,7 +781,7 @@ fn bgrewriteaof(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
         .shared
         .self_arc()
         .ok_or_else(|| err("ERR server is stopping"))?;
-    match crate::persist::aof::start_rewrite(&shared, false) {
+    match crate::node::aof::start_rewrite(&shared, false) {
         Ok(()) => Ok(Reply::simple(
             "Background append only file rewriting started",
         )),
