@@ -523,13 +523,13 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                             .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
                     })
                     .unwrap_or_default();
-                let req = crate::replication::master::SyncRequest {
+                let req = crate::node::replication::master::SyncRequest {
                     psync,
                     ip,
                     listening_port: client.repl_listening_port,
                 };
                 let rest = std::mem::take(&mut rbuf);
-                crate::replication::master::serve(
+                crate::node::replication::master::serve(
                     shared.clone(),
                     rd,
                     wr,

@@ -245,7 +245,7 @@ pub async fn run(table: ConfigTable, cfg: NodeConfig) -> Result<(), NodeError> {
         }));
     }
     tokio::spawn(signals(shared.clone()));
-    tokio::spawn(crate::replication::replica::run(shared.clone()));
+    tokio::spawn(crate::node::replication::replica::run(shared.clone()));
     tokio::spawn(replication_cron(shared.clone()));
     for l in listeners {
         tokio::spawn(accept_loop(l, shared.clone()));

@@ -3,8 +3,8 @@
 //! replication protocol (PSYNC, full and partial resync, REPLCONF ACK).
 //!
 //! The protocol logic is sans-IO and testable without sockets
-//! (`propagate`, `backlog`, `handshake`); `master` and `replica` are the
-//! drivers that do the networking.
+//! (`propagate`, `backlog`, `handshake`); the drivers that do the
+//! networking over the server's state are `node::replication`'s.
 //!
 //! [`Repl`] is the node's replication handle. Besides what the drivers use,
 //! it is the interface the cluster bus calls: `set_master`, `offset`,
@@ -17,9 +17,7 @@
 
 pub mod backlog;
 pub mod handshake;
-pub mod master;
 pub mod propagate;
-pub mod replica;
 
 use backlog::Backlog;
 use bytes::Bytes;

@@ -6,9 +6,9 @@
 //! bulk, then the stream from X. Acknowledgements (REPLCONF ACK) come back
 //! on the same socket.
 
-use super::ReplicaState;
 use crate::node::shared::Shared;
 use crate::persist::snapshot::SnapshotKind;
+use crate::replication::ReplicaState;
 use crate::resp::{Limits, RequestParser};
 use crate::runtime::clock::mono_ms;
 use bytes::BytesMut;

@@ -10,11 +10,11 @@
 //! fed on unchanged to our own replicas, so our offset is the master's.
 //! On any failure the link is dropped and retried with backoff.
 
-use super::handshake::{Handshake, HandshakeError, MasterAuth, Next};
 use crate::node::client::{unix_ms, Client, ClientHandle};
 use crate::node::cmd::execute;
 use crate::node::shared::Shared;
 use crate::persist::snapshot;
+use crate::replication::handshake::{Handshake, HandshakeError, MasterAuth, Next};
 use crate::resp::{Limits, RequestParser};
 use crate::runtime::clock::mono_ms;
 use crate::store::ExpiryMode;
@@ -124,7 +124,7 @@ async fn read_line(
 
 fn encode(parts: &[Vec<u8>]) -> BytesMut {
     let mut out = BytesMut::new();
-    super::propagate::encode_command(&mut out, parts);
+    crate::replication::propagate::encode_command(&mut out, parts);
     out
 }
 
