@@ -57,12 +57,7 @@ impl Client {
 
     /// Sends one command and waits for its reply; error replies are `Err`.
     pub fn call(&mut self, args: &[&str]) -> Result<OwnedFrame, ClientError> {
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            req.extend_from_slice(a.as_bytes());
-            req.extend_from_slice(b"\r\n");
-        }
+        let req = crate::resp::command_bytes(args);
         let io = |source| ClientError::Io {
             addr: self.addr.clone(),
             source,

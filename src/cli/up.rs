@@ -271,11 +271,8 @@ pub fn classify(infos: &[(u16, ClusterInfo)], dir: &Path) -> Existing {
 async fn query(addr: &str, args: &[&str]) -> Option<String> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            let _ = write!(req, "${}\r\n{a}\r\n", a.len());
-        }
-        s.write_all(req.as_bytes()).await.ok()?;
+        let req = crate::resp::command_bytes(args);
+        s.write_all(&req).await.ok()?;
         let mut buf = Vec::new();
         loop {
             if let Ok(Some((frame, _))) = decode(&buf) {

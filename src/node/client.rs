@@ -3,9 +3,10 @@
 
 use crate::resp::{Proto, Reply};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
 pub use crate::runtime::clock::wall_ms as unix_ms;
@@ -91,14 +92,14 @@ impl ClientHandle {
     }
 
     pub fn name(&self) -> Option<String> {
-        self.name.lock().ok().and_then(|n| n.clone())
+        self.name.lock().clone()
     }
 
     /// One line of CLIENT LIST / CLIENT INFO, in Redis's field order.
     pub fn info_line(&self, now_ms: u64) -> String {
         let age = now_ms.saturating_sub(self.created_ms) / 1000;
         let idle = now_ms.saturating_sub(self.last_interaction_ms.load(Ordering::Relaxed)) / 1000;
-        let cmd = self.last_cmd.lock().map(|c| *c).unwrap_or("NULL");
+        let cmd = *self.last_cmd.lock();
         let flags = if self.in_multi.load(Ordering::Relaxed) {
             "x"
         } else if self.sub_count.load(Ordering::Relaxed) + self.psub_count.load(Ordering::Relaxed)
@@ -242,16 +243,12 @@ impl Client {
     /// LIST lists the caller mid-command).
     pub fn publish_name_now(&mut self, name: &'static str) {
         self.last_cmd = name;
-        if let Ok(mut c) = self.handle.last_cmd.lock() {
-            *c = name;
-        }
+        *self.handle.last_cmd.lock() = name;
     }
 
     /// Publishes per-batch bookkeeping to the shared handle and counters.
     pub fn publish_batch(&mut self, stats: &crate::node::shared::Stats, now_ms: u64) {
-        if let Ok(mut c) = self.handle.last_cmd.lock() {
-            *c = self.last_cmd;
-        }
+        *self.handle.last_cmd.lock() = self.last_cmd;
         self.handle
             .last_interaction_ms
             .store(now_ms, std::sync::atomic::Ordering::Relaxed);

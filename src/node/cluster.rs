@@ -15,11 +15,12 @@ use crate::resp::{parse_i64, Reply};
 use crate::runtime::clock::mono_ms;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -417,7 +418,7 @@ impl ClusterHandle {
 
     fn report_role(&self, role: Option<Option<(String, u16)>>) {
         let Some(role) = role else { return };
-        let mut last = self.last_role.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_role.lock();
         if last.as_ref() == Some(&role) {
             return;
         }
@@ -429,15 +430,12 @@ impl ClusterHandle {
     }
 
     pub fn bus(&self) -> MutexGuard<'_, Bus> {
-        self.bus.lock().unwrap_or_else(|p| p.into_inner())
+        self.bus.lock()
     }
 
     /// The stream of [`NodeAction`]s; the first caller gets it.
     pub fn take_actions(&self) -> Option<mpsc::UnboundedReceiver<NodeAction>> {
-        self.actions_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.actions_rx.lock().take()
     }
 
     /// Feeds the bus what it needs from the rest of the node: the current
@@ -451,7 +449,7 @@ impl ClusterHandle {
     /// Writes nodes.conf now (temp, fsync, rename, fsync dir) with the
     /// bus's current state.
     pub fn save(&self) {
-        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut saved = self.saved.lock();
         let (text, durable) = {
             let bus = self.bus();
             (bus.nodes_conf().render(), Durable::of(&bus))
@@ -503,7 +501,7 @@ impl ClusterHandle {
             // (transmits below); slot-only changes go to the background.
             let must_sync = {
                 let now = Durable::of(&self.bus());
-                *self.saved.lock().unwrap_or_else(|p| p.into_inner()) != now
+                *self.saved.lock() != now
             };
             if must_sync {
                 self.save();
@@ -539,7 +537,7 @@ impl ClusterHandle {
     }
 
     fn send(self: &Arc<Self>, link: Link, frame: Bytes) {
-        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut links = self.links.lock();
         if let Some(tx) = links.get(&link) {
             if tx.try_send(frame.clone()).is_ok() {
                 self.stats_sent.fetch_add(1, Ordering::Relaxed);
@@ -557,10 +555,7 @@ impl ClusterHandle {
     }
 
     fn drop_link(&self, link: &Link) {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(link);
+        self.links.lock().remove(link);
         self.bus().link_lost(link);
     }
 
@@ -644,10 +639,7 @@ pub async fn run(
                 let link = Link::From(id);
                 let (rd, wr) = stream.into_split();
                 let (tx, rx) = mpsc::channel(1024);
-                h.links
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(link.clone(), tx);
+                h.links.lock().insert(link.clone(), tx);
                 let h2 = h.clone();
                 tokio::spawn(async move {
                     let writer = tokio::spawn(write_frames(wr, rx));

@@ -640,11 +640,7 @@ fn cleanup(shared: &Shared, client: &mut Client) {
         }
     }
     if client.subscription_count() > 0 {
-        if let Ok(mut ps) = shared.pubsub.lock() {
-            ps.remove_client(client.id());
-        }
+        shared.pubsub.lock().remove_client(client.id());
     }
-    if let Ok(mut c) = shared.clients.lock() {
-        c.remove(&client.id());
-    }
+    shared.clients.lock().remove(&client.id());
 }

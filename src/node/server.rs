@@ -468,9 +468,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             laddr,
             ..ClientHandle::detached(id, &peer.to_string())
         });
-        if let Ok(mut c) = shared.clients.lock() {
-            c.insert(id, handle.clone());
-        }
+        shared.clients.lock().insert(id, handle.clone());
         tokio::spawn(connection::serve(stream, shared.clone(), handle));
     }
 }
@@ -542,10 +540,7 @@ fn evict_clients(shared: &Shared) {
     if limit == 0 {
         return;
     }
-    let victims = match shared.clients.lock() {
-        Ok(c) => crate::node::client::clients_to_evict(&c, limit),
-        Err(_) => return,
-    };
+    let victims = crate::node::client::clients_to_evict(&shared.clients.lock(), limit);
     for (h, mem) in victims {
         tracing::info!(client = h.id, addr = %h.addr, tot_mem = mem, limit, "Evicting client");
         h.killed.store(true, Ordering::Release);
@@ -576,7 +571,8 @@ async fn cluster_actions(
                 shard,
             } => {
                 let limit = shared.config.load().output_limits.pubsub;
-                if let Ok(mut ps) = shared.pubsub.lock() {
+                {
+                    let mut ps = shared.pubsub.lock();
                     if shard {
                         ps.publish_shard(&channel, &message, &limit);
                     } else {

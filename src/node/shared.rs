@@ -6,9 +6,10 @@ use crate::node::cmd::State;
 use crate::node::pubsub::PubSub;
 use crate::runtime::config::{ConfigTable, NodeConfig};
 use arc_swap::ArcSwap;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Counters for `INFO stats`. Relaxed atomics: they are statistics.
@@ -178,11 +179,11 @@ impl Shared {
     /// data half-written in a way later commands could not read, so a
     /// poisoned lock is taken over rather than killing every client.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     pub fn connected_clients(&self) -> usize {
-        self.clients.lock().map_or(0, |c| c.len())
+        self.clients.lock().len()
     }
 
     /// Hands the propagation stream built under the keyspace lock to its

@@ -22,12 +22,13 @@
 use super::snapshot;
 use crate::resp::{Limits, RequestParser};
 use bytes::BytesMut;
+use parking_lot::{Mutex, MutexGuard};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -315,7 +316,7 @@ impl State {
 
 impl Aof {
     fn state(&self) -> MutexGuard<'_, Option<State>> {
-        self.st.lock().unwrap_or_else(|p| p.into_inner())
+        self.st.lock()
     }
 
     #[inline]
@@ -343,7 +344,7 @@ impl Aof {
     }
 
     fn writer(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        self.writer.lock()
     }
 
     /// Writes what is buffered to the file (before replies go out).
@@ -411,7 +412,8 @@ impl Aof {
         if *rx.borrow_and_update() >= offset {
             return;
         }
-        if let Ok(g) = self.sync_req.lock() {
+        {
+            let g = self.sync_req.lock();
             if let Some(tx) = g.as_ref() {
                 let _ = tx.send(());
             }
@@ -436,9 +438,7 @@ impl Aof {
     /// The fsync thread: on request (always) or every second (everysec).
     fn spawn_fsync_thread(self: &Arc<Self>) {
         let (tx, rx) = mpsc::channel::<()>();
-        if let Ok(mut g) = self.sync_req.lock() {
-            *g = Some(tx);
-        }
+        *self.sync_req.lock() = Some(tx);
         let me = Arc::downgrade(self);
         let _ = std::thread::Builder::new()
             .name("aof-fsync".into())
@@ -542,7 +542,7 @@ impl Aof {
         self.always
             .store(policy == Fsync::Always, Ordering::Relaxed);
         self.on.store(true, Ordering::Relaxed);
-        if self.sync_req.lock().map(|g| g.is_none()).unwrap_or(false) {
+        if self.sync_req.lock().is_none() {
             self.spawn_fsync_thread();
         }
     }

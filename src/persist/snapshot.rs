@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 #[derive(Debug)]
 pub struct PersistState {
     /// What the running snapshot is for; None when none runs.
-    pub running: std::sync::Mutex<Option<SnapshotKind>>,
+    pub running: parking_lot::Mutex<Option<SnapshotKind>>,
     pub bgsave_scheduled: AtomicBool,
     pub last_bgsave_ok: AtomicBool,
     pub last_bgsave_secs: AtomicI64,
@@ -42,7 +42,7 @@ pub struct PersistState {
 impl Default for PersistState {
     fn default() -> Self {
         PersistState {
-            running: std::sync::Mutex::new(None),
+            running: parking_lot::Mutex::new(None),
             bgsave_scheduled: AtomicBool::new(false),
             last_bgsave_ok: AtomicBool::new(true),
             last_bgsave_secs: AtomicI64::new(-1),
@@ -72,14 +72,12 @@ pub enum SnapshotKind {
 
 impl PersistState {
     pub fn current(&self) -> Option<SnapshotKind> {
-        self.running.lock().map_or(None, |r| *r)
+        *self.running.lock()
     }
 
     /// Claims the snapshot machinery; false when another snapshot runs.
     pub fn claim(&self, kind: SnapshotKind) -> bool {
-        let Ok(mut r) = self.running.lock() else {
-            return false;
-        };
+        let mut r = self.running.lock();
         if r.is_some() {
             return false;
         }
@@ -88,9 +86,7 @@ impl PersistState {
     }
 
     pub fn release(&self) {
-        if let Ok(mut r) = self.running.lock() {
-            *r = None;
-        }
+        *self.running.lock() = None;
     }
 }
 

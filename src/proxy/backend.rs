@@ -17,12 +17,14 @@
 //! unknown, so a write must not be replayed silently).
 
 use crate::proxy::metrics::{Metrics, NodeMetrics};
+use crate::resp::encode_command;
 use crate::resp::scan::FrameScanner;
 use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,10 +50,6 @@ pub struct Tag {
     pub seq: u64,
     pub sub: u32,
     pub gen: u32,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where the replies to one session's requests land, in arrival order.
@@ -88,12 +86,12 @@ impl Mailbox {
     /// no cap).
     pub fn with_limit(limit: usize) -> Mailbox {
         let m = Mailbox::default();
-        lock(&m.inner).limit = limit;
+        m.inner.lock().limit = limit;
         m
     }
 
     pub fn deliver(&self, tag: Tag, outcome: Outcome) {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         if g.closed {
             return;
         }
@@ -132,7 +130,7 @@ impl Mailbox {
         out: &mut Vec<(Tag, Outcome)>,
         need: usize,
     ) -> Poll<()> {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         if g.over {
             return Poll::Ready(());
         }
@@ -152,7 +150,7 @@ impl Mailbox {
 
     /// Takes what arrived without waiting.
     pub fn take_now(&self, out: &mut Vec<(Tag, Outcome)>) {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         if !g.items.is_empty() {
             std::mem::swap(&mut g.items, out);
             g.bytes = 0;
@@ -161,12 +159,12 @@ impl Mailbox {
 
     /// Whether the session's client passed its output limit.
     pub fn over_limit(&self) -> bool {
-        lock(&self.inner).over
+        self.inner.lock().over
     }
 
     /// The session ended: later replies are dropped at once.
     pub fn close(&self) {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         g.closed = true;
         g.items.clear();
         g.waker = None;
@@ -256,7 +254,7 @@ impl ConnShared {
         data: &mut BytesMut,
         reqs: &mut Vec<Queued>,
     ) -> Poll<Take> {
-        let mut q = lock(&self.queue);
+        let mut q = self.queue.lock();
         if q.reqs.is_empty() {
             if q.closed {
                 return Poll::Ready(Take::Closed);
@@ -281,7 +279,7 @@ impl ConnShared {
     /// Hands back everything queued and everything sent from now on.
     fn refuse_all(&self) {
         let reqs = {
-            let mut q = lock(&self.queue);
+            let mut q = self.queue.lock();
             q.refusing = true;
             q.data.clear();
             std::mem::take(&mut q.reqs)
@@ -310,7 +308,7 @@ impl Clone for Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let mut q = lock(&self.shared.queue);
+            let mut q = self.shared.queue.lock();
             q.closed = true;
             if let Some(w) = q.waker.take() {
                 w.wake();
@@ -324,7 +322,7 @@ impl Conn {
     /// `frames` reply frames. If the connection will not send any more, the
     /// request is handed back as never sent.
     pub fn send(&self, parts: &[&[u8]], frames: u32, reply: ReplyTo) {
-        let mut q = lock(&self.shared.queue);
+        let mut q = self.shared.queue.lock();
         if q.refusing {
             drop(q);
             return reply.send(Outcome::NotSent);
@@ -555,17 +553,6 @@ pub async fn connect(
         .await
         .map_err(|_| ConnectError::Timeout)??;
     Ok((stream, buf))
-}
-
-/// Appends one command as a RESP multibulk.
-pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
-    let mut b = itoa::Buffer::new();
-    out.extend_from_slice(b"*");
-    out.extend_from_slice(b.format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        crate::resp::reply::put_bulk(out, a);
-    }
 }
 
 impl ConnTask {

@@ -8,12 +8,12 @@
 //! follows redirects and survives a failover on its own.
 
 use crate::cluster::key_hash_slot;
-use crate::proxy::backend::encode_command;
 use crate::proxy::commands::{Merge, Split};
 use crate::proxy::forward::{error_frame, Routed, Target};
 use crate::proxy::metrics::Outcome;
 use crate::proxy::router::SlotMap;
 use crate::proxy::Proxy;
+use crate::resp::encode_command;
 use crate::resp::scan::{array_elements, integer, text};
 use crate::resp::{Proto, Reply};
 use bytes::{Bytes, BytesMut};

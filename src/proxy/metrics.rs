@@ -5,11 +5,12 @@
 //! The request path never looks a label up: per-command and per-node
 //! handles are resolved once and cached.
 
+use parking_lot::Mutex;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -242,10 +243,7 @@ impl Metrics {
     }
 
     pub fn node(&self, addr: &str) -> NodeMetrics {
-        let mut cache = self
-            .node_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self.node_cache.lock();
         cache
             .entry(addr.to_string())
             .or_insert_with(|| NodeMetrics {

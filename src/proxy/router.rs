@@ -9,9 +9,10 @@
 use crate::cluster::SLOTS;
 use crate::proxy::backend::{BackendCtx, Pool};
 use arc_swap::ArcSwap;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 /// No master known for a slot.
@@ -152,17 +153,12 @@ impl Router {
     }
 
     fn writer(&self) -> MutexGuard<'_, ()> {
-        self.write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.write.lock()
     }
 
     /// The pool of a node, created on first use.
     pub fn pool(&self, addr: &str) -> Arc<Pool> {
-        let mut pools = self
-            .pools
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pools = self.pools.lock();
         pools
             .entry(addr.to_string())
             .or_insert_with(|| Arc::new(Pool::new(addr.to_string(), self.ctx.clone())))
@@ -273,10 +269,7 @@ impl Router {
                 used.insert(&r.addr);
             }
         }
-        let mut pools = self
-            .pools
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pools = self.pools.lock();
         pools.retain(|addr, _| used.contains(addr.as_str()));
     }
 

@@ -14,13 +14,14 @@
 //! client's requests run in the order it sent them.
 
 use crate::cluster::key_hash_slot;
-use crate::proxy::backend::{encode_command, Conn, Kind, Mailbox, Outcome as Wire, Pool, Tag};
+use crate::proxy::backend::{Conn, Kind, Mailbox, Outcome as Wire, Pool, Tag};
 use crate::proxy::commands::{flag, Local, Lookup, Route, Txn};
 use crate::proxy::fanout::{self, Fanout};
 use crate::proxy::forward::{error_frame, Routed, SendCtx, Target};
 use crate::proxy::local::{self, ClientState};
 use crate::proxy::metrics::Outcome;
 use crate::proxy::Proxy;
+use crate::resp::encode_command;
 use crate::resp::{Limits, Proto, Raw, RequestParser};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};

@@ -6,9 +6,10 @@
 //! Seeds that are down at start are simply retried: the proxy never refuses
 //! to start for lack of a cluster.
 
-use crate::proxy::backend::{connect, encode_command, Kind};
+use crate::proxy::backend::{connect, Kind};
 use crate::proxy::config::ProxyConfig;
 use crate::proxy::router::{Layout, Router};
+use crate::resp::encode_command;
 use crate::resp::scan::FrameScanner;
 use bytes::BytesMut;
 use redis_protocol::resp2::types::OwnedFrame;
@@ -109,7 +110,7 @@ pub async fn fetch(addr: &str, cfg: &ProxyConfig) -> Result<Layout, FetchError> 
     )
     .await?;
     let mut req = BytesMut::new();
-    encode_command(&mut req, &[b"CLUSTER", b"SLOTS"]);
+    encode_command(&mut req, &[&b"CLUSTER"[..], b"SLOTS"]);
     let read = async {
         stream.write_all(&req).await?;
         let mut scanner = FrameScanner::new();

@@ -21,9 +21,9 @@ pub mod propagate;
 
 use backlog::Backlog;
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 /// `REPLCONF GETACK *`, as fed into the stream.
@@ -215,11 +215,11 @@ impl Repl {
     }
 
     pub fn feed(&self) -> MutexGuard<'_, Feed> {
-        self.feed.lock().unwrap_or_else(|p| p.into_inner())
+        self.feed.lock()
     }
 
     pub fn link(&self) -> MutexGuard<'_, LinkInfo> {
-        self.link.lock().unwrap_or_else(|p| p.into_inner())
+        self.link.lock()
     }
 
     // ---- the interface the cluster bus uses --------------------------------

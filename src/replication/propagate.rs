@@ -15,23 +15,7 @@ use bytes::{BufMut, BytesMut};
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
-/// Appends `args` to `out` as a RESP array of bulk strings.
-pub fn encode_command<A: AsRef<[u8]>>(out: &mut BytesMut, args: &[A]) {
-    let mut n = itoa::Buffer::new();
-    let size: usize = args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>() + 16;
-    out.reserve(size);
-    out.put_u8(b'*');
-    out.put_slice(n.format(args.len()).as_bytes());
-    out.put_slice(b"\r\n");
-    for a in args {
-        let a = a.as_ref();
-        out.put_u8(b'$');
-        out.put_slice(n.format(a.len()).as_bytes());
-        out.put_slice(b"\r\n");
-        out.put_slice(a);
-        out.put_slice(b"\r\n");
-    }
-}
+pub use crate::resp::encode_command;
 
 /// Collects the propagated commands of the node, unit by unit.
 #[derive(Debug, Default)]

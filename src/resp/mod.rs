@@ -7,4 +7,6 @@ pub mod scan;
 pub mod stream;
 
 pub use reply::{Proto, Reply};
-pub use request::{parse_i64, split_args, Limits, ProtocolError, Raw, RequestParser};
+pub use request::{
+    command_bytes, encode_command, parse_i64, split_args, Limits, ProtocolError, Raw, RequestParser,
+};

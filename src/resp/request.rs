@@ -10,7 +10,7 @@
 //! A partial request is `Ok(None)` and consumes nothing; the buffer is split
 //! only once a whole request is present, so arguments are zero-copy slices.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Limits a server applies to requests (Redis: `proto-max-bulk-len` and the
 /// fixed 64 KiB inline limit).
@@ -461,6 +461,33 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         }
         args.push(cur);
     }
+}
+
+/// Appends `args` to `out` as a RESP command (an array of bulk strings):
+/// the one encoder for every command slotway sends (propagation, the
+/// proxy's backends, MIGRATE, the CLI, `up`).
+pub fn encode_command<A: AsRef<[u8]>>(out: &mut BytesMut, args: &[A]) {
+    let mut n = itoa::Buffer::new();
+    let size: usize = args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>() + 16;
+    out.reserve(size);
+    out.put_u8(b'*');
+    out.put_slice(n.format(args.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    for a in args {
+        let a = a.as_ref();
+        out.put_u8(b'$');
+        out.put_slice(n.format(a.len()).as_bytes());
+        out.put_slice(b"\r\n");
+        out.put_slice(a);
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// [`encode_command`] into a fresh buffer, for one-off requests.
+pub fn command_bytes<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_command(&mut out, args);
+    out.to_vec()
 }
 
 #[cfg(test)]

@@ -16,12 +16,7 @@ fn bad_sub(sub: &[u8]) -> Reply {
 }
 
 fn all_clients(ctx: &Ctx) -> Vec<Arc<ClientHandle>> {
-    let mut v: Vec<Arc<ClientHandle>> = ctx
-        .shared
-        .clients
-        .lock()
-        .map(|c| c.values().cloned().collect())
-        .unwrap_or_default();
+    let mut v: Vec<Arc<ClientHandle>> = ctx.shared.clients.lock().values().cloned().collect();
     v.sort_by_key(|h| h.id);
     v
 }
@@ -129,9 +124,7 @@ pub fn client(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         }
         let given = a.at(2)?;
         let name = (!given.is_empty()).then(|| String::from_utf8_lossy(given).into_owned());
-        if let Ok(mut n) = ctx.client.handle.name.lock() {
-            *n = name;
-        }
+        *ctx.client.handle.name.lock() = name;
         return Ok(Reply::Ok);
     }
     if is(sub, "getname") && a.len() == 2 {

@@ -202,7 +202,7 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
             );
-            let file = ctx.shared.table.lock().ok().and_then(|t| t.file.clone());
+            let file = ctx.shared.table.lock().file.clone();
             w(
                 out,
                 "config_file",
@@ -394,13 +394,14 @@ fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
             );
             w(out, "keyspace_hits", &db.keyspace_hits);
             w(out, "keyspace_misses", &db.keyspace_misses);
-            let (ch, pat, shard) = ctx.shared.pubsub.lock().map_or((0, 0, 0), |p| {
+            let (ch, pat, shard) = {
+                let p = ctx.shared.pubsub.lock();
                 (
                     p.names(crate::node::pubsub::Kind::Channel, None).len(),
                     p.numpat(),
                     p.names(crate::node::pubsub::Kind::Shard, None).len(),
                 )
-            });
+            };
             w(out, "pubsub_channels", &ch);
             w(out, "pubsub_patterns", &pat);
             w(out, "pubsubshard_channels", &shard);

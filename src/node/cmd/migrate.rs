@@ -10,6 +10,7 @@ use super::flags::*;
 use super::Argv;
 use super::{err, int_arg, is, syntax_error, CmdResult, CommandSpec, Ctx};
 use crate::persist::rdb;
+use crate::resp::encode_command;
 use crate::resp::Reply;
 use bytes::Bytes;
 use redis_protocol::resp2::decode::decode;
@@ -111,16 +112,6 @@ fn restore(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Ok)
 }
 
-fn resp_command(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        v.extend_from_slice(a);
-        v.extend_from_slice(b"\r\n");
-    }
-    v
-}
-
 /// Reads `n` replies from the target; the first error wins.
 fn read_replies(stream: &mut TcpStream, n: usize) -> Result<(), Reply> {
     let mut buf = Vec::new();
@@ -210,28 +201,22 @@ fn migrate(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         TcpStream::connect_timeout(&addr, Duration::from_millis(timeout)).map_err(|_| io_err())?;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(timeout)));
     let _ = stream.set_write_timeout(Some(Duration::from_millis(timeout)));
-    let mut out = Vec::new();
+    let mut out = bytes::BytesMut::new();
     let mut expected = payloads.len();
     if let Some((user, pass)) = &auth {
         match user {
-            Some(u) => out.extend(resp_command(&[b"AUTH", u, pass])),
-            None => out.extend(resp_command(&[b"AUTH", pass])),
+            Some(u) => encode_command(&mut out, &[&b"AUTH"[..], &u[..], &pass[..]]),
+            None => encode_command(&mut out, &[&b"AUTH"[..], &pass[..]]),
         }
         expected += 1;
     }
     for (k, p, ttl) in &payloads {
         let ttl = ttl.to_string();
+        let mut cmd: Vec<&[u8]> = vec![b"RESTORE-ASKING", &k[..], ttl.as_bytes(), &p[..]];
         if replace {
-            out.extend(resp_command(&[
-                b"RESTORE-ASKING",
-                k,
-                ttl.as_bytes(),
-                p,
-                b"REPLACE",
-            ]));
-        } else {
-            out.extend(resp_command(&[b"RESTORE-ASKING", k, ttl.as_bytes(), p]));
+            cmd.push(b"REPLACE");
         }
+        encode_command(&mut out, &cmd);
     }
     stream
         .write_all(&out)

@@ -158,9 +158,7 @@ fn reset(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
     ctx.client.asking = false;
     ctx.client.reply_off = false;
     ctx.client.skip_replies = 0;
-    if let Ok(mut n) = ctx.client.handle.name.lock() {
-        *n = None;
-    }
+    *ctx.client.handle.name.lock() = None;
     if ctx.shared.config.load().requirepass.is_some() {
         ctx.client.authenticated = false;
     }

@@ -3,7 +3,7 @@
 
 use super::flags::*;
 use super::Argv;
-use super::{err, is, CmdResult, CommandSpec, Ctx};
+use super::{is, CmdResult, CommandSpec, Ctx};
 use crate::node::pubsub::{Kind, Subscriber};
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -146,9 +146,7 @@ fn do_subscribe(ctx: &mut Ctx, a: &[Bytes], kind: Kind) -> CmdResult {
     let mut replies = Vec::with_capacity(a.len() - 1);
     for name in a.rest(1) {
         if own(ctx, kind).insert(name.clone()) {
-            if let Ok(mut ps) = ctx.shared.pubsub.lock() {
-                ps.subscribe(kind, name, sub.clone());
-            }
+            ctx.shared.pubsub.lock().subscribe(kind, name, sub.clone());
         }
         replies.push(Reply::Push(vec![
             Reply::bulk(word),
@@ -178,9 +176,7 @@ fn do_unsubscribe(ctx: &mut Ctx, a: &[Bytes], kind: Kind) -> CmdResult {
     let mut replies = Vec::with_capacity(targets.len());
     for name in targets {
         if own(ctx, kind).remove(&name) {
-            if let Ok(mut ps) = ctx.shared.pubsub.lock() {
-                ps.unsubscribe(kind, &name, id);
-            }
+            ctx.shared.pubsub.lock().unsubscribe(kind, &name, id);
         }
         replies.push(Reply::Push(vec![
             Reply::bulk(word),
@@ -197,9 +193,7 @@ pub fn unsubscribe_everything(ctx: &mut Ctx) {
     if ctx.client.subscription_count() == 0 {
         return;
     }
-    if let Ok(mut ps) = ctx.shared.pubsub.lock() {
-        ps.remove_client(ctx.client.id());
-    }
+    ctx.shared.pubsub.lock().remove_client(ctx.client.id());
     ctx.client.channels.clear();
     ctx.client.patterns.clear();
     ctx.client.shard_channels.clear();
@@ -237,11 +231,7 @@ fn propagate(ctx: &Ctx, channel: &Bytes, message: &Bytes, shard: bool) {
 fn publish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let (channel, message) = (a.at(1)?, a.at(2)?);
     let limit = ctx.shared.config.load().output_limits.pubsub;
-    let n = ctx
-        .shared
-        .pubsub
-        .lock()
-        .map_or(0, |mut ps| ps.publish(channel, message, &limit));
+    let n = ctx.shared.pubsub.lock().publish(channel, message, &limit);
     propagate(ctx, channel, message, false);
     Ok(Reply::Int(n as i64))
 }
@@ -253,18 +243,14 @@ fn spublish(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         .shared
         .pubsub
         .lock()
-        .map_or(0, |mut ps| ps.publish_shard(channel, message, &limit));
+        .publish_shard(channel, message, &limit);
     propagate(ctx, channel, message, true);
     Ok(Reply::Int(n as i64))
 }
 
 fn pubsub(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let sub = a.at(1)?;
-    let ps = ctx
-        .shared
-        .pubsub
-        .lock()
-        .map_err(|_| err("ERR pubsub unavailable"))?;
+    let ps = ctx.shared.pubsub.lock();
     let bad = || {
         Reply::Error(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",

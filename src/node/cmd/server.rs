@@ -329,9 +329,7 @@ fn hello(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Err(err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
     }
     if let Some(n) = setname {
-        if let Ok(mut name) = ctx.client.handle.name.lock() {
-            *name = Some(String::from_utf8_lossy(&n).into_owned());
-        }
+        *ctx.client.handle.name.lock() = Some(String::from_utf8_lossy(&n).into_owned());
     }
     ctx.client.proto = proto;
     ctx.client
@@ -434,11 +432,7 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         if a.len() < 3 {
             return Err(super::wrong_arity("config|get"));
         }
-        let table = ctx
-            .shared
-            .table
-            .lock()
-            .map_err(|_| err("ERR config unavailable"))?;
+        let table = ctx.shared.table.lock();
         let mut out = Vec::new();
         for (k, v) in table.entries() {
             if a.rest(2)
@@ -461,11 +455,7 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         if a.len() < 4 || a.len() % 2 != 0 {
             return Err(super::wrong_arity("config|set"));
         }
-        let mut table = ctx
-            .shared
-            .table
-            .lock()
-            .map_err(|_| err("ERR config unavailable"))?;
+        let mut table = ctx.shared.table.lock();
         // All or nothing: apply to a copy, swap in only if every pair is valid.
         let mut next = table.clone();
         for (name, value) in a.pairs_from(2) {
@@ -503,11 +493,7 @@ fn config(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         return Ok(Reply::Ok);
     }
     if is(sub, "rewrite") && a.len() == 2 {
-        let table = ctx
-            .shared
-            .table
-            .lock()
-            .map_err(|_| err("ERR config unavailable"))?;
+        let table = ctx.shared.table.lock();
         let Some(path) = table.file.clone() else {
             return Err(err("ERR The server is running without a config file"));
         };

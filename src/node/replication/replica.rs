@@ -124,7 +124,7 @@ async fn read_line(
 
 fn encode(parts: &[Vec<u8>]) -> BytesMut {
     let mut out = BytesMut::new();
-    crate::replication::propagate::encode_command(&mut out, parts);
+    crate::resp::encode_command(&mut out, parts);
     out
 }
 
