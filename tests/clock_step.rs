@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::cluster::{cmd, text};
+use common::cluster::{cmd, form_cluster, text};
 use common::{free_port, wait_until, Node};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,29 +33,13 @@ fn cluster(offset_file: &Path) -> Vec<Node> {
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
     ];
     let faked = Node::start_with_env(tempfile::tempdir().unwrap(), free_port(), &args, &env);
-    let mut nodes = vec![faked, Node::start(&args), Node::start(&args)];
-    let ranges = [("0", "5460"), ("5461", "10922"), ("10923", "16383")];
-    for (i, (lo, hi)) in ranges.iter().enumerate() {
-        cmd(&nodes[i], &["CLUSTER", "ADDSLOTSRANGE", lo, hi]).unwrap();
-        cmd(
-            &nodes[i],
-            &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()],
-        )
-        .unwrap();
-    }
-    for n in &nodes[1..] {
-        cmd(
-            &nodes[0],
-            &["CLUSTER", "MEET", "127.0.0.1", &n.port.to_string()],
-        )
-        .unwrap();
-    }
+    let nodes = vec![faked, Node::start(&args), Node::start(&args)];
+    form_cluster(&nodes, 3, None);
     wait_until(
-        "the cluster is ok everywhere",
+        "no peer is flagged failing",
         Duration::from_secs(30),
         || healthy(&nodes),
     );
-    nodes.truncate(3);
     nodes
 }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::cluster::{build_cluster, cmd, text};
+use common::cluster::{build_cluster, cmd, slot_ranges, text};
 use common::{wait_until, Node};
 use std::time::Duration;
 
@@ -180,4 +180,11 @@ fn publish_on_one_node_reaches_subscribers_on_every_node() {
         assert_eq!(msg.get_channel_name(), "news");
         assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
     }
+}
+
+#[test]
+fn the_harness_splits_slots_as_redis_cli_does() {
+    assert_eq!(slot_ranges(3), [(0, 5460), (5461, 10922), (10923, 16383)]);
+    assert_eq!(slot_ranges(1), [(0, 16383)]);
+    assert_eq!(slot_ranges(2), [(0, 8191), (8192, 16383)]);
 }

@@ -9,10 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{free_port, wait_until, Node};
+use common::{wait_until, Node, RealRedis};
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,44 +94,6 @@ fn cli(port: u16, args: &[&str]) -> Run {
 }
 
 /// A real `redis-server` on a free loopback port, killed by PID on drop.
-struct RealRedis {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RealRedis {
-    fn start() -> RealRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| missing_tool("redis-server", &e));
-        let server = RealRedis {
-            port,
-            child,
-            _dir: dir,
-        };
-        wait_until("redis-server to accept", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        server
-    }
-}
-
-impl Drop for RealRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // needs redis-tools; run by .ci/run
 #[test]
 #[ignore]
@@ -230,7 +191,8 @@ fn redis_cli_prints_the_same_as_for_real_redis() {
         &["dbsize"],
     ];
     let node = Node::start(&[]);
-    let real = RealRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let real = RealRedis::start(dir.path(), &["--appendonly", "no"]);
     for args in script {
         let ours = cli(node.port, args);
         let theirs = cli(real.port, args);

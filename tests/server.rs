@@ -531,3 +531,61 @@ fn hello_negotiates_resp3() {
         "{text}"
     );
 }
+
+// needs redis-server; run by .ci/run
+#[test]
+#[ignore]
+fn command_getkeys_matches_redis() {
+    // COMMAND GETKEYS shows the key table the slot checks use, so every
+    // rule of it (numkeys, keywords, SORT, MIGRATE, subcommands, the
+    // errors) is compared with a real redis-server byte for byte.
+    let node = Node::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let redis = common::RealRedis::start(dir.path(), &[]);
+    let calls = [
+        "get k",
+        "mset a 1 b 2",
+        "eval s 0",
+        "eval s 2 a b c",
+        "eval s 5 a",
+        "eval s x a",
+        "lmpop 0 a LEFT",
+        "lmpop 2 a b LEFT",
+        "blmpop 0 1 a LEFT",
+        "zunionstore d 0 a",
+        "zunionstore d 2 a b weights 1 2",
+        "sort k store d",
+        "sort k by w get o limit 0 1",
+        "object encoding k",
+        "object",
+        "memory usage k",
+        "xread count 1 streams a b 0 0",
+        "georadius k 0 0 1 km store d",
+        "migrate h 1 k 0 10",
+        "migrate h 1 \"\" 0 10 keys a b",
+        "spublish ch m",
+        "ping",
+        "get",
+        "set k",
+        "nosuchcommand a",
+        "config get x",
+        "sintercard 2 a b",
+        "fcall f 0",
+    ];
+    for call in calls {
+        let args: Vec<&str> = call
+            .split(' ')
+            .map(|a| if a == "\"\"" { "" } else { a })
+            .collect();
+        let mut full = vec!["COMMAND", "GETKEYS"];
+        full.extend(&args);
+        let wire = slotway::resp::command_bytes(&full);
+        let ours = common::raw_exchange(node.port, &wire);
+        let theirs = common::raw_exchange(redis.port, &wire);
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs),
+            "COMMAND GETKEYS {call}"
+        );
+    }
+}

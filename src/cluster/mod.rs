@@ -1,7 +1,9 @@
 //! Cluster model shared by the node, the proxy and the CLI: hash slots, node
-//! ids, flags, epochs, and the `CLUSTER NODES` / nodes.conf formats. Pure
+//! ids, flags, epochs, which arguments of a command are keys, and the
+//! `CLUSTER NODES` / nodes.conf formats. Pure
 //! functions and data only; the bus state machine builds on this.
 
+pub mod keyspec;
 pub mod slot;
 pub mod topology;
 

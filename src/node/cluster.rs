@@ -7,11 +7,11 @@
 //! only ever takes the bus lock.
 
 use crate::cluster::topology::{random_node_id, ClusterNode, NodesConf};
-use crate::cluster::{key_hash_slot, SLOTS};
+use crate::cluster::{key_hash_slot, keyspec, SLOTS};
 use crate::gossip::state::{Bus, BusConfig, Event, Link};
 use crate::gossip::wire::Message;
 use crate::node::cmd::{flags, CommandSpec};
-use crate::resp::{parse_i64, Reply};
+use crate::resp::Reply;
 use crate::runtime::clock::mono_ms;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -126,37 +126,15 @@ impl Redirect {
     }
 }
 
-/// Keys of a call, including commands whose keys follow a `numkeys`.
-pub fn command_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Vec<&'a Bytes> {
-    let numkeys_at = |at: usize, first: usize| -> Vec<&'a Bytes> {
-        let n = args.get(at).and_then(|b| parse_i64(b)).unwrap_or(0).max(0) as usize;
-        args.iter().skip(first).take(n).collect()
+/// Keys of a call, found by Redis 7's key specs (the table the proxy
+/// routes by), so numkeys, keyword and SORT/MIGRATE forms are covered.
+pub fn command_keys(args: &[Bytes]) -> Vec<&Bytes> {
+    let Some(finder) = keyspec::catalog().ok().and_then(|c| c.keys_of(args)) else {
+        return Vec::new();
     };
-    match spec.name {
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => numkeys_at(2, 3),
-        "zunion" | "zinter" | "zdiff" | "sintercard" | "lmpop" | "zmpop" => numkeys_at(1, 2),
-        "blmpop" | "bzmpop" => numkeys_at(2, 3),
-        "migrate" => match args.get(3) {
-            Some(k) if k.is_empty() => {
-                let at = args
-                    .iter()
-                    .position(|a| a.eq_ignore_ascii_case(b"keys"))
-                    .map_or(args.len(), |i| i + 1);
-                args.iter().skip(at).collect()
-            }
-            other => other.into_iter().collect(),
-        },
-        "zunionstore" | "zinterstore" | "zdiffstore" => {
-            let mut v: Vec<&Bytes> = args.get(1).into_iter().collect();
-            v.extend(numkeys_at(2, 3));
-            v
-        }
-        _ => spec
-            .key_positions(args.len())
-            .into_iter()
-            .filter_map(|i| args.get(i))
-            .collect(),
-    }
+    let mut keys = Vec::new();
+    finder.for_each_key(args, |i| keys.extend(args.get(i)));
+    keys
 }
 
 /// The slot check Redis makes before running a keyed command. `exists`
@@ -169,7 +147,7 @@ pub fn check(
     exists: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<(), Redirect> {
     let (readonly_client, asking) = client;
-    let keys = command_keys(spec, args);
+    let keys = command_keys(args);
     let Some(first) = keys.first() else {
         return Ok(());
     };

@@ -183,61 +183,9 @@ fn ping(port: u16) -> bool {
 }
 
 /// A slotway cluster of `masters` masters (no replicas) with the redis-cli
-/// even slot split, built with CLUSTER ADDSLOTSRANGE / MEET.
+/// slot split.
 pub fn slotway_cluster(masters: usize, extra: &[&str]) -> Vec<Node> {
-    let mut args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
-    args.extend_from_slice(extra);
-    let nodes: Vec<Node> = (0..masters)
-        .map(|_| Node::start_in_port(tempfile::tempdir().unwrap(), free_port(), &args))
-        .collect();
-    let per = 16384 / masters;
-    for (i, n) in nodes.iter().enumerate() {
-        let lo = i * per;
-        let hi = if i + 1 == masters {
-            16383
-        } else {
-            lo + per - 1
-        };
-        let mut c = n.client();
-        auth_if(&mut c, extra);
-        let _: () = redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(lo)
-            .arg(hi)
-            .query(&mut c)
-            .unwrap();
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SET-CONFIG-EPOCH")
-            .arg(i + 1)
-            .query(&mut c)
-            .unwrap();
-    }
-    let mut c0 = nodes[0].client();
-    auth_if(&mut c0, extra);
-    for n in &nodes[1..] {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("MEET")
-            .arg("127.0.0.1")
-            .arg(n.port)
-            .query(&mut c0)
-            .unwrap();
-    }
-    wait_until("slotway cluster ok", Duration::from_secs(30), || {
-        nodes.iter().all(|n| {
-            let mut c = n.client();
-            auth_if(&mut c, extra);
-            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
-            info.contains("cluster_state:ok")
-                && info.contains(&format!("cluster_known_nodes:{masters}"))
-        })
-    });
-    nodes
-}
-
-fn auth_if(c: &mut redis::Connection, extra: &[&str]) {
-    if let Some(i) = extra.iter().position(|a| *a == "--requirepass") {
-        let _: () = redis::cmd("AUTH").arg(extra[i + 1]).query(c).unwrap();
-    }
+    super::cluster::masters_only(masters, extra)
 }
 
 pub fn addrs(nodes: &[Node]) -> Vec<String> {

@@ -161,8 +161,8 @@ pub const COMMANDS: &[CommandSpec] = &[
         step: 1,
         handler: rpoplpush,
     },
-    // Keys follow a numkeys argument: no fixed positions (see
-    // `movable_key_positions`).
+    // Keys follow a numkeys argument: found by the key specs
+    // (`cluster::keyspec`), not by fixed positions.
     CommandSpec {
         name: "lmpop",
         arity: -4,
@@ -218,21 +218,6 @@ pub const COMMANDS: &[CommandSpec] = &[
         handler: blmpop,
     },
 ];
-
-/// Key positions of the list commands whose keys follow a numkeys argument
-/// (LMPOP, BLMPOP), for callers that route by key. None for other commands
-/// or when numkeys is invalid (the command itself will report the error).
-pub fn movable_key_positions(args: &[Bytes]) -> Option<Vec<usize>> {
-    let name = args.first()?;
-    let numkeys_idx = if is(name, "lmpop") {
-        1
-    } else if is(name, "blmpop") {
-        2
-    } else {
-        return None;
-    };
-    numkeys_range(args, numkeys_idx).ok().map(Iterator::collect)
-}
 
 // ---- helpers -------------------------------------------------------------
 
@@ -1072,19 +1057,5 @@ mod tests {
         assert_eq!(t("nan"), nan);
         assert_eq!(t(" 1"), nan);
         assert_eq!(t(""), nan);
-    }
-
-    #[test]
-    fn movable_keys_of_mpop() {
-        assert_eq!(
-            movable_key_positions(&args("LMPOP 2 a b LEFT")),
-            Some(vec![2, 3])
-        );
-        assert_eq!(
-            movable_key_positions(&args("blmpop 0 1 a LEFT")),
-            Some(vec![3])
-        );
-        assert_eq!(movable_key_positions(&args("lmpop 0 a LEFT")), None);
-        assert_eq!(movable_key_positions(&args("lpop a")), None);
     }
 }

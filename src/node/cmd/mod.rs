@@ -93,25 +93,6 @@ impl CommandSpec {
     pub fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }
-
-    /// Positions (into argv) of the keys of a call, from the spec.
-    pub fn key_positions(&self, argc: usize) -> Vec<usize> {
-        if self.first_key <= 0 || self.step <= 0 {
-            return Vec::new();
-        }
-        let last = if self.last_key < 0 {
-            argc as i32 + self.last_key
-        } else {
-            self.last_key
-        };
-        let mut out = Vec::new();
-        let mut i = self.first_key;
-        while i <= last && (i as usize) < argc {
-            out.push(i as usize);
-            i += self.step;
-        }
-        out
-    }
 }
 
 /// Something the connection must do after a command, beyond sending its
@@ -667,5 +648,67 @@ mod contain_panic_tests {
         assert!(r.is_error());
         let ok = super::contain_panic(b"get", || crate::resp::Reply::Int(1));
         assert!(!ok.is_error());
+    }
+}
+
+#[cfg(test)]
+mod key_table_tests {
+    use crate::cluster::keyspec;
+    use bytes::Bytes;
+
+    /// The legacy first/last/step triple COMMAND INFO reports.
+    fn triple_positions(spec: &super::CommandSpec, argc: usize) -> Vec<usize> {
+        if spec.first_key <= 0 || spec.step <= 0 {
+            return Vec::new();
+        }
+        let last = if spec.last_key < 0 {
+            argc as i32 + spec.last_key
+        } else {
+            spec.last_key
+        };
+        (spec.first_key..=last)
+            .step_by(spec.step as usize)
+            .take_while(|i| (*i as usize) < argc)
+            .map(|i| i as usize)
+            .collect()
+    }
+
+    #[test]
+    fn every_keyed_command_is_in_the_shared_key_table() {
+        let catalog = keyspec::catalog().unwrap();
+        for spec in super::table().values() {
+            let Some(info) = catalog.get(spec.name) else {
+                // Only node-private commands may be missing, and those
+                // must not take keys, or slot checks would miss them.
+                assert!(
+                    spec.first_key <= 0,
+                    "{} has keys but no key specs",
+                    spec.name
+                );
+                continue;
+            };
+            if spec.first_key <= 0 || keyspec::CONTAINERS.contains(&spec.name) {
+                continue;
+            }
+            // Where the triple describes the keys, the key specs agree.
+            if info.has(keyspec::flag::MOVABLE_KEYS) {
+                continue;
+            }
+            let argcs = if spec.arity > 0 {
+                spec.arity..=spec.arity
+            } else {
+                -spec.arity..=8
+            };
+            for argc in argcs.map(|n| n as usize) {
+                let mut args: Vec<Bytes> = vec![Bytes::from(spec.name)];
+                args.extend((1..argc).map(|i| Bytes::from(format!("a{i}"))));
+                assert_eq!(
+                    info.keys.key_positions(&args),
+                    triple_positions(spec, argc),
+                    "{} argc {argc}",
+                    spec.name
+                );
+            }
+        }
     }
 }

@@ -613,29 +613,47 @@ fn command(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
                 .collect(),
         ));
     }
-    if is(sub, "getkeys") && a.len() >= 3 {
-        let Some(spec) = super::lookup(a.at(2)?) else {
-            return Err(err("ERR Invalid command specified"));
-        };
-        let argv = a.rest(2);
-        let argc = argv.len() as i32;
-        if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
-            return Err(err("ERR Invalid number of arguments specified for command"));
+    if is(sub, "getkeys") {
+        if a.len() < 4 {
+            return Err(err(
+                "ERR wrong number of arguments for 'command|getkeys' command",
+            ));
         }
-        let keys: Vec<Reply> = spec
-            .key_positions(argv.len())
-            .into_iter()
-            .filter_map(|i| argv.get(i).cloned().map(Reply::Bulk))
-            .collect();
-        if keys.is_empty() {
-            return Err(err("ERR The command has no key arguments"));
-        }
-        return Ok(Reply::Array(keys));
+        return getkeys(a.rest(2));
     }
     Err(Reply::Error(format!(
         "ERR unknown subcommand '{}'. Try COMMAND HELP.",
         String::from_utf8_lossy(sub)
     )))
+}
+
+/// COMMAND GETKEYS, by the key specs the slot checks use, with Redis's
+/// errors for each way a call can fail to name keys.
+fn getkeys(argv: &[Bytes]) -> CmdResult {
+    use crate::cluster::keyspec::{self, flag, Named};
+    let catalog = keyspec::catalog().map_err(|e| Reply::Error(format!("ERR {e}")))?;
+    let Named::Found(i) = catalog.lookup(argv) else {
+        return Err(err("ERR Invalid command specified"));
+    };
+    let Some(info) = catalog.at(i) else {
+        return Err(err("ERR Invalid command specified"));
+    };
+    if !info.keys.takes_keys() {
+        return Err(err("ERR The command has no key arguments"));
+    }
+    let argc = argv.len() as i64;
+    let arity = i64::from(info.arity);
+    if (arity > 0 && argc != arity) || argc < -arity {
+        return Err(err("ERR Invalid number of arguments specified for command"));
+    }
+    let mut keys = Vec::new();
+    info.keys.for_each_key(argv, |i| {
+        keys.extend(argv.get(i).cloned().map(Reply::Bulk));
+    });
+    if keys.is_empty() && !info.has(flag::NO_MANDATORY_KEYS) {
+        return Err(err("ERR Invalid arguments specified for command"));
+    }
+    Ok(Reply::Array(keys))
 }
 
 /// SAVE: a blocking save under the keyspace lock, as Redis's SAVE blocks

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerates commands.tsv (the proxy's key table) from a real redis-server.
+"""Regenerates commands.tsv (the key-spec table of node and proxy) from a real redis-server.
 
-Usage: python3 src/proxy/gen_commands.py [redis-server] > src/proxy/commands.tsv
+Usage: python3 src/cluster/gen_commands.py [redis-server] > src/cluster/commands.tsv
 
 Starts the given redis-server (default: the one on PATH) on a free loopback
 port, reads `COMMAND INFO` (every command and subcommand, with Redis 7 key
