@@ -1,5 +1,5 @@
 //! Leaf helpers every layer may use: the Redis version we speak, Redis's
-//! float argument rules, random 40-hex ids. Depends on nothing in the crate.
+//! integer and float argument rules, random 40-hex ids. Depends on nothing in the crate.
 
 /// The redis-server version slotway answers as (INFO, HELLO, RDB aux).
 pub const VERSION: &str = "7.0.15";
@@ -30,6 +30,37 @@ pub fn random_hex_id() -> String {
     (0..40)
         .map(|_| char::from_digit(u32::from(rand::random::<u8>() % 16), 16).unwrap_or('0'))
         .collect()
+}
+
+/// Parses a signed decimal exactly like Redis's `string2ll` (no spaces, no
+/// plus sign, no leading zeros except "0").
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || (digits.len() > 1 && digits.first() == Some(&b'0')) {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(d - b'0');
+        v = if neg {
+            v.checked_mul(10)?.checked_sub(digit)?
+        } else {
+            v.checked_mul(10)?.checked_add(digit)?
+        };
+    }
+    if neg && v == 0 {
+        return None; // "-0" is rejected by Redis
+    }
+    Some(v)
 }
 
 #[cfg(test)]

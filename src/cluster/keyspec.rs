@@ -189,7 +189,7 @@ impl KeySpec {
             } => {
                 let n = args
                     .get(usize::try_from(first + idx).map_err(|_| Invalid)?)
-                    .and_then(|a| crate::resp::parse_i64(a))
+                    .and_then(|a| crate::util::parse_i64(a))
                     .filter(|n| *n >= 0)
                     .ok_or(Invalid)?;
                 let start = first + fk;

@@ -123,36 +123,7 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 /// more grows as the bytes do.
 const MAX_UPFRONT_RESERVE: usize = 32 << 20;
 
-/// Parses a signed decimal exactly like Redis's `string2ll` (no spaces, no
-/// plus sign, no leading zeros except "0").
-pub fn parse_i64(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
-    }
-    let (neg, digits) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
-    };
-    if digits.is_empty() || (digits.len() > 1 && digits.first() == Some(&b'0')) {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let digit = i64::from(d - b'0');
-        v = if neg {
-            v.checked_mul(10)?.checked_sub(digit)?
-        } else {
-            v.checked_mul(10)?.checked_add(digit)?
-        };
-    }
-    if neg && v == 0 {
-        return None; // "-0" is rejected by Redis
-    }
-    Some(v)
-}
+pub use crate::util::parse_i64;
 
 impl RequestParser {
     pub fn new() -> Self {
