@@ -87,6 +87,7 @@ fn proxy(c: &mut Criterion) {
         max_reply_bytes: 1 << 20,
         metrics: Arc::new(Metrics::new(&t.metric_names).unwrap()),
         on_failure: Arc::new(tokio::sync::Notify::new()),
+        memnet: None,
     });
     let router = Router::new(ctx);
     router.apply_layout(&Layout {

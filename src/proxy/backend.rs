@@ -178,7 +178,7 @@ pub struct ReplyTo {
 }
 
 impl ReplyTo {
-    fn send(self, o: Outcome) {
+    pub(crate) fn send(self, o: Outcome) {
         self.mailbox.deliver(self.tag, o);
     }
 }
@@ -208,15 +208,18 @@ pub struct BackendCtx {
     pub metrics: Arc<Metrics>,
     /// Poked when a connection to a node fails (topology may have changed).
     pub on_failure: Arc<tokio::sync::Notify>,
+    /// Connections go to in-memory fake nodes instead of the network (the
+    /// proxy core's unit tests); `None` in a running proxy.
+    pub memnet: Option<Arc<crate::proxy::memnet::MemNet>>,
 }
 
 /// A request appended to a connection, not taken by its task yet.
-struct Queued {
+pub(crate) struct Queued {
     /// Its bytes in [`Queue::data`].
-    len: usize,
+    pub(crate) len: usize,
     /// Reply frames the request produces; the reply is all of them.
-    frames: u32,
-    reply: ReplyTo,
+    pub(crate) frames: u32,
+    pub(crate) reply: ReplyTo,
 }
 
 /// What sessions hand a connection's task.
@@ -232,14 +235,14 @@ struct Queue {
     refusing: bool,
 }
 
-struct ConnShared {
+pub(crate) struct ConnShared {
     queue: Mutex<Queue>,
     /// Live [`Conn`] handles (the task's own reference is not one).
     handles: AtomicUsize,
 }
 
 /// What the task takes from its queue.
-enum Take {
+pub(crate) enum Take {
     Some,
     /// Every handle is gone and nothing is queued.
     Closed,
@@ -248,7 +251,7 @@ enum Take {
 impl ConnShared {
     /// Moves queued requests into the task's buffers (swapped, not copied,
     /// when the task's buffer is empty).
-    fn poll_take(
+    pub(crate) fn poll_take(
         &self,
         cx: &mut Context<'_>,
         data: &mut BytesMut,
@@ -277,7 +280,7 @@ impl ConnShared {
     }
 
     /// Hands back everything queued and everything sent from now on.
-    fn refuse_all(&self) {
+    pub(crate) fn refuse_all(&self) {
         let reqs = {
             let mut q = self.queue.lock();
             q.refusing = true;
@@ -399,6 +402,10 @@ impl Pool {
             queue: Mutex::new(Queue::default()),
             handles: AtomicUsize::new(1),
         });
+        if let Some(net) = &self.ctx.memnet {
+            net.attach(&self.addr, shared.clone());
+            return Conn { shared };
+        }
         let task = ConnTask {
             addr: self.addr.clone(),
             kind,

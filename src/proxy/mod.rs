@@ -14,12 +14,16 @@ pub mod config;
 pub mod fanout;
 pub mod forward;
 pub mod local;
+pub mod memnet;
 pub mod metrics;
 pub mod pubsub;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod topology;
+
+#[cfg(test)]
+mod core_tests;
 
 /// The error every path answers before any seed node has given the proxy a
 /// slot map.

@@ -19,9 +19,8 @@ use crate::resp::scan::FrameScanner;
 use crate::resp::{Proto, Reply, RequestParser};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -153,10 +152,10 @@ fn lower(b: &[u8]) -> Vec<u8> {
 
 /// Relays between a subscribed client and its backend connections, starting
 /// with the SUBSCRIBE-family command `first`.
-pub async fn relay(
+pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     proxy: &Proxy,
     st: &mut ClientState,
-    stream: &mut TcpStream,
+    stream: &mut S,
     inbuf: &mut BytesMut,
     parser: &mut RequestParser,
     first: Parsed,

@@ -305,6 +305,7 @@ mod tests {
             max_reply_bytes: 1 << 20,
             metrics: Arc::new(Metrics::new(&["other".into()]).unwrap()),
             on_failure: Arc::new(Notify::new()),
+            memnet: None,
         });
         Router::new(ctx)
     }

@@ -88,6 +88,7 @@ pub async fn run(
         max_reply_bytes: cfg.max_reply_bytes,
         metrics: metrics.clone(),
         on_failure: Arc::new(Notify::new()),
+        memnet: None,
     });
     let router = Arc::new(Router::new(ctx));
     let listener = TcpListener::bind(&cfg.listen)

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -182,8 +182,8 @@ const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// Writes all of `out`; false when the client is gone or took no byte for
 /// `stall` (zero: waits forever).
-async fn write_out(stream: &mut TcpStream, out: &[u8], stall: Duration) -> bool {
-    let mut pos = match stream.try_write(out) {
+async fn write_out<S: ClientStream>(stream: &mut S, out: &[u8], stall: Duration) -> bool {
+    let mut pos = match stream.try_write_now(out) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
         Err(_) => return false,
@@ -206,10 +206,44 @@ async fn write_out(stream: &mut TcpStream, out: &[u8], stall: Duration) -> bool 
     true
 }
 
+/// A client's connection as the session sees it: a TCP socket, or an
+/// in-memory pipe in the proxy core's unit tests.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Writes what fits now without waiting (`WouldBlock` when nothing
+    /// does): most replies go out in this one call.
+    fn try_write_now(&mut self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+impl ClientStream for TcpStream {
+    fn try_write_now(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.try_write(buf)
+    }
+}
+
+impl ClientStream for tokio::io::DuplexStream {
+    fn try_write_now(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(self).poll_write(&mut cx, buf) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 /// Serves one client until it leaves, the proxy drains, or an error.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(proxy.listen);
+    serve_client(proxy, stream, peer, local).await;
+}
+
+/// Serves one client over any stream (`run` for TCP).
+pub async fn serve_client<S: ClientStream>(
+    proxy: Arc<Proxy>,
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
     let id = proxy.next_client.fetch_add(1, Ordering::Relaxed);
     let now = std::time::Instant::now();
     let session = Session {
@@ -245,7 +279,7 @@ pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
 }
 
 impl Session {
-    async fn serve(mut self, mut stream: TcpStream) {
+    async fn serve<S: ClientStream>(mut self, mut stream: S) {
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut parser = RequestParser::new();
