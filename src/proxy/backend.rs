@@ -162,6 +162,20 @@ impl Mailbox {
         self.inner.lock().over
     }
 
+    /// Ready once the client passed its output limit; until then the task
+    /// is woken when it does. A session blocked writing to a client that
+    /// does not read waits on this too: that is when replies pile up here.
+    pub fn poll_over(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut g = self.inner.lock();
+        if g.over {
+            return Poll::Ready(());
+        }
+        if !g.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            g.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// The session ended: later replies are dropped at once.
     pub fn close(&self) {
         let mut g = self.inner.lock();

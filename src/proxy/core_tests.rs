@@ -170,7 +170,12 @@ struct Client {
 
 impl Client {
     fn connect(w: &World) -> Client {
-        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        Client::with_buffer(w, 1 << 16)
+    }
+
+    /// A client whose pipe holds at most `bytes` unread.
+    fn with_buffer(w: &World, bytes: usize) -> Client {
+        let (ours, theirs) = tokio::io::duplex(bytes);
         let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
         tokio::spawn(session::serve_client(
             w.proxy.clone(),
@@ -400,4 +405,44 @@ async fn an_unreachable_master_is_retried_until_the_deadline() {
     // A node that comes back is used again.
     node(&w, A, |_, _| Answer::Reply(bulk("back")));
     assert_eq!(c.call(&["GET", &key]).await, "$4\r\nback\r\n");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_closed_at_its_byte_limit_mid_write() {
+    let cfg = ProxyConfig {
+        client_output_stall_secs: 0,
+        client_output_limit_bytes: 64 << 10,
+        ..ProxyConfig::default()
+    };
+    let w = world(cfg);
+    let big = bulk(&"x".repeat(16 << 10));
+    // One reply every 10 ms: the first ones reach the session and fill
+    // the pipe (4 KiB), so its write blocks while later ones pile up in
+    // its mailbox.
+    node(&w, A, move |_, n| {
+        Answer::Later(Duration::from_millis(10 * (u64::from(n) + 1)), big.clone())
+    });
+    let key = key_in(0, 8191, 0);
+    let mut c = Client::with_buffer(&w, 4096);
+    for _ in 0..64 {
+        c.send(&["GET", &key]).await;
+    }
+    let closed = &w.proxy.metrics.clients_output_limit;
+    for _ in 0..1000 {
+        if closed.get() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(closed.get(), 1, "the client was never closed");
+    // What was written can be read, then the connection ends.
+    let mut total = 0;
+    loop {
+        let n = c.io.read_buf(&mut c.buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total < 64 * (16 << 10), "{total}");
 }

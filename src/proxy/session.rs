@@ -180,9 +180,15 @@ fn is_error(b: &[u8]) -> bool {
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
-/// Writes all of `out`; false when the client is gone or took no byte for
-/// `stall` (zero: waits forever).
-async fn write_out<S: ClientStream>(stream: &mut S, out: &[u8], stall: Duration) -> bool {
+/// Writes all of `out`; false when the client is gone, took no byte for
+/// `stall` (zero: waits forever), or passed its output byte limit while
+/// the write waited (see [`Mailbox::poll_over`]).
+async fn write_out<S: ClientStream>(
+    stream: &mut S,
+    out: &[u8],
+    stall: Duration,
+    mailbox: &Mailbox,
+) -> bool {
     let mut pos = match stream.try_write_now(out) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
@@ -190,17 +196,23 @@ async fn write_out<S: ClientStream>(stream: &mut S, out: &[u8], stall: Duration)
     };
     while pos < out.len() {
         let rest = out.get(pos..).unwrap_or_default();
+        let write = async {
+            tokio::select! {
+                r = stream.write(rest) => Some(r),
+                _ = std::future::poll_fn(|cx| mailbox.poll_over(cx)) => None,
+            }
+        };
         let r = if stall.is_zero() {
-            stream.write(rest).await
+            write.await
         } else {
-            match tokio::time::timeout(stall, stream.write(rest)).await {
+            match tokio::time::timeout(stall, write).await {
                 Ok(r) => r,
                 Err(_) => return false,
             }
         };
         match r {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => pos += n,
+            None | Some(Ok(0)) | Some(Err(_)) => return false,
+            Some(Ok(n)) => pos += n,
         }
     }
     true
@@ -300,14 +312,7 @@ impl Session {
         let stall = Duration::from_secs(self.proxy.cfg.client_output_stall_secs);
         loop {
             if self.mailbox.over_limit() {
-                self.proxy.metrics.clients_output_limit.inc();
-                tracing::warn!(
-                    client = self.st.id,
-                    peer = %self.st.peer,
-                    limit = self.proxy.cfg.client_output_limit_bytes,
-                    "client closed for overcoming output buffer limits"
-                );
-                return;
+                return self.close_over_limit();
             }
             loop {
                 let progressed = self.process(&mut inbuf, &mut parser);
@@ -327,7 +332,10 @@ impl Session {
                     .held_burst()
                     .is_none_or(|start| Instant::now() >= start + REPLY_HOLD);
             if write_now {
-                if !write_out(&mut stream, &out, stall).await {
+                if !write_out(&mut stream, &out, stall, &self.mailbox).await {
+                    if self.mailbox.over_limit() {
+                        return self.close_over_limit();
+                    }
                     tracing::debug!(
                         client = self.st.id,
                         pending = out.len(),
@@ -452,6 +460,16 @@ impl Session {
                 }
             }
         }
+    }
+
+    fn close_over_limit(&self) {
+        self.proxy.metrics.clients_output_limit.inc();
+        tracing::warn!(
+            client = self.st.id,
+            peer = %self.st.peer,
+            limit = self.proxy.cfg.client_output_limit_bytes,
+            "client closed for overcoming output buffer limits"
+        );
     }
 
     fn kind(&self) -> Kind {
