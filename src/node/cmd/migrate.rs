@@ -19,43 +19,13 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+// One line per command, as the table reads best.
+#[rustfmt::skip]
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec {
-        name: "dump",
-        arity: 2,
-        flags: READONLY,
-        first_key: 1,
-        last_key: 1,
-        step: 1,
-        handler: dump_cmd,
-    },
-    CommandSpec {
-        name: "restore",
-        arity: -4,
-        flags: WRITE | DENYOOM,
-        first_key: 1,
-        last_key: 1,
-        step: 1,
-        handler: restore,
-    },
-    CommandSpec {
-        name: "restore-asking",
-        arity: -4,
-        flags: WRITE | DENYOOM,
-        first_key: 1,
-        last_key: 1,
-        step: 1,
-        handler: restore,
-    },
-    CommandSpec {
-        name: "migrate",
-        arity: -6,
-        flags: WRITE | MOVABLE_KEYS,
-        first_key: 3,
-        last_key: 3,
-        step: 1,
-        handler: migrate,
-    },
+    CommandSpec::new("dump", 2, READONLY, [1, 1, 1], dump_cmd),
+    CommandSpec::new("restore", -4, WRITE | DENYOOM, [1, 1, 1], restore),
+    CommandSpec::new("restore-asking", -4, WRITE | DENYOOM, [1, 1, 1], restore),
+    CommandSpec::new("migrate", -6, WRITE | MOVABLE_KEYS, [3, 3, 1], migrate),
 ];
 
 fn dump_cmd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {

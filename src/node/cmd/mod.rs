@@ -90,6 +90,28 @@ pub struct CommandSpec {
 }
 
 impl CommandSpec {
+    /// One table entry: `keys` is the legacy `[first, last, step]` key
+    /// range COMMAND INFO reports (slot checks use the key specs of
+    /// `cluster::keyspec`).
+    pub const fn new(
+        name: &'static str,
+        arity: i32,
+        flags: u32,
+        keys: [i32; 3],
+        handler: Handler,
+    ) -> CommandSpec {
+        let [first_key, last_key, step] = keys;
+        CommandSpec {
+            name,
+            arity,
+            flags,
+            first_key,
+            last_key,
+            step,
+            handler,
+        }
+    }
+
     pub fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }

@@ -8,61 +8,15 @@ use crate::resp::{Proto, Reply};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
+// One line per command, as the table reads best.
+#[rustfmt::skip]
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec {
-        name: "multi",
-        arity: 1,
-        flags: FAST | LOADING | STALE | NOSCRIPT | ALLOW_BUSY,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: multi,
-    },
-    CommandSpec {
-        name: "exec",
-        arity: 1,
-        flags: NOSCRIPT | LOADING | STALE | NO_PROPAGATE,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: exec,
-    },
-    CommandSpec {
-        name: "discard",
-        arity: 1,
-        flags: FAST | NOSCRIPT | LOADING | STALE | ALLOW_BUSY,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: discard,
-    },
-    CommandSpec {
-        name: "watch",
-        arity: -2,
-        flags: FAST | NOSCRIPT | LOADING | STALE | ALLOW_BUSY,
-        first_key: 1,
-        last_key: -1,
-        step: 1,
-        handler: watch,
-    },
-    CommandSpec {
-        name: "unwatch",
-        arity: 1,
-        flags: FAST | NOSCRIPT | LOADING | STALE | ALLOW_BUSY,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: unwatch,
-    },
-    CommandSpec {
-        name: "reset",
-        arity: 1,
-        flags: FAST | NOSCRIPT | LOADING | STALE | NO_AUTH | ALLOW_BUSY,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: reset,
-    },
+    CommandSpec::new("multi", 1, FAST | LOADING | STALE | NOSCRIPT | ALLOW_BUSY, [0, 0, 0], multi),
+    CommandSpec::new("exec", 1, NOSCRIPT | LOADING | STALE | NO_PROPAGATE, [0, 0, 0], exec),
+    CommandSpec::new("discard", 1, FAST | NOSCRIPT | LOADING | STALE | ALLOW_BUSY, [0, 0, 0], discard),
+    CommandSpec::new("watch", -2, FAST | NOSCRIPT | LOADING | STALE | ALLOW_BUSY, [1, -1, 1], watch),
+    CommandSpec::new("unwatch", 1, FAST | NOSCRIPT | LOADING | STALE | ALLOW_BUSY, [0, 0, 0], unwatch),
+    CommandSpec::new("reset", 1, FAST | NOSCRIPT | LOADING | STALE | NO_AUTH | ALLOW_BUSY, [0, 0, 0], reset),
 ];
 
 /// Forgets every WATCHed key of the client.

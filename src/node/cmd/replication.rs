@@ -7,70 +7,16 @@ use super::{err, int_arg, is, Action, CmdResult, CommandSpec, Ctx};
 use crate::resp::Reply;
 use bytes::Bytes;
 
+// One line per command, as the table reads best.
+#[rustfmt::skip]
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec {
-        name: "replicaof",
-        arity: 3,
-        flags: ADMIN | NOSCRIPT | STALE,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: replicaof,
-    },
-    CommandSpec {
-        name: "slaveof",
-        arity: 3,
-        flags: ADMIN | NOSCRIPT | STALE,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: replicaof,
-    },
-    CommandSpec {
-        name: "role",
-        arity: 1,
-        flags: NOSCRIPT | LOADING | STALE | FAST,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: role,
-    },
-    CommandSpec {
-        name: "wait",
-        arity: 3,
-        flags: NOSCRIPT,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: wait,
-    },
-    CommandSpec {
-        name: "replconf",
-        arity: -1,
-        flags: ADMIN | NOSCRIPT | LOADING | STALE,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: replconf,
-    },
-    CommandSpec {
-        name: "psync",
-        arity: -3,
-        flags: ADMIN | NOSCRIPT | NO_MULTI,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: psync,
-    },
-    CommandSpec {
-        name: "sync",
-        arity: 1,
-        flags: ADMIN | NOSCRIPT | NO_MULTI,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: sync,
-    },
+    CommandSpec::new("replicaof", 3, ADMIN | NOSCRIPT | STALE, [0, 0, 0], replicaof),
+    CommandSpec::new("slaveof", 3, ADMIN | NOSCRIPT | STALE, [0, 0, 0], replicaof),
+    CommandSpec::new("role", 1, NOSCRIPT | LOADING | STALE | FAST, [0, 0, 0], role),
+    CommandSpec::new("wait", 3, NOSCRIPT, [0, 0, 0], wait),
+    CommandSpec::new("replconf", -1, ADMIN | NOSCRIPT | LOADING | STALE, [0, 0, 0], replconf),
+    CommandSpec::new("psync", -3, ADMIN | NOSCRIPT | NO_MULTI, [0, 0, 0], psync),
+    CommandSpec::new("sync", 1, ADMIN | NOSCRIPT | NO_MULTI, [0, 0, 0], sync),
 ];
 
 fn replicaof(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {

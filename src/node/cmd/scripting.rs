@@ -15,52 +15,14 @@ use hashbrown::HashMap;
 use mlua::{Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 use std::cell::RefCell;
 
+// One line per command, as the table reads best.
+#[rustfmt::skip]
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec {
-        name: "eval",
-        arity: -3,
-        flags: NOSCRIPT | STALE | MOVABLE_KEYS | NO_PROPAGATE,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: eval,
-    },
-    CommandSpec {
-        name: "evalsha",
-        arity: -3,
-        flags: NOSCRIPT | STALE | MOVABLE_KEYS | NO_PROPAGATE,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: evalsha,
-    },
-    CommandSpec {
-        name: "eval_ro",
-        arity: -3,
-        flags: NOSCRIPT | STALE | READONLY | MOVABLE_KEYS,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: eval_ro,
-    },
-    CommandSpec {
-        name: "evalsha_ro",
-        arity: -3,
-        flags: NOSCRIPT | STALE | READONLY | MOVABLE_KEYS,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: evalsha_ro,
-    },
-    CommandSpec {
-        name: "script",
-        arity: -2,
-        flags: NOSCRIPT,
-        first_key: 0,
-        last_key: 0,
-        step: 0,
-        handler: script,
-    },
+    CommandSpec::new("eval", -3, NOSCRIPT | STALE | MOVABLE_KEYS | NO_PROPAGATE, [0, 0, 0], eval),
+    CommandSpec::new("evalsha", -3, NOSCRIPT | STALE | MOVABLE_KEYS | NO_PROPAGATE, [0, 0, 0], evalsha),
+    CommandSpec::new("eval_ro", -3, NOSCRIPT | STALE | READONLY | MOVABLE_KEYS, [0, 0, 0], eval_ro),
+    CommandSpec::new("evalsha_ro", -3, NOSCRIPT | STALE | READONLY | MOVABLE_KEYS, [0, 0, 0], evalsha_ro),
+    CommandSpec::new("script", -2, NOSCRIPT, [0, 0, 0], script),
 ];
 
 /// Script cache and the Lua VM (lives under the keyspace lock).
