@@ -43,31 +43,7 @@ enum Cmd {
     },
     /// Start a local cluster (3 masters with 1 replica each by default) and
     /// the proxy in the foreground; Ctrl-C stops everything.
-    Up {
-        /// Master nodes (at least 3).
-        #[arg(long, default_value_t = 3)]
-        masters: usize,
-        /// Replicas per master.
-        #[arg(long, default_value_t = 1)]
-        replicas: usize,
-        /// Client port of the first node; the others follow, each with its
-        /// cluster bus on port + 10000.
-        #[arg(long, default_value_t = 7000)]
-        base_port: u16,
-        /// Where the proxy listens.
-        #[arg(long, default_value_t = 7777)]
-        proxy_port: u16,
-        /// Where the proxy serves /metrics and /healthz.
-        #[arg(long, default_value_t = 9121)]
-        metrics_port: u16,
-        /// One subdirectory per node (config, nodes.conf, data, log); rerun
-        /// with the same dir to restart the same cluster.
-        #[arg(long, default_value = "./data")]
-        dir: PathBuf,
-        /// cluster-node-timeout of every node, ms (the founding document's).
-        #[arg(long, default_value_t = 5000)]
-        node_timeout: u64,
-    },
+    Up(slotway::cli::up::UpOptions),
 }
 
 #[derive(Subcommand)]
@@ -130,24 +106,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Up {
-            masters,
-            replicas,
-            base_port,
-            proxy_port,
-            metrics_port,
-            dir,
-            node_timeout,
-        } => {
-            let opts = slotway::cli::up::UpOptions {
-                masters,
-                replicas,
-                base_port,
-                proxy_port,
-                metrics_port,
-                dir,
-                node_timeout_ms: node_timeout,
-            };
+        Cmd::Up(opts) => {
             if let Err(e) = slotway::cli::up::run(&opts) {
                 eprintln!("slotway up: {e}");
                 std::process::exit(1);

@@ -29,16 +29,31 @@ const PROXY_DEADLINE: Duration = Duration::from_secs(20);
 /// shutdown may need a while, but Ctrl-C must not hang forever.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// What `slotway up` was asked for (the flags are declared in main.rs).
-#[derive(Debug, Clone)]
+/// What `slotway up` was asked for: its command-line flags.
+#[derive(Debug, Clone, clap::Args)]
 pub struct UpOptions {
+    /// Master nodes (at least 3).
+    #[arg(long, default_value_t = 3)]
     pub masters: usize,
+    /// Replicas per master.
+    #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Client port of the first node; the others follow, each with its
+    /// cluster bus on port + 10000.
+    #[arg(long, default_value_t = 7000)]
     pub base_port: u16,
+    /// Where the proxy listens.
+    #[arg(long, default_value_t = 7777)]
     pub proxy_port: u16,
+    /// Where the proxy serves /metrics and /healthz.
+    #[arg(long, default_value_t = 9121)]
     pub metrics_port: u16,
+    /// One subdirectory per node (config, nodes.conf, data, log); rerun
+    /// with the same dir to restart the same cluster.
+    #[arg(long, default_value = "./data")]
     pub dir: PathBuf,
-    /// `cluster-node-timeout` written into every node's config, ms.
+    /// cluster-node-timeout of every node, ms (the founding document's).
+    #[arg(long = "node-timeout", value_name = "MS", default_value_t = 5000)]
     pub node_timeout_ms: u64,
 }
 
@@ -307,6 +322,22 @@ struct Proc {
     log: PathBuf,
     /// Set once the exit was seen (and reported).
     exited: Option<String>,
+}
+
+/// Fails with the first of `procs` that has exited (while starting up,
+/// one lost process means the plan failed).
+fn any_exited(procs: &mut [Proc]) -> Result<(), UpError> {
+    for p in procs.iter_mut() {
+        if let Some(status) = p.poll_exit() {
+            return Err(UpError::Exited {
+                what: p.name.clone(),
+                status,
+                log: p.log.clone(),
+                tail: tail(&p.log, 10),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Proc {
@@ -578,16 +609,7 @@ async fn start(
     }
     let deadline = Instant::now() + NODES_DEADLINE;
     loop {
-        for p in running.nodes.iter_mut() {
-            if let Some(status) = p.poll_exit() {
-                return Err(UpError::Exited {
-                    what: p.name.clone(),
-                    status,
-                    log: p.log.clone(),
-                    tail: tail(&p.log, 10),
-                });
-            }
-        }
+        any_exited(&mut running.nodes)?;
         let mut up = 0;
         for n in nodes {
             if query(&n.addr(), &["PING"]).await.as_deref() == Some("PONG") {
@@ -672,16 +694,7 @@ async fn start(
         if ok == nodes.len() {
             break;
         }
-        for p in running.nodes.iter_mut() {
-            if let Some(status) = p.poll_exit() {
-                return Err(UpError::Exited {
-                    what: p.name.clone(),
-                    status,
-                    log: p.log.clone(),
-                    tail: tail(&p.log, 10),
-                });
-            }
-        }
+        any_exited(&mut running.nodes)?;
         if Instant::now() > deadline {
             return Err(UpError::Timeout {
                 what: format!(

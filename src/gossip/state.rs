@@ -875,13 +875,17 @@ impl Bus {
         p.repl_offset = h.repl_offset;
         let undo_after = self.cfg.node_timeout * failover::FAIL_UNDO_TIME_MULT;
         let n = &mut p.node;
-        let before = (
-            n.flags.master,
-            n.flags.slave,
-            n.config_epoch,
-            n.master_id.clone(),
-            n.port,
-        );
+        // What a header can change that nodes.conf records.
+        let role = |n: &ClusterNode| {
+            (
+                n.flags.master,
+                n.flags.slave,
+                n.config_epoch,
+                n.master_id.clone(),
+                n.port,
+            )
+        };
+        let before = role(n);
         let demoted = n.flags.master && !is_master;
         n.flags.master = is_master;
         n.flags.slave = !is_master;
@@ -904,13 +908,7 @@ impl Bus {
             n.flags.fail = false;
             tracing::info!(node_id = %sender, "clear FAIL state for node: it is reachable again");
         }
-        let after = (
-            n.flags.master,
-            n.flags.slave,
-            n.config_epoch,
-            n.master_id.clone(),
-            n.port,
-        );
+        let after = role(n);
         // A master that turned into a replica serves no slot any more;
         // its former slots wait for their new owner's claim.
         if demoted {
@@ -1361,8 +1359,11 @@ mod tests {
         }
     }
 
-    pub(super) fn three_masters_three_replicas() -> Sim {
-        let mut sim = Sim::new(6);
+    /// `n` nodes; nodes 0, 1 and 2 are masters with the slots split in
+    /// three and config epochs 1..3, and node 0 meets all the others, as
+    /// redis-cli does. Nothing has run yet.
+    pub(super) fn three_masters_of(n: usize) -> Sim {
+        let mut sim = Sim::new(n);
         let per = SLOTS / 3;
         for i in 0..3 {
             let lo = i * per;
@@ -1371,15 +1372,31 @@ mod tests {
             sim.buses[i].add_slots(&slots);
             sim.buses[i].set_config_epoch(i as u64 + 1);
         }
+        let now = sim.now;
+        for i in 1..n {
+            let (port, cport) = (sim.buses[i].me.port, sim.buses[i].me.cport);
+            sim.buses[0].meet("127.0.0.1", port, cport, now);
+        }
+        sim
+    }
+
+    /// Node `by` becomes a master claiming every slot of `from` with config
+    /// epoch `epoch`, as an election winner would.
+    fn take_over(sim: &mut Sim, by: usize, from: usize, epoch: u64) {
+        let slots: Vec<u16> = sim.buses[from].me.slots.iter().collect();
+        let b = &mut sim.buses[by];
+        b.me.flags.master = true;
+        b.me.flags.slave = false;
+        b.me.master_id = None;
+        b.add_slots(&slots);
+        b.set_config_epoch(epoch);
+    }
+
+    pub(super) fn three_masters_three_replicas() -> Sim {
+        let mut sim = three_masters_of(6);
         for i in 3..6 {
             sim.buses[i].me.flags.master = false;
             sim.buses[i].me.flags.slave = true;
-        }
-        // Like redis-cli: the first node meets all the others.
-        let now = sim.now;
-        for i in 1..6 {
-            let (port, cport) = (sim.buses[i].me.port, sim.buses[i].me.cport);
-            sim.buses[0].meet("127.0.0.1", port, cport, now);
         }
         sim
     }
@@ -1547,12 +1564,7 @@ mod tests {
         sim.run(10_000);
         // Node 0 is cut off while node 3 takes its slots with a newer epoch.
         sim.down[0] = true;
-        let slots: Vec<u16> = sim.buses[0].me.slots.iter().collect();
-        sim.buses[3].me.flags.master = true;
-        sim.buses[3].me.flags.slave = false;
-        sim.buses[3].me.master_id = None;
-        sim.buses[3].add_slots(&slots);
-        sim.buses[3].set_config_epoch(20);
+        take_over(&mut sim, 3, 0, 20);
         sim.run(6_000);
         // Node 0 comes back still claiming them; newer claims (PING headers
         // or an UPDATE) correct it.
@@ -1574,12 +1586,7 @@ mod tests {
         sim.run(10_000);
         // Node 3 (a replica) is promoted: it claims node 0's slots with a
         // higher epoch, as an election winner would.
-        let slots: Vec<u16> = sim.buses[0].me.slots.iter().collect();
-        sim.buses[3].me.flags.master = true;
-        sim.buses[3].me.flags.slave = false;
-        sim.buses[3].me.master_id = None;
-        sim.buses[3].add_slots(&slots);
-        sim.buses[3].set_config_epoch(10);
+        take_over(&mut sim, 3, 0, 10);
         sim.run(6_000);
         let new_owner = sim.buses[3].me.port;
         for b in &sim.buses {

@@ -452,15 +452,11 @@ fn read_value<R: Read>(inp: &mut Input<R>, t: u8) -> Result<Value, RdbError> {
         T_SET_INTSET => Value::Set(Box::new(intset(&inp.string()?)?.into_iter().collect())),
         T_SET_LISTPACK => Value::Set(Box::new(listpack(&inp.string()?)?.into_iter().collect())),
         T_ZSET_ZIPLIST | T_ZSET_LISTPACK => {
-            let blob = inp.string()?;
-            let items = if t == T_ZSET_ZIPLIST {
-                ziplist(&blob)?
-            } else {
-                listpack(&blob)?
-            };
-            if items.len() % 2 != 0 {
-                return Err(corrupt("odd sorted set listpack"));
-            }
+            let items = packed_pairs(
+                &inp.string()?,
+                t == T_ZSET_ZIPLIST,
+                "odd sorted set listpack",
+            )?;
             let mut z = ZSet::default();
             for pair in items.chunks_exact(2) {
                 if let [m, s] = pair {
@@ -470,15 +466,7 @@ fn read_value<R: Read>(inp: &mut Input<R>, t: u8) -> Result<Value, RdbError> {
             Value::ZSet(Box::new(z))
         }
         T_HASH_ZIPLIST | T_HASH_LISTPACK => {
-            let blob = inp.string()?;
-            let items = if t == T_HASH_ZIPLIST {
-                ziplist(&blob)?
-            } else {
-                listpack(&blob)?
-            };
-            if items.len() % 2 != 0 {
-                return Err(corrupt("odd hash listpack"));
-            }
+            let items = packed_pairs(&inp.string()?, t == T_HASH_ZIPLIST, "odd hash listpack")?;
             let mut h = hashbrown::HashMap::with_capacity(items.len() / 2);
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -719,33 +707,90 @@ fn int_sds(v: i64) -> Sds {
     sds(buf.format(v).as_bytes())
 }
 
-/// Elements of a listpack (Redis 7's compact encoding).
-pub fn listpack(b: &[u8]) -> Result<Vec<Sds>, RdbError> {
-    let bad = || corrupt("invalid listpack");
-    let total = u32::from_le_bytes(b.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+/// The elements of a ziplist (older Redis) or listpack holding pairs
+/// (field and value, member and score).
+fn packed_pairs(
+    blob: &[u8],
+    ziplist_format: bool,
+    odd: &'static str,
+) -> Result<Vec<Sds>, RdbError> {
+    let items = if ziplist_format {
+        ziplist(blob)?
+    } else {
+        listpack(blob)?
+    };
+    if items.len() % 2 != 0 {
+        return Err(corrupt(odd));
+    }
+    Ok(items)
+}
+
+/// A listpack's or ziplist's header starts with its total length (u32,
+/// little endian), which must be the blob's.
+fn check_total(b: &[u8], bad: impl Fn() -> RdbError) -> Result<(), RdbError> {
+    let total = b
+        .get(..4)
+        .and_then(|h| <[u8; 4]>::try_from(h).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(&bad)?;
     if total as usize != b.len() {
         return Err(bad());
     }
+    Ok(())
+}
+
+/// The byte that starts the entry at `i`, or `None` at the end marker
+/// (0xFF), which must be the blob's last byte.
+fn entry_or_end(b: &[u8], i: usize, bad: impl Fn() -> RdbError) -> Result<Option<u8>, RdbError> {
+    match b.get(i) {
+        Some(0xFF) if i + 1 == b.len() => Ok(None),
+        Some(0xFF) | None => Err(bad()),
+        Some(e) => Ok(Some(*e)),
+    }
+}
+
+/// The four bytes at `at`.
+fn four(b: &[u8], at: usize) -> Option<[u8; 4]> {
+    b.get(at..at.checked_add(4)?)?.try_into().ok()
+}
+
+/// A little-endian two's-complement integer of `raw.len()` (1 to 8) bytes.
+fn le_signed(raw: &[u8]) -> i64 {
+    let mut v: i64 = 0;
+    for (k, byte) in raw.iter().enumerate() {
+        v |= i64::from(*byte) << (8 * k);
+    }
+    // Sign-extend from n bytes.
+    let shift = 64 - 8 * (raw.len().clamp(1, 8) as u32);
+    (v << shift) >> shift
+}
+
+/// Walks a listpack or ziplist: its total length checked, then, after
+/// `header` bytes, each entry until the end marker. `entry(i, first)`
+/// decodes the entry at `i` (whose first byte is `first`) and says how
+/// many bytes it spans.
+fn walk_packed(
+    b: &[u8],
+    header: usize,
+    bad: fn() -> RdbError,
+    mut entry: impl FnMut(usize, u8) -> Result<(Sds, usize), RdbError>,
+) -> Result<Vec<Sds>, RdbError> {
+    check_total(b, bad)?;
     let mut out = Vec::new();
-    let mut i = 6usize;
-    loop {
-        let e = *b.get(i).ok_or_else(bad)?;
-        if e == 0xFF {
-            if i + 1 != b.len() {
-                return Err(bad());
-            }
-            break;
-        }
-        let int = |n: usize| -> Result<i64, RdbError> {
-            let raw = b.get(i + 1..i + 1 + n).ok_or_else(bad)?;
-            let mut v: i64 = 0;
-            for (k, byte) in raw.iter().enumerate() {
-                v |= i64::from(*byte) << (8 * k);
-            }
-            // Sign-extend from n bytes.
-            let shift = 64 - 8 * n as u32;
-            Ok((v << shift) >> shift)
-        };
+    let mut i = header;
+    while let Some(first) = entry_or_end(b, i, bad)? {
+        let (item, span) = entry(i, first)?;
+        i = i.checked_add(span).ok_or_else(bad)?;
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// Elements of a listpack (Redis 7's compact encoding).
+pub fn listpack(b: &[u8]) -> Result<Vec<Sds>, RdbError> {
+    let bad: fn() -> RdbError = || corrupt("invalid listpack");
+    walk_packed(b, 6, bad, |i, e| {
+        let int = |n: usize| b.get(i + 1..i + 1 + n).map(le_signed).ok_or_else(bad);
         let (item, len) = if e & 0x80 == 0 {
             (int_sds(i64::from(e & 0x7f)), 1)
         } else if e & 0xC0 == 0x80 {
@@ -761,12 +806,7 @@ pub fn listpack(b: &[u8]) -> Result<Vec<Sds>, RdbError> {
         } else {
             match e {
                 0xF0 => {
-                    let n = u32::from_le_bytes(
-                        b.get(i + 1..i + 5)
-                            .ok_or_else(bad)?
-                            .try_into()
-                            .map_err(|_| bad())?,
-                    ) as usize;
+                    let n = u32::from_le_bytes(four(b, i + 1).ok_or_else(bad)?) as usize;
                     (sds(b.get(i + 5..i + 5 + n).ok_or_else(bad)?), 5 + n)
                 }
                 0xF1 => (int_sds(int(2)?), 3),
@@ -783,40 +823,18 @@ pub fn listpack(b: &[u8]) -> Result<Vec<Sds>, RdbError> {
             2097151..=268435454 => 4,
             _ => 5,
         };
-        i = i.checked_add(len + backlen).ok_or_else(bad)?;
-        out.push(item);
-    }
-    Ok(out)
+        Ok((item, len + backlen))
+    })
 }
 
 /// Elements of a ziplist (Redis before 7).
 pub fn ziplist(b: &[u8]) -> Result<Vec<Sds>, RdbError> {
-    let bad = || corrupt("invalid ziplist");
-    let total = u32::from_le_bytes(b.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-    if total as usize != b.len() {
-        return Err(bad());
-    }
-    let mut out = Vec::new();
-    let mut i = 10usize;
-    loop {
-        let first = *b.get(i).ok_or_else(bad)?;
-        if first == 0xFF {
-            if i + 1 != b.len() {
-                return Err(bad());
-            }
-            break;
-        }
-        i += if first < 254 { 1 } else { 5 };
+    let bad: fn() -> RdbError = || corrupt("invalid ziplist");
+    walk_packed(b, 10, bad, |start, first| {
+        // The previous entry's length comes first: 1 byte, or 0xFE and 4.
+        let i = start + if first < 254 { 1 } else { 5 };
         let e = *b.get(i).ok_or_else(bad)?;
-        let le = |n: usize| -> Result<i64, RdbError> {
-            let raw = b.get(i + 1..i + 1 + n).ok_or_else(bad)?;
-            let mut v: i64 = 0;
-            for (k, byte) in raw.iter().enumerate() {
-                v |= i64::from(*byte) << (8 * k);
-            }
-            let shift = 64 - 8 * n as u32;
-            Ok((v << shift) >> shift)
-        };
+        let le = |n: usize| b.get(i + 1..i + 1 + n).map(le_signed).ok_or_else(bad);
         let (item, len) = match e >> 6 {
             0 => {
                 let n = usize::from(e & 0x3f);
@@ -827,12 +845,7 @@ pub fn ziplist(b: &[u8]) -> Result<Vec<Sds>, RdbError> {
                 (sds(b.get(i + 2..i + 2 + n).ok_or_else(bad)?), 2 + n)
             }
             2 => {
-                let n = u32::from_be_bytes(
-                    b.get(i + 1..i + 5)
-                        .ok_or_else(bad)?
-                        .try_into()
-                        .map_err(|_| bad())?,
-                ) as usize;
+                let n = u32::from_be_bytes(four(b, i + 1).ok_or_else(bad)?) as usize;
                 (sds(b.get(i + 5..i + 5 + n).ok_or_else(bad)?), 5 + n)
             }
             _ => match e {
@@ -845,10 +858,8 @@ pub fn ziplist(b: &[u8]) -> Result<Vec<Sds>, RdbError> {
                 _ => return Err(bad()),
             },
         };
-        i = i.checked_add(len).ok_or_else(bad)?;
-        out.push(item);
-    }
-    Ok(out)
+        Ok((item, (i - start) + len))
+    })
 }
 
 /// Members of an intset.

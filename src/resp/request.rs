@@ -349,84 +349,55 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             return Some(args);
         }
         let mut cur = Vec::new();
-        let mut in_dq = false;
-        let mut in_sq = false;
+        // The quote the current argument is inside, if any.
+        let mut quote: Option<u8> = None;
         loop {
             let c = at(i);
-            if in_dq {
-                match c {
-                    None => return None,
-                    Some(b'\\') => {
-                        if let (Some(b'x'), Some(h), Some(l)) = (at(i + 1), at(i + 2), at(i + 3)) {
-                            if let (Some(h), Some(l)) = (hex_val(h), hex_val(l)) {
-                                cur.push(h * 16 + l);
-                                i += 4;
-                                continue;
-                            }
-                        }
-                        match at(i + 1) {
-                            Some(e) => {
-                                cur.push(match e {
-                                    b'n' => b'\n',
-                                    b'r' => b'\r',
-                                    b't' => b'\t',
-                                    b'b' => 8,
-                                    b'a' => 7,
-                                    other => other,
-                                });
-                                i += 2;
-                            }
-                            None => return None,
-                        }
-                    }
-                    Some(b'"') => {
-                        // A closing quote must be followed by space or end.
-                        if at(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    Some(other) => {
-                        cur.push(other);
-                        i += 1;
-                    }
-                }
-            } else if in_sq {
-                match c {
-                    None => return None,
-                    Some(b'\\') if at(i + 1) == Some(b'\'') => {
-                        cur.push(b'\'');
-                        i += 2;
-                    }
-                    Some(b'\'') => {
-                        if at(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    Some(other) => {
-                        cur.push(other);
-                        i += 1;
-                    }
-                }
-            } else {
+            let Some(q) = quote else {
                 match c {
                     None => break,
                     Some(c) if c.is_ascii_whitespace() => break,
-                    Some(b'"') => {
-                        in_dq = true;
-                        i += 1;
+                    Some(q @ (b'"' | b'\'')) => quote = Some(q),
+                    Some(other) => cur.push(other),
+                }
+                i += 1;
+                continue;
+            };
+            match c {
+                None => return None,
+                Some(b'\\') if q == b'"' => {
+                    if let (Some(b'x'), Some(h), Some(l)) = (at(i + 1), at(i + 2), at(i + 3)) {
+                        if let (Some(h), Some(l)) = (hex_val(h), hex_val(l)) {
+                            cur.push(h * 16 + l);
+                            i += 4;
+                            continue;
+                        }
                     }
-                    Some(b'\'') => {
-                        in_sq = true;
-                        i += 1;
+                    cur.push(match at(i + 1)? {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                    i += 2;
+                }
+                Some(b'\\') if at(i + 1) == Some(b'\'') => {
+                    cur.push(b'\'');
+                    i += 2;
+                }
+                Some(c) if c == q => {
+                    // A closing quote must be followed by space or end.
+                    if at(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
+                        return None;
                     }
-                    Some(other) => {
-                        cur.push(other);
-                        i += 1;
-                    }
+                    i += 1;
+                    break;
+                }
+                Some(other) => {
+                    cur.push(other);
+                    i += 1;
                 }
             }
         }

@@ -657,20 +657,13 @@ impl Db {
         if self.expire_if_needed(key, now) {
             return None;
         }
-        self.cow_key(key);
-        let slot = self.slot_mut(key);
-        let e = slot.keys.remove(key)?;
-        let had_ttl = slot.expires.remove(key).is_some();
-        self.len -= 1;
-        if had_ttl {
-            self.expires_len -= 1;
-        }
+        let value = self.remove_quietly_even_if_expired(key)?;
         if counted {
             self.signal(key);
         } else {
             self.notify(key);
         }
-        Some(e.value)
+        Some(value)
     }
 
     fn remove_quietly_even_if_expired(&mut self, key: &[u8]) -> Option<Value> {

@@ -689,27 +689,14 @@ impl Bus {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::Sim;
+    use super::super::tests::{three_masters_of, Sim};
     use super::*;
     use crate::cluster::SLOTS;
 
     /// Three masters (0, 1, 2) with the redis-cli slot split, then each
     /// `(replica, master)` pair attached with CLUSTER REPLICATE.
     fn cluster(n: usize, pairs: &[(usize, usize)]) -> Sim {
-        let mut sim = Sim::new(n);
-        let per = SLOTS / 3;
-        for i in 0..3 {
-            let lo = i * per;
-            let hi = if i == 2 { SLOTS } else { lo + per };
-            let slots: Vec<u16> = (lo as u16..hi as u16).collect();
-            sim.buses[i].add_slots(&slots);
-            sim.buses[i].set_config_epoch(i as u64 + 1);
-        }
-        let now = sim.now;
-        for i in 1..n {
-            let (port, cport) = (sim.buses[i].me.port, sim.buses[i].me.cport);
-            sim.buses[0].meet("127.0.0.1", port, cport, now);
-        }
+        let mut sim = three_masters_of(n);
         assert!(sim.run_until(15_000, Sim::everyone_knows_everyone));
         for &(r, m) in pairs {
             let id = sim.buses[m].me.id.clone();

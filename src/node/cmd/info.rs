@@ -49,9 +49,6 @@ fn cpu_times() -> (f64, f64) {
 
 /// INFO replication, laid out as Redis 7.0 does for a master and a replica.
 fn replication_section(ctx: &mut Ctx, out: &mut String) {
-    let w = |out: &mut String, k: &str, v: &dyn std::fmt::Display| {
-        let _ = write!(out, "{k}:{v}\r\n");
-    };
     let cfg = ctx.shared.config.load();
     let repl = &ctx.shared.repl;
     // Replication timestamps are on the monotonic clock.
@@ -156,290 +153,306 @@ fn replication_section(ctx: &mut Ctx, out: &mut String) {
     );
 }
 
+fn w(out: &mut String, k: &str, v: &dyn std::fmt::Display) {
+    let _ = write!(out, "{k}:{v}\r\n");
+}
+
+type SectionFn = fn(&mut Ctx, &mut String);
+
+/// Every section, in the order Redis prints them.
+const SECTIONS: &[(&str, SectionFn)] = &[
+    ("server", server_section),
+    ("clients", clients_section),
+    ("memory", memory_section),
+    ("persistence", persistence_section),
+    ("stats", stats_section),
+    ("replication", replication_section),
+    ("cpu", cpu_section),
+    ("modules", modules_section),
+    ("errorstats", errorstats_section),
+    ("commandstats", commandstats_section),
+    ("latencystats", latencystats_section),
+    ("cluster", cluster_section),
+    ("keyspace", keyspace_section),
+];
+
 fn section(ctx: &mut Ctx, name: &str, out: &mut String) {
+    if let Some((_, write_section)) = SECTIONS.iter().find(|(n, _)| *n == name) {
+        write_section(ctx, out);
+    }
+}
+
+fn server_section(ctx: &mut Ctx, out: &mut String) {
     let cfg = ctx.shared.config.load();
-    let st = &ctx.shared.stats;
     let up = ctx.shared.started.elapsed().as_secs();
-    let w = |out: &mut String, k: &str, v: &dyn std::fmt::Display| {
-        let _ = write!(out, "{k}:{v}\r\n");
-    };
-    match name {
-        "server" => {
-            out.push_str("# Server\r\n");
-            w(out, "redis_version", &super::server::VERSION);
-            w(out, "redis_git_sha1", &"00000000");
-            w(out, "redis_git_dirty", &0);
-            w(out, "redis_build_id", &"slotway");
-            w(
-                out,
-                "redis_mode",
-                &if cfg.cluster_enabled {
-                    "cluster"
-                } else {
-                    "standalone"
-                },
-            );
-            w(
-                out,
-                "os",
-                &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-            );
-            w(out, "arch_bits", &(usize::BITS));
-            w(out, "multiplexing_api", &"epoll");
-            w(out, "process_id", &std::process::id());
-            w(out, "process_supervised", &"no");
-            w(out, "run_id", &ctx.shared.run_id);
-            w(out, "tcp_port", &ctx.shared.port);
-            w(out, "server_time_usec", &(ctx.now * 1000));
-            w(out, "uptime_in_seconds", &up);
-            w(out, "uptime_in_days", &(up / 86400));
-            w(out, "hz", &cfg.hz);
-            w(out, "configured_hz", &cfg.hz);
-            w(
-                out,
-                "executable",
-                &std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            );
-            let file = ctx.shared.table.lock().file.clone();
-            w(
-                out,
-                "config_file",
-                &file.map(|f| f.display().to_string()).unwrap_or_default(),
-            );
-            w(out, "io_threads_active", &0);
-            w(out, "slotway_version", &env!("CARGO_PKG_VERSION"));
-        }
-        "clients" => {
-            out.push_str("# Clients\r\n");
-            w(out, "connected_clients", &ctx.shared.connected_clients());
-            w(out, "cluster_connections", &0);
-            w(out, "maxclients", &cfg.maxclients);
-            w(out, "blocked_clients", &ctx.db.blocked_waiters());
-            w(out, "tracking_clients", &0);
-            w(out, "clients_in_timeout_table", &0);
-        }
-        "memory" => {
-            crate::runtime::alloc::flush_local();
-            let used = crate::runtime::alloc::allocated() as u64;
-            let rss = crate::runtime::alloc::rss() as u64;
-            let peak = ctx
-                .shared
-                .peak_memory
-                .fetch_max(used, Ordering::Relaxed)
-                .max(used);
-            out.push_str("# Memory\r\n");
-            w(out, "used_memory", &used);
-            w(out, "used_memory_human", &human(used));
-            w(out, "used_memory_rss", &rss);
-            w(out, "used_memory_rss_human", &human(rss));
-            w(out, "used_memory_peak", &peak);
-            w(out, "used_memory_peak_human", &human(peak));
-            w(
-                out,
-                "used_memory_peak_perc",
-                &format!(
-                    "{:.2}%",
-                    if peak > 0 {
-                        used as f64 * 100.0 / peak as f64
-                    } else {
-                        100.0
-                    }
-                ),
-            );
-            w(out, "used_memory_dataset", &used);
-            w(out, "used_memory_lua", &0);
-            w(out, "number_of_cached_scripts", &ctx.scripts.len());
-            w(out, "maxmemory", &cfg.maxmemory);
-            w(out, "maxmemory_human", &human(cfg.maxmemory));
-            w(out, "maxmemory_policy", &cfg.maxmemory_policy.name());
-            w(
-                out,
-                "mem_fragmentation_ratio",
-                &format!(
-                    "{:.2}",
-                    if used > 0 {
-                        rss as f64 / used as f64
-                    } else {
-                        0.0
-                    }
-                ),
-            );
-            w(out, "mem_allocator", &"jemalloc");
-        }
-        "persistence" => {
-            use crate::persist::snapshot::{total_changes, SnapshotKind};
-            let ps = &ctx.shared.persist;
-            let running = ps.current();
-            let rdb_running =
-                matches!(running, Some(SnapshotKind::Rdb | SnapshotKind::Replication));
-            let since_start = |ms: u64| -> i64 { (ctx.now.saturating_sub(ms) / 1000) as i64 };
-            let ok = |b: bool| if b { "ok" } else { "err" };
-            out.push_str("# Persistence\r\n");
-            w(
-                out,
-                "loading",
-                &u8::from(ps.loading.load(Ordering::Relaxed)),
-            );
-            w(out, "async_loading", &0);
-            w(out, "current_cow_peak", &0);
-            w(out, "current_cow_size", &0);
-            w(out, "current_cow_size_age", &0);
-            w(out, "current_fork_perc", &"0.00");
-            w(out, "current_save_keys_processed", &ctx.db.snapshot_keys());
-            w(
-                out,
-                "current_save_keys_total",
-                &if running.is_some() { ctx.db.len() } else { 0 },
-            );
-            w(
-                out,
-                "rdb_changes_since_last_save",
-                &total_changes(ctx.db)
-                    .saturating_sub(ps.changes_at_last_save.load(Ordering::Relaxed)),
-            );
-            w(out, "rdb_bgsave_in_progress", &u8::from(rdb_running));
-            w(
-                out,
-                "rdb_last_save_time",
-                &ctx.shared.lastsave.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "rdb_last_bgsave_status",
-                &ok(ps.last_bgsave_ok.load(Ordering::Relaxed)),
-            );
-            w(
-                out,
-                "rdb_last_bgsave_time_sec",
-                &ps.last_bgsave_secs.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "rdb_current_bgsave_time_sec",
-                &if rdb_running {
-                    since_start(ps.bgsave_started_ms.load(Ordering::Relaxed))
-                } else {
-                    -1
-                },
-            );
-            w(out, "rdb_saves", &ps.rdb_saves.load(Ordering::Relaxed));
-            w(out, "rdb_last_cow_size", &0);
-            w(
-                out,
-                "rdb_last_load_keys_expired",
-                &ps.last_load_expired.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "rdb_last_load_keys_loaded",
-                &ps.last_load_keys.load(Ordering::Relaxed),
-            );
-            crate::node::aof::info_fields(ctx.shared, ctx.now, out);
-            w(out, "module_fork_in_progress", &0);
-            w(out, "module_fork_last_cow_size", &0);
-        }
-        "stats" => {
-            let db = &ctx.db.stats;
-            out.push_str("# Stats\r\n");
-            w(
-                out,
-                "total_connections_received",
-                &st.total_connections_received.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "total_commands_processed",
-                &st.total_commands_processed.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "instantaneous_ops_per_sec",
-                &st.ops_per_sec.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "total_net_input_bytes",
-                &st.net_input_bytes.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "total_net_output_bytes",
-                &st.net_output_bytes.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "rejected_connections",
-                &st.rejected_connections.load(Ordering::Relaxed),
-            );
-            let rs = &ctx.shared.repl.stats;
-            w(out, "sync_full", &rs.sync_full.load(Ordering::Relaxed));
-            w(
-                out,
-                "sync_partial_ok",
-                &rs.sync_partial_ok.load(Ordering::Relaxed),
-            );
-            w(
-                out,
-                "sync_partial_err",
-                &rs.sync_partial_err.load(Ordering::Relaxed),
-            );
-            w(out, "expired_keys", &db.expired_keys);
-            w(out, "evicted_keys", &db.evicted_keys);
-            w(
-                out,
-                "evicted_clients",
-                &ctx.shared.stats.evicted_clients.load(Ordering::Relaxed),
-            );
-            w(out, "keyspace_hits", &db.keyspace_hits);
-            w(out, "keyspace_misses", &db.keyspace_misses);
-            let (ch, pat, shard) = {
-                let p = ctx.shared.pubsub.lock();
-                (
-                    p.names(crate::node::pubsub::Kind::Channel, None).len(),
-                    p.numpat(),
-                    p.names(crate::node::pubsub::Kind::Shard, None).len(),
-                )
-            };
-            w(out, "pubsub_channels", &ch);
-            w(out, "pubsub_patterns", &pat);
-            w(out, "pubsubshard_channels", &shard);
-            w(
-                out,
-                "total_error_replies",
-                &st.error_replies.load(Ordering::Relaxed),
-            );
-        }
-        "replication" => replication_section(ctx, out),
-        "cpu" => {
-            let (sys, user) = cpu_times();
-            out.push_str("# CPU\r\n");
-            w(out, "used_cpu_sys", &format!("{sys:.6}"));
-            w(out, "used_cpu_user", &format!("{user:.6}"));
-            w(out, "used_cpu_sys_children", &"0.000000");
-            w(out, "used_cpu_user_children", &"0.000000");
-        }
-        "modules" => out.push_str("# Modules\r\n"),
-        "errorstats" => out.push_str("# Errorstats\r\n"),
-        "commandstats" => out.push_str("# Commandstats\r\n"),
-        "latencystats" => out.push_str("# Latencystats\r\n"),
-        "cluster" => {
-            out.push_str("# Cluster\r\n");
-            w(out, "cluster_enabled", &u8::from(cfg.cluster_enabled));
-        }
-        "keyspace" => {
-            out.push_str("# Keyspace\r\n");
-            if !ctx.db.is_empty() {
-                let _ = write!(
-                    out,
-                    "db0:keys={},expires={},avg_ttl=0\r\n",
-                    ctx.db.len(),
-                    ctx.db.expires_len()
-                );
+
+    out.push_str("# Server\r\n");
+    w(out, "redis_version", &super::server::VERSION);
+    w(out, "redis_git_sha1", &"00000000");
+    w(out, "redis_git_dirty", &0);
+    w(out, "redis_build_id", &"slotway");
+    w(
+        out,
+        "redis_mode",
+        &if cfg.cluster_enabled {
+            "cluster"
+        } else {
+            "standalone"
+        },
+    );
+    w(
+        out,
+        "os",
+        &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+    );
+    w(out, "arch_bits", &(usize::BITS));
+    w(out, "multiplexing_api", &"epoll");
+    w(out, "process_id", &std::process::id());
+    w(out, "process_supervised", &"no");
+    w(out, "run_id", &ctx.shared.run_id);
+    w(out, "tcp_port", &ctx.shared.port);
+    w(out, "server_time_usec", &(ctx.now * 1000));
+    w(out, "uptime_in_seconds", &up);
+    w(out, "uptime_in_days", &(up / 86400));
+    w(out, "hz", &cfg.hz);
+    w(out, "configured_hz", &cfg.hz);
+    w(
+        out,
+        "executable",
+        &std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
+    let file = ctx.shared.table.lock().file.clone();
+    w(
+        out,
+        "config_file",
+        &file.map(|f| f.display().to_string()).unwrap_or_default(),
+    );
+    w(out, "io_threads_active", &0);
+    w(out, "slotway_version", &env!("CARGO_PKG_VERSION"));
+}
+
+fn clients_section(ctx: &mut Ctx, out: &mut String) {
+    let cfg = ctx.shared.config.load();
+
+    out.push_str("# Clients\r\n");
+    w(out, "connected_clients", &ctx.shared.connected_clients());
+    w(out, "cluster_connections", &0);
+    w(out, "maxclients", &cfg.maxclients);
+    w(out, "blocked_clients", &ctx.db.blocked_waiters());
+    w(out, "tracking_clients", &0);
+    w(out, "clients_in_timeout_table", &0);
+}
+
+fn memory_section(ctx: &mut Ctx, out: &mut String) {
+    let cfg = ctx.shared.config.load();
+
+    crate::runtime::alloc::flush_local();
+    let used = crate::runtime::alloc::allocated() as u64;
+    let rss = crate::runtime::alloc::rss() as u64;
+    let peak = ctx
+        .shared
+        .peak_memory
+        .fetch_max(used, Ordering::Relaxed)
+        .max(used);
+    out.push_str("# Memory\r\n");
+    w(out, "used_memory", &used);
+    w(out, "used_memory_human", &human(used));
+    w(out, "used_memory_rss", &rss);
+    w(out, "used_memory_rss_human", &human(rss));
+    w(out, "used_memory_peak", &peak);
+    w(out, "used_memory_peak_human", &human(peak));
+    w(
+        out,
+        "used_memory_peak_perc",
+        &format!(
+            "{:.2}%",
+            if peak > 0 {
+                used as f64 * 100.0 / peak as f64
+            } else {
+                100.0
             }
-        }
-        _ => {}
+        ),
+    );
+    w(out, "used_memory_dataset", &used);
+    w(out, "used_memory_lua", &0);
+    w(out, "number_of_cached_scripts", &ctx.scripts.len());
+    w(out, "maxmemory", &cfg.maxmemory);
+    w(out, "maxmemory_human", &human(cfg.maxmemory));
+    w(out, "maxmemory_policy", &cfg.maxmemory_policy.name());
+    w(
+        out,
+        "mem_fragmentation_ratio",
+        &format!(
+            "{:.2}",
+            if used > 0 {
+                rss as f64 / used as f64
+            } else {
+                0.0
+            }
+        ),
+    );
+    w(out, "mem_allocator", &"jemalloc");
+}
+
+fn persistence_section(ctx: &mut Ctx, out: &mut String) {
+    use crate::persist::snapshot::{total_changes, SnapshotKind};
+    let ps = &ctx.shared.persist;
+    let running = ps.current();
+    let rdb_running = matches!(running, Some(SnapshotKind::Rdb | SnapshotKind::Replication));
+    let since_start = |ms: u64| -> i64 { (ctx.now.saturating_sub(ms) / 1000) as i64 };
+    let ok = |b: bool| if b { "ok" } else { "err" };
+    out.push_str("# Persistence\r\n");
+    w(
+        out,
+        "loading",
+        &u8::from(ps.loading.load(Ordering::Relaxed)),
+    );
+    w(out, "async_loading", &0);
+    w(out, "current_cow_peak", &0);
+    w(out, "current_cow_size", &0);
+    w(out, "current_cow_size_age", &0);
+    w(out, "current_fork_perc", &"0.00");
+    w(out, "current_save_keys_processed", &ctx.db.snapshot_keys());
+    w(
+        out,
+        "current_save_keys_total",
+        &if running.is_some() { ctx.db.len() } else { 0 },
+    );
+    w(
+        out,
+        "rdb_changes_since_last_save",
+        &total_changes(ctx.db).saturating_sub(ps.changes_at_last_save.load(Ordering::Relaxed)),
+    );
+    w(out, "rdb_bgsave_in_progress", &u8::from(rdb_running));
+    w(
+        out,
+        "rdb_last_save_time",
+        &ctx.shared.lastsave.load(Ordering::Relaxed),
+    );
+    w(
+        out,
+        "rdb_last_bgsave_status",
+        &ok(ps.last_bgsave_ok.load(Ordering::Relaxed)),
+    );
+    w(
+        out,
+        "rdb_last_bgsave_time_sec",
+        &ps.last_bgsave_secs.load(Ordering::Relaxed),
+    );
+    w(
+        out,
+        "rdb_current_bgsave_time_sec",
+        &if rdb_running {
+            since_start(ps.bgsave_started_ms.load(Ordering::Relaxed))
+        } else {
+            -1
+        },
+    );
+    w(out, "rdb_saves", &ps.rdb_saves.load(Ordering::Relaxed));
+    w(out, "rdb_last_cow_size", &0);
+    w(
+        out,
+        "rdb_last_load_keys_expired",
+        &ps.last_load_expired.load(Ordering::Relaxed),
+    );
+    w(
+        out,
+        "rdb_last_load_keys_loaded",
+        &ps.last_load_keys.load(Ordering::Relaxed),
+    );
+    crate::node::aof::info_fields(ctx.shared, ctx.now, out);
+    w(out, "module_fork_in_progress", &0);
+    w(out, "module_fork_last_cow_size", &0);
+}
+
+fn stats_section(ctx: &mut Ctx, out: &mut String) {
+    let st = &ctx.shared.stats;
+    let rs = &ctx.shared.repl.stats;
+    let db = &ctx.db.stats;
+    let (channels, patterns, shard_channels) = {
+        let p = ctx.shared.pubsub.lock();
+        (
+            p.names(crate::node::pubsub::Kind::Channel, None).len() as u64,
+            p.numpat() as u64,
+            p.names(crate::node::pubsub::Kind::Shard, None).len() as u64,
+        )
+    };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let fields = [
+        (
+            "total_connections_received",
+            load(&st.total_connections_received),
+        ),
+        (
+            "total_commands_processed",
+            load(&st.total_commands_processed),
+        ),
+        ("instantaneous_ops_per_sec", load(&st.ops_per_sec)),
+        ("total_net_input_bytes", load(&st.net_input_bytes)),
+        ("total_net_output_bytes", load(&st.net_output_bytes)),
+        ("rejected_connections", load(&st.rejected_connections)),
+        ("sync_full", load(&rs.sync_full)),
+        ("sync_partial_ok", load(&rs.sync_partial_ok)),
+        ("sync_partial_err", load(&rs.sync_partial_err)),
+        ("expired_keys", db.expired_keys),
+        ("evicted_keys", db.evicted_keys),
+        ("evicted_clients", load(&st.evicted_clients)),
+        ("keyspace_hits", db.keyspace_hits),
+        ("keyspace_misses", db.keyspace_misses),
+        ("pubsub_channels", channels),
+        ("pubsub_patterns", patterns),
+        ("pubsubshard_channels", shard_channels),
+        ("total_error_replies", load(&st.error_replies)),
+    ];
+    out.push_str("# Stats\r\n");
+    for (name, value) in fields {
+        w(out, name, &value);
+    }
+}
+
+fn cpu_section(_ctx: &mut Ctx, out: &mut String) {
+    let (sys, user) = cpu_times();
+    out.push_str("# CPU\r\n");
+    w(out, "used_cpu_sys", &format!("{sys:.6}"));
+    w(out, "used_cpu_user", &format!("{user:.6}"));
+    w(out, "used_cpu_sys_children", &"0.000000");
+    w(out, "used_cpu_user_children", &"0.000000");
+}
+
+fn modules_section(_ctx: &mut Ctx, out: &mut String) {
+    out.push_str("# Modules\r\n");
+}
+
+fn errorstats_section(_ctx: &mut Ctx, out: &mut String) {
+    out.push_str("# Errorstats\r\n");
+}
+
+fn commandstats_section(_ctx: &mut Ctx, out: &mut String) {
+    out.push_str("# Commandstats\r\n");
+}
+
+fn latencystats_section(_ctx: &mut Ctx, out: &mut String) {
+    out.push_str("# Latencystats\r\n");
+}
+
+fn cluster_section(ctx: &mut Ctx, out: &mut String) {
+    let cfg = ctx.shared.config.load();
+
+    out.push_str("# Cluster\r\n");
+    w(out, "cluster_enabled", &u8::from(cfg.cluster_enabled));
+}
+
+fn keyspace_section(ctx: &mut Ctx, out: &mut String) {
+    out.push_str("# Keyspace\r\n");
+    if !ctx.db.is_empty() {
+        let _ = write!(
+            out,
+            "db0:keys={},expires={},avg_ttl=0\r\n",
+            ctx.db.len(),
+            ctx.db.expires_len()
+        );
     }
 }
 

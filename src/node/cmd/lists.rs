@@ -669,38 +669,13 @@ fn brpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::client::{Client, ClientHandle};
-    use crate::node::cmd::{execute, State};
-    use crate::node::shared::Shared;
-    use crate::runtime::config::{ConfigTable, NodeConfig};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use crate::node::cmd::execute;
+    use crate::node::cmd::harness::Harness;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    /// A keyspace and one client, to run commands the way EXEC or the
-    /// connection would.
-    struct Harness {
-        shared: Shared,
-        state: State,
-        client: Client,
-    }
-
     impl Harness {
-        fn new() -> Harness {
-            let table = ConfigTable::default();
-            let cfg = NodeConfig::from_table(&table).unwrap();
-            let handle = Arc::new(ClientHandle {
-                created_ms: 0,
-                last_interaction_ms: AtomicU64::new(0),
-                ..ClientHandle::detached(1, "")
-            });
-            Harness {
-                shared: Shared::new(table, cfg, None),
-                state: State::new(),
-                client: Client::new(handle, true).0,
-            }
-        }
-
-        fn run(&mut self, cmd: &str, nested: bool, timed_out: bool) -> (Reply, Option<Action>) {
+        fn run_as(&mut self, cmd: &str, nested: bool, timed_out: bool) -> (Reply, Option<Action>) {
             let mut ctx = self.state.ctx(&mut self.client, &self.shared, 1_000_000);
             ctx.nested = nested;
             ctx.timed_out = timed_out;
@@ -709,7 +684,7 @@ mod tests {
         }
 
         fn reply(&mut self, cmd: &str) -> Reply {
-            self.run(cmd, false, false).0
+            self.run_as(cmd, false, false).0
         }
     }
 
@@ -728,19 +703,19 @@ mod tests {
     #[test]
     fn blocking_commands_block_on_the_right_keys() {
         let mut h = Harness::new();
-        let (_, a) = h.run("blpop k1 k2 0", false, false);
+        let (_, a) = h.run_as("blpop k1 k2 0", false, false);
         assert_eq!(block_of(a), Some((vec!["k1".into(), "k2".into()], None)));
-        let (_, a) = h.run("brpop k1 1.5", false, false);
+        let (_, a) = h.run_as("brpop k1 1.5", false, false);
         assert_eq!(block_of(a), Some((vec!["k1".into()], Some(1_001_500))));
-        let (_, a) = h.run("blmove src dst left right 0.2", false, false);
+        let (_, a) = h.run_as("blmove src dst left right 0.2", false, false);
         assert_eq!(block_of(a), Some((vec!["src".into()], Some(1_000_200))));
-        let (_, a) = h.run("brpoplpush src dst 0", false, false);
+        let (_, a) = h.run_as("brpoplpush src dst 0", false, false);
         assert_eq!(block_of(a), Some((vec!["src".into()], None)));
-        let (_, a) = h.run("blmpop 0 2 m1 m2 left count 3", false, false);
+        let (_, a) = h.run_as("blmpop 0 2 m1 m2 left count 3", false, false);
         assert_eq!(block_of(a), Some((vec!["m1".into(), "m2".into()], None)));
         // Data present: served, no block.
         h.reply("rpush m2 a");
-        let (r, a) = h.run("blmpop 0 2 m1 m2 left count 3", false, false);
+        let (r, a) = h.run_as("blmpop 0 2 m1 m2 left count 3", false, false);
         assert!(a.is_none());
         assert!(matches!(r, Reply::Array(ref v) if v.len() == 2));
     }
@@ -756,17 +731,17 @@ mod tests {
             ("blmove k d left left 0", Reply::Nil),
             ("brpoplpush k d 0", Reply::Nil),
         ] {
-            let (r, a) = h.run(cmd, true, false);
+            let (r, a) = h.run_as(cmd, true, false);
             assert!(a.is_none(), "{cmd}");
             assert_eq!(format!("{r:?}"), format!("{nested_reply:?}"), "{cmd}");
             // A real timeout is a nil array for every one of them.
-            let (r, a) = h.run(cmd, false, true);
+            let (r, a) = h.run_as(cmd, false, true);
             assert!(a.is_none(), "{cmd}");
             assert!(matches!(r, Reply::NilArray), "{cmd}: {r:?}");
         }
         // A timed-out re-run still serves data that arrived meanwhile.
         h.reply("rpush k v");
-        let (r, _) = h.run("blmove k d left left 1", false, true);
+        let (r, _) = h.run_as("blmove k d left left 1", false, true);
         assert!(matches!(r, Reply::Bulk(ref b) if &b[..] == b"v"));
     }
 
@@ -839,24 +814,26 @@ mod tests {
             Err(Reply::Error(e)) => e,
             _ => String::new(),
         };
-        assert_eq!(
-            e("lmpop 0 a left", 1),
-            "ERR numkeys should be greater than 0"
-        );
-        assert_eq!(
-            e("lmpop x a left", 1),
-            "ERR numkeys should be greater than 0"
-        );
-        assert_eq!(e("lmpop 2 a b", 1), "ERR syntax error");
-        assert_eq!(e("lmpop 9223372036854775807 a left", 1), "ERR syntax error");
-        assert_eq!(e("lmpop 1 a up", 1), "ERR syntax error");
-        assert_eq!(
-            e("lmpop 1 a left count 0", 1),
-            "ERR count should be greater than 0"
-        );
-        assert_eq!(e("lmpop 1 a left count 1 count 2", 1), "ERR syntax error");
-        assert_eq!(e("lmpop 1 a left count", 1), "ERR syntax error");
-        assert_eq!(e("blmpop 0 1 a middle", 2), "ERR syntax error");
+        let numkeys = "ERR numkeys should be greater than 0";
+        let syntax = "ERR syntax error";
+        let cases = [
+            ("lmpop 0 a left", 1, numkeys),
+            ("lmpop x a left", 1, numkeys),
+            ("lmpop 2 a b", 1, syntax),
+            ("lmpop 9223372036854775807 a left", 1, syntax),
+            ("lmpop 1 a up", 1, syntax),
+            (
+                "lmpop 1 a left count 0",
+                1,
+                "ERR count should be greater than 0",
+            ),
+            ("lmpop 1 a left count 1 count 2", 1, syntax),
+            ("lmpop 1 a left count", 1, syntax),
+            ("blmpop 0 1 a middle", 2, syntax),
+        ];
+        for (call, numkeys_at, want) in cases {
+            assert_eq!(e(call, numkeys_at), want, "{call}");
+        }
     }
 
     #[test]

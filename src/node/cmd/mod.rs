@@ -8,6 +8,8 @@
 
 pub mod client_cmd;
 pub mod cluster_cmd;
+#[cfg(test)]
+mod harness;
 pub mod hashes;
 pub mod info;
 pub mod keys;
@@ -332,6 +334,22 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     }
     let s = std::str::from_utf8(lower).ok()?;
     table().get(s).copied()
+}
+
+/// The optional COUNT of SPOP / ZPOPMIN / ZPOPMAX (`KEY [COUNT]`), with
+/// Redis's errors; a count larger than memory is not an error (the reply
+/// is bounded by the collection).
+pub fn pop_count(a: &[Bytes]) -> Result<Option<usize>, Reply> {
+    if a.len() > 3 {
+        return Err(syntax_error());
+    }
+    let Some(c) = a.get(2) else {
+        return Ok(None);
+    };
+    let out_of_range = || err("ERR value is out of range, must be positive");
+    let n = int_arg(c).map_err(|_| out_of_range())?;
+    let n = usize::try_from(n).map_err(|_| out_of_range())?;
+    Ok(Some(n))
 }
 
 // ---- errors with Redis's exact texts -------------------------------------

@@ -1,32 +1,17 @@
 //! What the propagation hook emits for each kind of write: the stream a
 //! replica or the append-only log receives.
 
-use super::{execute, State};
-use crate::node::client::{Client, ClientHandle};
-use crate::node::shared::Shared;
-use crate::runtime::config::{ConfigTable, NodeConfig};
+use super::execute;
+use super::harness::Harness;
 use bytes::Bytes;
-use std::sync::Arc;
 
 const NOW: u64 = 1_700_000_000_000;
 
-struct Harness {
-    shared: Shared,
-    state: State,
-    client: Client,
-}
-
 impl Harness {
-    fn new() -> Harness {
-        let table = ConfigTable::default();
-        let cfg = NodeConfig::from_table(&table).unwrap();
-        let mut state = State::new();
-        state.set_propagation(true);
-        Harness {
-            shared: Shared::new(table, cfg, None),
-            state,
-            client: Client::new(Arc::new(ClientHandle::detached(1, "test")), true).0,
-        }
+    fn with_propagation() -> Harness {
+        let mut h = Harness::new();
+        h.state.set_propagation(true);
+        h
     }
 
     fn run_at<A: AsRef<[u8]>>(&mut self, cmd: &[A], now: u64) -> crate::resp::Reply {
@@ -70,7 +55,7 @@ impl Harness {
 
 #[test]
 fn off_means_nothing_is_built() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     h.state.set_propagation(false);
     h.run("set k v");
     h.run("del k");
@@ -79,7 +64,7 @@ fn off_means_nothing_is_built() {
 
 #[test]
 fn plain_writes_go_as_received_and_no_ops_not_at_all() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     h.expect("set k v", &["set k v"]);
     h.expect("get k", &[]);
     h.expect("set k w NX", &[]);
@@ -102,7 +87,7 @@ fn plain_writes_go_as_received_and_no_ops_not_at_all() {
 
 #[test]
 fn relative_ttls_become_absolute() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     let at = |ms: u64| (NOW + ms).to_string();
     h.expect("set k v EX 10", &[&format!("SET k v PXAT {}", at(10_000))]);
     h.expect("set k v PX 5 NX", &[]);
@@ -134,7 +119,7 @@ fn relative_ttls_become_absolute() {
 
 #[test]
 fn floats_and_randomness_propagate_their_result() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     h.expect("incrbyfloat f 1.5", &["SET f 1.5 KEEPTTL"]);
     h.expect("incrbyfloat f 0.25", &["SET f 1.75 KEEPTTL"]);
     h.expect("hincrbyfloat h x 2.5", &["HSET h x 2.5"]);
@@ -164,7 +149,7 @@ fn floats_and_randomness_propagate_their_result() {
 
 #[test]
 fn blocking_commands_that_are_served_propagate_their_plain_form() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     h.run("rpush l a b c");
     h.run("zadd z 1 a 2 b");
     h.stream();
@@ -186,7 +171,7 @@ fn blocking_commands_that_are_served_propagate_their_plain_form() {
 
 #[test]
 fn transactions_and_scripts_are_one_unit() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     h.run("multi");
     h.run("set a 1");
     h.run("get a");
@@ -228,7 +213,7 @@ fn transactions_and_scripts_are_one_unit() {
 
 #[test]
 fn expiry_becomes_del_before_the_command_that_saw_it() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     h.run("set k v PXAT 1700000000500");
     h.run("set j v PXAT 1700000000500");
     h.stream();
@@ -247,7 +232,7 @@ fn expiry_becomes_del_before_the_command_that_saw_it() {
 
 #[test]
 fn flushall_is_always_propagated_and_restore_gets_an_absolute_ttl() {
-    let mut h = Harness::new();
+    let mut h = Harness::with_propagation();
     h.expect("flushall", &["flushall"]);
     h.run("set k v");
     h.stream();
@@ -255,7 +240,7 @@ fn flushall_is_always_propagated_and_restore_gets_an_absolute_ttl() {
         crate::resp::Reply::Bulk(b) => b,
         r => panic!("{r:?}"),
     };
-    let mut h2 = Harness::new();
+    let mut h2 = Harness::with_propagation();
     h2.run_at(&[&b"restore"[..], b"r", b"1000", &payload], NOW);
     assert_eq!(
         h2.stream(),

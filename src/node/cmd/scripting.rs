@@ -84,22 +84,17 @@ fn new_vm() -> mlua::Result<Lua> {
         "sha1hex",
         lua.create_function(|_, s: mlua::String| Ok(sha1hex(&s.as_bytes())))?,
     )?;
-    redis.set(
-        "error_reply",
-        lua.create_function(|lua, s: mlua::String| {
-            let t = lua.create_table()?;
-            t.set("err", s)?;
-            Ok(t)
-        })?,
-    )?;
-    redis.set(
-        "status_reply",
-        lua.create_function(|lua, s: mlua::String| {
-            let t = lua.create_table()?;
-            t.set("ok", s)?;
-            Ok(t)
-        })?,
-    )?;
+    // redis.error_reply(s) is {err = s}, redis.status_reply(s) {ok = s}.
+    for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
+        redis.set(
+            name,
+            lua.create_function(move |lua, s: mlua::String| {
+                let t = lua.create_table()?;
+                t.set(field, s)?;
+                Ok(t)
+            })?,
+        )?;
+    }
     redis.set(
         "log",
         lua.create_function(|_, (level, msg): (i64, mlua::String)| {
@@ -273,33 +268,53 @@ fn current_line(lua: &Lua) -> i64 {
         .map_or(1, |d| i64::from(d.curr_line()).max(1))
 }
 
-/// EVAL core: `args` = [script-or-sha, numkeys, keys..., argv...].
-fn run(
-    ctx: &mut Ctx,
-    sha: &str,
-    body: &str,
-    keys: &[Bytes],
-    argv: &[Bytes],
+/// One script call: the script (and its sha), its KEYS and ARGV, and
+/// whether it came as EVAL_RO / EVALSHA_RO.
+struct Call<'a> {
+    sha: &'a str,
+    body: &'a str,
+    keys: &'a [Bytes],
+    argv: &'a [Bytes],
     readonly: bool,
-) -> CmdResult {
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        sha: &'a str,
+        body: &'a str,
+        keys: &'a [Bytes],
+        argv: &'a [Bytes],
+        readonly: bool,
+    ) -> Self {
+        Call {
+            sha,
+            body,
+            keys,
+            argv,
+            readonly,
+        }
+    }
+}
+
+/// EVAL core, on the cached VM (made on first use).
+fn run(ctx: &mut Ctx, call: &Call<'_>) -> CmdResult {
     let lua = match ctx.scripts.lua.take() {
         Some(l) => l,
         None => new_vm().map_err(|e| Reply::Error(format!("ERR Lua VM: {e}")))?,
     };
-    let result = run_in(&lua, ctx, sha, body, keys, argv, readonly);
+    let result = run_in(&lua, ctx, call);
     ctx.scripts.lua = Some(lua);
     result
 }
 
-fn run_in(
-    lua: &Lua,
-    ctx: &mut Ctx,
-    sha: &str,
-    body: &str,
-    keys: &[Bytes],
-    argv: &[Bytes],
-    readonly: bool,
-) -> CmdResult {
+fn run_in(lua: &Lua, ctx: &mut Ctx, call: &Call<'_>) -> CmdResult {
+    let Call {
+        sha,
+        body,
+        keys,
+        argv,
+        readonly,
+    } = *call;
     let func = lua
         .load(body)
         .set_name("@user_script")
@@ -416,7 +431,7 @@ fn eval_generic(ctx: &mut Ctx, a: &[Bytes], readonly: bool) -> CmdResult {
     let body = String::from_utf8_lossy(a.at(1)?).into_owned();
     let sha = sha1hex(a.at(1)?);
     ctx.scripts.cache.insert(sha.clone(), body.clone());
-    run(ctx, &sha, &body, keys, argv, readonly)
+    run(ctx, &Call::new(&sha, &body, keys, argv, readonly))
 }
 
 fn evalsha_generic(ctx: &mut Ctx, a: &[Bytes], readonly: bool) -> CmdResult {
@@ -425,7 +440,7 @@ fn evalsha_generic(ctx: &mut Ctx, a: &[Bytes], readonly: bool) -> CmdResult {
     let Some(body) = ctx.scripts.cache.get(&sha).cloned() else {
         return Err(err("NOSCRIPT No matching script. Please use EVAL."));
     };
-    run(ctx, &sha, &body, keys, argv, readonly)
+    run(ctx, &Call::new(&sha, &body, keys, argv, readonly))
 }
 
 fn eval(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {

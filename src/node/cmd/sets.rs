@@ -101,19 +101,7 @@ fn scard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 
 fn spop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
-    if a.len() > 3 {
-        return Err(syntax_error());
-    }
-    let count = match a.get(2) {
-        Some(c) => {
-            let n = int_arg(c).map_err(|_| err("ERR value is out of range, must be positive"))?;
-            if n < 0 {
-                return Err(err("ERR value is out of range, must be positive"));
-            }
-            Some(n as usize)
-        }
-        None => None,
-    };
+    let count = super::pop_count(a)?;
     if set_ref(ctx, a.at(1)?)?.is_none() {
         return Ok(if count.is_some() {
             Reply::Set(vec![])

@@ -90,21 +90,10 @@ fn set(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             get_old = true;
         } else if is(opt, "keepttl") && expire.is_none() {
             keepttl = true;
-        } else if let (Some(v), false, true) = (
-            next,
-            keepttl || expire.is_some(),
-            is(opt, "ex") || is(opt, "px") || is(opt, "exat") || is(opt, "pxat"),
-        ) {
-            let (unit, abs) = if is(opt, "ex") {
-                (1000, false)
-            } else if is(opt, "px") {
-                (1, false)
-            } else if is(opt, "exat") {
-                (1000, true)
-            } else {
-                pxat = true;
-                (1, true)
-            };
+        } else if let (Some(v), false, Some((unit, abs))) =
+            (next, keepttl || expire.is_some(), ttl_option(opt))
+        {
+            pxat = unit == 1 && abs;
             expire = Some(expire_from(ctx, v, unit, abs, "set")?);
             i += 1;
         } else {
@@ -200,6 +189,20 @@ fn getdel(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     Ok(old.map_or(Reply::Nil, Reply::Bulk))
 }
 
+/// EX / PX / EXAT / PXAT: milliseconds per unit, and whether the time is
+/// absolute.
+fn ttl_option(opt: &[u8]) -> Option<(i64, bool)> {
+    [
+        ("ex", 1000, false),
+        ("px", 1, false),
+        ("exat", 1000, true),
+        ("pxat", 1, true),
+    ]
+    .into_iter()
+    .find(|(name, ..)| is(opt, name))
+    .map(|(_, unit, abs)| (unit, abs))
+}
+
 fn getex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     enum Op {
         None,
@@ -212,18 +215,9 @@ fn getex(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         let opt = a.at(i)?;
         if is(opt, "persist") && matches!(op, Op::None) {
             op = Op::Persist;
-        } else if let (Some(v), true) = (a.get(i + 1), matches!(op, Op::None)) {
-            let (unit, abs) = if is(opt, "ex") {
-                (1000, false)
-            } else if is(opt, "px") {
-                (1, false)
-            } else if is(opt, "exat") {
-                (1000, true)
-            } else if is(opt, "pxat") {
-                (1, true)
-            } else {
-                return Err(syntax_error());
-            };
+        } else if let (Some(v), true, Some((unit, abs))) =
+            (a.get(i + 1), matches!(op, Op::None), ttl_option(opt))
+        {
             op = Op::At(expire_from(ctx, v, unit, abs, "getex")?);
             i += 1;
         } else {

@@ -526,19 +526,7 @@ fn pop_n(ctx: &mut Ctx, key: &[u8], max: bool, count: usize) -> Result<Vec<(Sds,
 }
 
 fn zpop(ctx: &mut Ctx, a: &[Bytes], max: bool) -> CmdResult {
-    if a.len() > 3 {
-        return Err(syntax_error());
-    }
-    let count = match a.get(2) {
-        Some(c) => {
-            let n = int_arg(c).map_err(|_| err("ERR value is out of range, must be positive"))?;
-            if n < 0 {
-                return Err(err("ERR value is out of range, must be positive"));
-            }
-            Some(n as usize)
-        }
-        None => None,
-    };
+    let count = super::pop_count(a)?;
     let items = pop_n(ctx, a.at(1)?, max, count.unwrap_or(1))?;
     if count.is_none() && ctx.client.proto == Proto::Resp3 {
         // Redis 7 answers a single ZPOP in RESP3 as a flat [member, score].
