@@ -78,7 +78,11 @@ fn appendfsync_always_kill_9_under_load_loses_no_acknowledged_write() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill mid-stream, once the writers are well under way.
+    let mut probe = node.client();
+    wait_until("writes under way", Duration::from_secs(20), || {
+        redis::cmd("DBSIZE").query::<i64>(&mut probe).unwrap() >= 500
+    });
     kill9(&mut node);
     let acked: Vec<Vec<(String, i64, i64)>> =
         writers.into_iter().map(|w| w.join().unwrap()).collect();

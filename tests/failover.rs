@@ -308,10 +308,14 @@ fn kill_9_under_write_load_loses_no_write_acknowledged_by_wait() {
     let nodes = build_cluster_with(&["--cluster-node-timeout", TIMEOUT]);
     wait_replicas_synced(&nodes);
     let writer = acked_writer(nodes[0].port, 1_000_000);
-    wait_until("some writes acknowledged", Duration::from_secs(10), || {
-        nodes[3].info_field("keyspace", "db0").contains("keys=")
+    // Kill mid-stream, once the replica holds a few dozen writes.
+    wait_until("some writes acknowledged", Duration::from_secs(20), || {
+        let db0 = nodes[3].info_field("keyspace", "db0");
+        db0.strip_prefix("keys=")
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 50)
     });
-    std::thread::sleep(Duration::from_millis(200));
     signal(&nodes[0], nix::sys::signal::Signal::SIGKILL);
     let acked = writer.join().unwrap();
     assert!(

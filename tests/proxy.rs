@@ -1181,6 +1181,8 @@ fn redis_cli_against_the_proxy() {
 /// A SET/GET client loop through the proxy that records errors and stalls.
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Successful SET/GET rounds so far.
+    ok_rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     handle: std::thread::JoinHandle<LoadReport>,
 }
 
@@ -1195,6 +1197,8 @@ struct LoadReport {
 fn start_load(port: u16, keys: usize) -> Load {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
+    let ok_rounds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rounds = ok_rounds.clone();
     let handle = std::thread::spawn(move || {
         let mut rep = LoadReport::default();
         let url = format!("redis://127.0.0.1:{port}/");
@@ -1255,14 +1259,28 @@ fn start_load(port: u16, keys: usize) -> Load {
             if ok {
                 rep.longest_stall = rep.longest_stall.max(last_ok.elapsed());
                 last_ok = Instant::now();
+                rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         rep
     });
-    Load { stop, handle }
+    Load {
+        stop,
+        ok_rounds,
+        handle,
+    }
 }
 
 impl Load {
+    /// Waits until the load has made `n` more successful rounds (the
+    /// cluster is seen serving, instead of hoping a sleep was long enough).
+    fn wait_rounds(&self, n: usize) {
+        let target = self.ok_rounds.load(std::sync::atomic::Ordering::Relaxed) + n;
+        wait_until("the load to make progress", Duration::from_secs(60), || {
+            self.ok_rounds.load(std::sync::atomic::Ordering::Relaxed) >= target
+        });
+    }
+
     fn finish(self) -> LoadReport {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.handle.join().unwrap()
@@ -1276,7 +1294,7 @@ impl Load {
 /// back.
 fn assert_failover_hidden(proxy: &ProxyProc, kill: impl FnOnce(), gone_port: u16, others: &[u16]) {
     let load = start_load(proxy.port, 2000);
-    std::thread::sleep(Duration::from_secs(1));
+    load.wait_rounds(500);
     let killed_at = Instant::now();
     kill();
     // Done when a replica has taken over: three healthy masters again,
@@ -1293,7 +1311,7 @@ fn assert_failover_hidden(proxy: &ProxyProc, kill: impl FnOnce(), gone_port: u16
                 == 3
     });
     let failed_over = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    load.wait_rounds(1000);
     let rep = load.finish();
     let after: Vec<_> = rep
         .errors
@@ -1369,7 +1387,7 @@ fn reshard_under_load(ports: [u16; 2], seeds: &[String]) {
     let proxy = ProxyProc::start(seeds, &[]);
     proxy.wait_covered();
     let load = start_load(proxy.port, 3000);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_rounds(300);
     let from = text(ports[0], &["CLUSTER", "MYID"]);
     let to = text(ports[1], &["CLUSTER", "MYID"]);
     let (ok, out) = common::proxy::run(
@@ -1391,7 +1409,7 @@ fn reshard_under_load(ports: [u16; 2], seeds: &[String]) {
         std::path::Path::new("."),
     );
     assert!(ok, "{out}");
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_rounds(300);
     let rep = load.finish();
     eprintln!("reshard: {} ops, errors {:?}", rep.ops, rep.errors);
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);

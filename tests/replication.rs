@@ -125,9 +125,11 @@ fn full_sync_then_the_stream_carries_every_kind_of_write() {
     assert_eq!(mh, rh);
     // Expiry: the replica hides the key at once, and drops it when the
     // master's DEL arrives.
-    std::thread::sleep(Duration::from_millis(200));
-    let gone: Option<String> = r.get("short").unwrap();
-    assert!(gone.is_none());
+    wait_until(
+        "the replica to hide the expired key",
+        Duration::from_secs(5),
+        || r.get::<_, Option<String>>("short").unwrap().is_none(),
+    );
     wait_until(
         "master's DEL of the expired key",
         Duration::from_secs(10),
@@ -231,6 +233,8 @@ fn acknowledged_writes_survive_kill_9_of_the_master() {
     wait_synced(&mut m, &mut r);
     // A writer that WAITs for one replica after each write; its acked keys.
     let port = master.port;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = progress.clone();
     let writer = std::thread::spawn(move || {
         let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
             .unwrap()
@@ -245,10 +249,14 @@ fn acknowledged_writes_survive_kill_9_of_the_master() {
                 Ok(1) => acked.push(i),
                 _ => break,
             }
+            seen.store(acked.len(), std::sync::atomic::Ordering::Relaxed);
         }
         acked
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Kill the master mid-stream, once some writes were acknowledged.
+    wait_until("50 acknowledged writes", Duration::from_secs(20), || {
+        progress.load(std::sync::atomic::Ordering::Relaxed) >= 50
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(master.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -550,28 +558,37 @@ fn client_pause_write_holds_writes_not_reads_and_unpause_releases_them() {
             .unwrap()
             .get_connection()
             .unwrap();
-        let t = std::time::Instant::now();
         let _: () = c.set("held", 1).unwrap();
-        t.elapsed()
+        std::time::Instant::now()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The held write counts as a blocked client (flag b), as in Redis.
+    wait_until("the write to be held", Duration::from_secs(10), || {
+        info_field(&mut m, "clients", "blocked_clients") == "1"
+    });
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut m).unwrap();
+    assert!(list.contains(" flags=b "), "{list}");
     // Reads go on; the expired key reads as gone but no DEL enters the
     // stream while paused, so the offset stays put for a failover.
     let mut other = master.client();
-    let v: Option<String> = other.get("exp").unwrap();
-    assert!(v.is_none());
+    wait_until("exp to read as gone", Duration::from_secs(5), || {
+        other.get::<_, Option<String>>("exp").unwrap().is_none()
+    });
     let held: Option<i64> = other.get("held").unwrap();
     assert!(held.is_none(), "the write must wait");
     assert_eq!(
         info_field(&mut other, "replication", "master_repl_offset"),
         offset
     );
+    let unpaused_at = std::time::Instant::now();
     let _: () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query(&mut other)
         .unwrap();
-    let waited = writer.join().unwrap();
-    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    let written_at = writer.join().unwrap();
+    assert!(
+        written_at >= unpaused_at,
+        "the write went through before UNPAUSE"
+    );
     let held: i64 = other.get("held").unwrap();
     assert_eq!(held, 1);
     let e: redis::RedisResult<()> = redis::cmd("CLIENT")

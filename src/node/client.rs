@@ -28,6 +28,8 @@ pub struct ClientHandle {
     pub sub_count: AtomicU64,
     pub psub_count: AtomicU64,
     pub in_multi: AtomicBool,
+    /// Waiting on keys (BLPOP ...) or for a CLIENT PAUSE to end.
+    pub blocked: AtomicBool,
     pub resp: AtomicU64,
     /// Pub/sub messages queued for this client and not yet written, in
     /// bytes (what the pubsub output-buffer limit counts; CLIENT LIST omem).
@@ -74,6 +76,7 @@ impl ClientHandle {
             sub_count: AtomicU64::new(0),
             psub_count: AtomicU64::new(0),
             in_multi: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             resp: AtomicU64::new(2),
             push_bytes: AtomicU64::new(0),
             push_soft_since: AtomicU64::new(0),
@@ -100,7 +103,9 @@ impl ClientHandle {
         let age = now_ms.saturating_sub(self.created_ms) / 1000;
         let idle = now_ms.saturating_sub(self.last_interaction_ms.load(Ordering::Relaxed)) / 1000;
         let cmd = *self.last_cmd.lock();
-        let flags = if self.in_multi.load(Ordering::Relaxed) {
+        let flags = if self.blocked.load(Ordering::Relaxed) {
+            "b"
+        } else if self.in_multi.load(Ordering::Relaxed) {
             "x"
         } else if self.sub_count.load(Ordering::Relaxed) + self.psub_count.load(Ordering::Relaxed)
             > 0

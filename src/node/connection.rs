@@ -14,7 +14,7 @@ use crate::runtime::clock::mono_ms;
 use crate::runtime::config::{NodeConfig, OutputLimit};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -122,6 +122,33 @@ fn run_batch(
 /// step of the wall clock neither fires nor stretches a BLPOP timeout.
 fn on_mono_clock(deadline: Option<u64>, wall_now: u64) -> Option<u64> {
     deadline.map(|d| mono_ms().saturating_add(d.saturating_sub(wall_now)))
+}
+
+/// A client waiting (on keys or for a pause to end): CLIENT LIST shows
+/// it with flag `b`, and a paused one is counted in INFO's
+/// `blocked_clients` (key waiters are counted by the keyspace).
+struct Blocked<'a> {
+    handle: &'a ClientHandle,
+    count: Option<&'a AtomicU64>,
+}
+
+impl<'a> Blocked<'a> {
+    fn on(handle: &'a ClientHandle, count: Option<&'a AtomicU64>) -> Blocked<'a> {
+        handle.blocked.store(true, Ordering::Relaxed);
+        if let Some(c) = count {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        Blocked { handle, count }
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.handle.blocked.store(false, Ordering::Relaxed);
+        if let Some(c) = self.count {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn run_locked(
@@ -449,6 +476,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 tokio::pin!(sleep);
                 let mut gone = false;
                 let mut timed_out = false;
+                let blocked = Blocked::on(&handle, None);
                 loop {
                     // Biased: a client that already hung up must be noticed
                     // before a wake-up, or it would pop an element that
@@ -472,6 +500,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                             _ = &mut sleep => { timed_out = true; break; }
                         }
                 }
+                drop(blocked);
                 {
                     let mut st = shared.lock();
                     for k in &keys {
@@ -488,7 +517,9 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHan
                 continue 'conn;
             }
             BatchEnd::Paused => {
-                // Wait for the end of the pause, then run the rest.
+                // Wait for the end of the pause, then run the rest. Held,
+                // the client counts as blocked, as in Redis.
+                let _held = Blocked::on(&handle, Some(&shared.paused_clients));
                 loop {
                     let until = shared.pause_until();
                     let now = crate::runtime::clock::mono_ms();

@@ -73,6 +73,8 @@ pub struct Shared {
     pause_all: std::sync::atomic::AtomicBool,
     /// Woken when a pause is lifted early.
     pub unpaused: tokio::sync::Notify,
+    /// Clients holding a command until the pause ends.
+    pub paused_clients: AtomicU64,
 }
 
 impl Shared {
@@ -106,6 +108,7 @@ impl Shared {
             pause_until: AtomicU64::new(0),
             pause_all: std::sync::atomic::AtomicBool::new(false),
             unpaused: tokio::sync::Notify::new(),
+            paused_clients: AtomicU64::new(0),
         }
     }
 

@@ -240,7 +240,12 @@ fn clients_section(ctx: &mut Ctx, out: &mut String) {
     w(out, "connected_clients", &ctx.shared.connected_clients());
     w(out, "cluster_connections", &0);
     w(out, "maxclients", &cfg.maxclients);
-    w(out, "blocked_clients", &ctx.db.blocked_waiters());
+    let paused = ctx.shared.paused_clients.load(Ordering::Relaxed);
+    w(
+        out,
+        "blocked_clients",
+        &(ctx.db.blocked_waiters() as u64 + paused),
+    );
     w(out, "tracking_clients", &0);
     w(out, "clients_in_timeout_table", &0);
 }
