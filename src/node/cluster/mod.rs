@@ -1,17 +1,14 @@
 //! Cluster mode on a node: the bus driver (TCP on the cluster port around
-//! the sans-IO [`Bus`]), nodes.conf persistence, and the slot checks every
-//! keyed command passes (MOVED, CROSSSLOT, CLUSTERDOWN).
+//! the sans-IO [`Bus`]) and nodes.conf persistence; the slot checks every
+//! keyed command passes (MOVED, CROSSSLOT, CLUSTERDOWN) are in `slots`.
 //!
 //! The request path reads a [`SlotView`] snapshot through `ArcSwap` and
 //! never locks the bus. Lock order: keyspace lock, then bus lock; the driver
 //! only ever takes the bus lock.
 
 use crate::cluster::topology::{random_node_id, ClusterNode, NodesConf};
-use crate::cluster::{key_hash_slot, keyspec, SLOTS};
 use crate::gossip::state::{Bus, BusConfig, Event, Link};
 use crate::gossip::wire::Message;
-use crate::node::cmd::{flags, CommandSpec};
-use crate::resp::Reply;
 use crate::runtime::clock::mono_ms;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -26,188 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-const NO_OWNER: u16 = u16::MAX;
-
-/// Who serves which slot, as the request path needs it.
-pub struct SlotView {
-    /// slot → index into `addrs`, or NO_OWNER.
-    owners: Vec<u16>,
-    /// (ip, port) of each owner; `mine[i]` tells if it is this node.
-    addrs: Vec<(String, u16)>,
-    mine: Vec<bool>,
-    /// My master's index when I am a replica (reads after READONLY).
-    my_master: Option<u16>,
-    /// Slots I am migrating away → where their keys go.
-    migrating: HashMap<u16, (String, u16)>,
-    /// Slots I am importing (served to clients that sent ASKING).
-    importing: std::collections::HashSet<u16>,
-    pub ok: bool,
-}
-
-impl SlotView {
-    fn from_bus(bus: &Bus) -> SlotView {
-        let mut index: HashMap<String, u16> = HashMap::new();
-        let mut addrs = Vec::new();
-        let mut mine = Vec::new();
-        let mut owners = vec![NO_OWNER; SLOTS];
-        let me = bus.myself().id.clone();
-        // Runs of slots share an owner: look the id up once per run.
-        let mut last: Option<(&str, u16)> = None;
-        for (o, id) in owners.iter_mut().zip(bus.owner_ids()) {
-            let Some(id) = id.as_deref() else { continue };
-            let i = match last {
-                Some((lid, li)) if lid == id => li,
-                _ => {
-                    let i = match index.get(id) {
-                        Some(i) => *i,
-                        None => {
-                            let Some(n) = bus.node(id) else { continue };
-                            addrs.push((n.ip.clone(), n.port));
-                            mine.push(n.id == me);
-                            let i = (addrs.len() - 1) as u16;
-                            index.insert(id.to_string(), i);
-                            i
-                        }
-                    };
-                    last = Some((id, i));
-                    i
-                }
-            };
-            *o = i;
-        }
-        let my_master = bus
-            .myself()
-            .master_id
-            .as_ref()
-            .and_then(|m| index.get(m).copied());
-        let migrating = bus
-            .migrations
-            .migrating
-            .iter()
-            .filter_map(|(slot, to)| bus.node(to).map(|n| (*slot, (n.ip.clone(), n.port))))
-            .collect();
-        let importing = bus.migrations.importing.keys().copied().collect();
-        SlotView {
-            owners,
-            addrs,
-            mine,
-            my_master,
-            migrating,
-            importing,
-            ok: bus.state_ok(),
-        }
-    }
-}
-
-/// Why a command may not run here.
-pub enum Redirect {
-    Moved(u16, String, u16),
-    Ask(u16, String, u16),
-    TryAgain,
-    CrossSlot,
-    Unbound,
-    Down,
-}
-
-impl Redirect {
-    pub fn reply(&self) -> Reply {
-        match self {
-            Redirect::Moved(slot, ip, port) => Reply::Error(format!("MOVED {slot} {ip}:{port}")),
-            Redirect::Ask(slot, ip, port) => Reply::Error(format!("ASK {slot} {ip}:{port}")),
-            Redirect::TryAgain => {
-                Reply::error("TRYAGAIN Multiple keys request during rehashing of slot")
-            }
-            Redirect::CrossSlot => {
-                Reply::error("CROSSSLOT Keys in request don't hash to the same slot")
-            }
-            Redirect::Unbound => Reply::error("CLUSTERDOWN Hash slot not served"),
-            Redirect::Down => Reply::error("CLUSTERDOWN The cluster is down"),
-        }
-    }
-}
-
-/// Keys of a call, found by Redis 7's key specs (the table the proxy
-/// routes by), so numkeys, keyword and SORT/MIGRATE forms are covered.
-pub fn command_keys(args: &[Bytes]) -> Vec<&Bytes> {
-    let Some(finder) = keyspec::catalog().ok().and_then(|c| c.keys_of(args)) else {
-        return Vec::new();
-    };
-    let mut keys = Vec::new();
-    finder.for_each_key(args, |i| keys.extend(args.get(i)));
-    keys
-}
-
-/// The slot check Redis makes before running a keyed command. `exists`
-/// tells whether a key is here (needed only for slots being migrated).
-pub fn check(
-    view: &SlotView,
-    spec: &CommandSpec,
-    args: &[Bytes],
-    client: (bool, bool),
-    exists: &mut dyn FnMut(&[u8]) -> bool,
-) -> Result<(), Redirect> {
-    let (readonly_client, asking) = client;
-    let keys = command_keys(args);
-    let Some(first) = keys.first() else {
-        return Ok(());
-    };
-    let slot = key_hash_slot(first);
-    if keys.iter().skip(1).any(|k| key_hash_slot(k) != slot) {
-        return Err(Redirect::CrossSlot);
-    }
-    let importing = view.importing.contains(&slot);
-    let migrating = view.migrating.get(&slot);
-    // MIGRATE itself must run whatever state its keys are in.
-    if spec.name == "migrate" && (importing || migrating.is_some()) {
-        return Ok(());
-    }
-    // The state already accounts for cluster-require-full-coverage; a
-    // node cut off from the majority refuses everything.
-    if !view.ok {
-        return Err(Redirect::Down);
-    }
-    let asking = asking || spec.name == "restore-asking";
-    let missing = if importing || migrating.is_some() {
-        keys.iter().filter(|k| !exists(k)).count()
-    } else {
-        0
-    };
-    if let Some((ip, port)) = migrating {
-        if missing > 0 {
-            if keys.len() > 1 && missing < keys.len() {
-                return Err(Redirect::TryAgain);
-            }
-            return Err(Redirect::Ask(slot, ip.clone(), *port));
-        }
-        return Ok(());
-    }
-    if importing && asking {
-        if keys.len() > 1 && missing > 0 {
-            return Err(Redirect::TryAgain);
-        }
-        return Ok(());
-    }
-    let owner = view
-        .owners
-        .get(usize::from(slot))
-        .copied()
-        .unwrap_or(NO_OWNER);
-    if owner == NO_OWNER {
-        return Err(Redirect::Unbound);
-    }
-    if view.mine.get(usize::from(owner)).copied().unwrap_or(false) {
-        return Ok(());
-    }
-    if readonly_client && spec.has(flags::READONLY) && view.my_master == Some(owner) {
-        return Ok(());
-    }
-    let (ip, port) = view
-        .addrs
-        .get(usize::from(owner))
-        .cloned()
-        .unwrap_or_default();
-    Err(Redirect::Moved(slot, ip, port))
-}
+mod slots;
+pub use slots::{check, command_keys, Redirect, SlotView};
 
 /// The part of the configuration that must be on disk before this node
 /// tells anyone about it: a vote or an epoch must survive a crash, or the
