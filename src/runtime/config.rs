@@ -218,6 +218,14 @@ pub struct ConfigTable {
 
 impl Default for ConfigTable {
     fn default() -> Self {
+        defaults().clone()
+    }
+}
+
+/// Redis 7.0's defaults, parsed once.
+fn defaults() -> &'static ConfigTable {
+    static DEFAULT_TABLE: std::sync::OnceLock<ConfigTable> = std::sync::OnceLock::new();
+    DEFAULT_TABLE.get_or_init(|| {
         let mut values = BTreeMap::new();
         for line in DEFAULTS.lines() {
             if let Some((k, v)) = line.split_once('\t') {
@@ -225,7 +233,7 @@ impl Default for ConfigTable {
             }
         }
         ConfigTable { values, file: None }
-    }
+    })
 }
 
 impl ConfigTable {
@@ -410,7 +418,7 @@ impl ConfigTable {
     /// The file text for CONFIG REWRITE: every value that differs from the
     /// default, one directive per line.
     pub fn render_non_defaults(&self) -> String {
-        let defaults = ConfigTable::default();
+        let defaults = defaults();
         let mut out = String::new();
         for (k, v) in &self.values {
             if defaults.values.get(k) != Some(v) {
@@ -428,18 +436,36 @@ impl ConfigTable {
     }
 }
 
-/// Quotes a value for a config line when it has spaces or quotes.
+/// Quotes a value for a config line when it needs it (spaces, quotes,
+/// backslashes, control or non-ASCII bytes), escaping as Redis's
+/// `sdscatrepr` does, so the line reads back to the same value whatever it
+/// holds.
 fn quote(v: &str) -> String {
     if v.is_empty() {
         return "\"\"".into();
     }
-    if v.chars()
-        .any(|c| c.is_whitespace() || c == '"' || c == '\'')
-    {
-        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-    } else {
-        v.to_string()
+    let plain = |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\');
+    if v.bytes().all(plain) {
+        return v.to_string();
     }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for b in v.bytes() {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            7 => out.push_str("\\a"),
+            8 => out.push_str("\\b"),
+            b' ' | b'\'' => out.push(char::from(b)),
+            b if b.is_ascii_graphic() => out.push(char::from(b)),
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// One client class's `client-output-buffer-limit`: the connection is
@@ -696,6 +722,35 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewritten_values_read_back_whatever_bytes_they_hold() {
+        // Found by the config_text fuzz target: control characters inside
+        // a quoted value were written raw, so the rewritten line split.
+        let input = include_bytes!("../../fuzz/seeds/config_text/rewrite-control-chars");
+        let text = std::str::from_utf8(input).unwrap();
+        let mut t = ConfigTable::default();
+        t.apply_text(text, "fuzz").unwrap();
+        for value in [
+            "a b",
+            "tab\there",
+            "cr\rlf\n",
+            "q\"uo'te",
+            "back\\slash",
+            "nul\0x\u{7f}",
+            "é",
+        ] {
+            let mut t2 = ConfigTable::default();
+            t2.apply_text(&format!("dbfilename {}\n", quote(value)), "t")
+                .unwrap();
+            assert_eq!(t2.get("dbfilename").as_deref(), Some(value), "{value:?}");
+        }
+        let mut again = ConfigTable::default();
+        again
+            .apply_text(&t.render_non_defaults(), "rewrite")
+            .unwrap();
+        assert_eq!(again.entries(), t.entries());
+    }
 
     #[test]
     fn founding_document_config() {
