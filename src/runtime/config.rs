@@ -743,7 +743,7 @@ mod tests {
             let mut t2 = ConfigTable::default();
             t2.apply_text(&format!("dbfilename {}\n", quote(value)), "t")
                 .unwrap();
-            assert_eq!(t2.get("dbfilename").as_deref(), Some(value), "{value:?}");
+            assert_eq!(t2.get("dbfilename"), Some(value), "{value:?}");
         }
         let mut again = ConfigTable::default();
         again
