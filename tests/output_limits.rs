@@ -249,7 +249,9 @@ fn a_long_pipeline_is_answered_in_full() {
 fn half_sent_echo(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"*2\r\n$4\r\nECHO\r\n$4000000\r\n").unwrap();
-    s.write_all(&vec![b'x'; 2 << 20]).unwrap();
+    // The server may evict the client before all of it is written (real
+    // Redis often does): a broken pipe here is the eviction itself.
+    let _ = s.write_all(&vec![b'x'; 2 << 20]);
     s
 }
 
