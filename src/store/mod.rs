@@ -1,4 +1,7 @@
 //! The keyspace: keys, values, expiry, eviction, and the per-slot key index.
+//! This file holds the tables and expiry; `evict` the maxmemory policies,
+//! `signals` WATCH flags and blocked-client wake-ups, `snapshot` the
+//! copy-on-write snapshots, `value` the value types.
 //!
 //! Keys live in one small table per hash slot. That makes the per-slot index
 //! that cluster mode needs (`COUNTKEYSINSLOT`, `GETKEYSINSLOT`, migration)
@@ -17,6 +20,9 @@
 //! began, so the result is a point-in-time image, and no client waits for
 //! more than one batch.
 
+mod evict;
+mod signals;
+mod snapshot;
 pub mod value;
 
 use crate::cluster::{key_hash_slot, SLOTS};
@@ -250,57 +256,6 @@ impl Db {
         }
     }
 
-    /// Starts a point-in-time snapshot; false if one is already running.
-    pub fn begin_snapshot(&mut self, encode: EntryEncoder) -> bool {
-        if self.cow.is_some() {
-            return false;
-        }
-        self.cow = Some(Box::new(Cow {
-            encode,
-            done: vec![false; SLOTS],
-            early: HashMap::new(),
-            keys: 0,
-        }));
-        true
-    }
-
-    pub fn snapshot_running(&self) -> bool {
-        self.cow.is_some()
-    }
-
-    /// Appends the snapshot image of slots from `from` on to `out`, at
-    /// least one slot and then until about `budget` bytes were added;
-    /// returns the next slot to ask for (SLOTS when done).
-    pub fn snapshot_take(&mut self, from: usize, out: &mut Vec<u8>, budget: usize) -> usize {
-        let Some(cow) = self.cow.as_mut() else {
-            return SLOTS;
-        };
-        let start = out.len();
-        let mut i = from;
-        while i < SLOTS && (i == from || out.len() - start < budget) {
-            if let Some(early) = cow.early.remove(&(i as u16)) {
-                out.extend_from_slice(&early);
-            } else if let (Some(done), Some(slot)) = (cow.done.get_mut(i), self.slots.get(i)) {
-                if !*done {
-                    *done = true;
-                    cow.keys += encode_slot(cow.encode, slot, out);
-                }
-            }
-            i += 1;
-        }
-        i
-    }
-
-    /// Keys the running snapshot has serialized so far.
-    pub fn snapshot_keys(&self) -> u64 {
-        self.cow.as_ref().map_or(0, |c| c.keys)
-    }
-
-    /// Ends the snapshot (finished or abandoned).
-    pub fn end_snapshot(&mut self) {
-        self.cow = None;
-    }
-
     /// Replaces every key with those of `other` (a loaded snapshot): WATCHers
     /// of any key are told and blocked clients re-check, as after FLUSHALL.
     /// Returns the old keys, for the caller to drop outside the lock.
@@ -334,20 +289,6 @@ impl Db {
             for (k, e) in &slot.keys {
                 f(k, &e.value, slot.expires.get(k.as_slice()).copied());
             }
-        }
-    }
-
-    /// Captures the slot of `key` for a running snapshot before it changes.
-    #[inline]
-    fn cow_key(&mut self, key: &[u8]) {
-        if self.cow.is_some() {
-            self.cow_slot(usize::from(key_hash_slot(key)));
-        }
-    }
-
-    fn cow_slot(&mut self, i: usize) {
-        if let (Some(cow), Some(slot)) = (self.cow.as_mut(), self.slots.get(i)) {
-            cow.capture(i, slot);
         }
     }
 
@@ -418,21 +359,6 @@ impl Db {
         slot_at_mut(&mut self.slots, usize::from(key_hash_slot(key)))
     }
 
-    fn touch_access(policy: EvictionPolicy, clock: u32, e: &mut Entry) {
-        if policy.is_lfu() {
-            // Logarithmic counter: the more hits, the less likely a bump.
-            if e.access < LFU_MAX {
-                let base = e.access.saturating_sub(LFU_INIT) as f64;
-                let p = 1.0 / (base * 10.0 + 1.0);
-                if rand::rng().random::<f64>() < p {
-                    e.access += 1;
-                }
-            }
-        } else {
-            e.access = clock;
-        }
-    }
-
     /// Applies lazy expiry to `key`: true when the key must be treated as
     /// missing (removed, or hidden on a replica).
     fn expire_if_needed(&mut self, key: &[u8], now: u64) -> bool {
@@ -459,60 +385,6 @@ impl Db {
                 }
             },
             _ => false,
-        }
-    }
-
-    /// Records a change made by a command and tells watchers and blocked
-    /// clients about it.
-    pub fn signal(&mut self, key: &[u8]) {
-        self.dirty += 1;
-        if self.signals.holding == 0 {
-            self.notify(key);
-        } else if self.signals.watched.contains_key(key) || self.signals.blocked.contains_key(key) {
-            self.signals.held.push(sds(key));
-        }
-    }
-
-    /// A command starts: its announcements are held until
-    /// [`release_signals`](Self::release_signals). Returns the mark to
-    /// release from.
-    pub fn hold_signals(&mut self) -> usize {
-        self.signals.holding += 1;
-        self.signals.held.len()
-    }
-
-    /// The command that got `mark` ended. Watchers and blocked clients
-    /// hear of its keys only if it changed something: in Redis a command
-    /// that turned out a no-op (SADD of a present member) does not dirty
-    /// a WATCH.
-    pub fn release_signals(&mut self, mark: usize, changed: bool) {
-        self.signals.holding = self.signals.holding.saturating_sub(1);
-        if self.signals.held.len() <= mark {
-            return;
-        }
-        let keys: Vec<Sds> = self.signals.held.drain(mark..).collect();
-        if changed {
-            for k in &keys {
-                self.notify(k);
-            }
-        }
-    }
-
-    /// Tells watchers and blocked clients that `key` changed.
-    fn notify(&mut self, key: &[u8]) {
-        if !self.signals.watched.is_empty() {
-            if let Some(flags) = self.signals.watched.get(key) {
-                for f in flags {
-                    f.store(true, Ordering::Release);
-                }
-            }
-        }
-        if !self.signals.blocked.is_empty() {
-            if let Some(waiters) = self.signals.blocked.get(key) {
-                for w in waiters {
-                    w.notify_one();
-                }
-            }
         }
     }
 
@@ -791,34 +663,6 @@ impl Db {
         None
     }
 
-    /// A random key (from the TTL index when `volatile`), possibly expired.
-    fn random_key_any(&self, volatile: bool) -> Option<Sds> {
-        let total = if volatile { self.expires_len } else { self.len };
-        if total == 0 {
-            return None;
-        }
-        let mut rng = rand::rng();
-        let start = rng.random_range(0..SLOTS);
-        for off in 0..SLOTS {
-            let s = slot_at(&self.slots, (start + off) % SLOTS);
-            let n = if volatile {
-                s.expires.len()
-            } else {
-                s.keys.len()
-            };
-            if n == 0 {
-                continue;
-            }
-            let pick = rng.random_range(0..n);
-            return if volatile {
-                s.expires.keys().nth(pick).cloned()
-            } else {
-                s.keys.keys().nth(pick).cloned()
-            };
-        }
-        None
-    }
-
     /// Deletes expired keys, visiting at most `budget` TTL entries, resuming
     /// where the previous call stopped. Returns how many it deleted.
     pub fn active_expire(&mut self, now: u64, budget: usize) -> usize {
@@ -861,126 +705,6 @@ impl Db {
             }
         }
         deleted
-    }
-
-    /// Evicts keys per `policy` while `over()` says memory is above the limit.
-    /// Err when nothing more can be evicted (the caller answers -OOM).
-    pub fn evict(
-        &mut self,
-        samples: usize,
-        now: u64,
-        mut over: impl FnMut() -> bool,
-    ) -> Result<(), OutOfMemory> {
-        let policy = self.policy;
-        let mut guard = 0usize;
-        while over() {
-            if policy == EvictionPolicy::NoEviction {
-                return Err(OutOfMemory);
-            }
-            guard += 1;
-            if guard > 1_000_000 {
-                return Err(OutOfMemory);
-            }
-            let volatile = policy.volatile();
-            let mut best: Option<(Sds, u64)> = None;
-            let rounds = match policy {
-                EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom => 1,
-                _ => samples.max(1),
-            };
-            for _ in 0..rounds {
-                let Some(k) = self.random_key_any(volatile) else {
-                    return Err(OutOfMemory);
-                };
-                let i = usize::from(key_hash_slot(&k));
-                let slot = slot_at(&self.slots, i);
-                // Higher rank = better victim.
-                let rank = match policy {
-                    EvictionPolicy::VolatileTtl => {
-                        u64::MAX - slot.expires.get(k.as_slice()).copied().unwrap_or(u64::MAX)
-                    }
-                    EvictionPolicy::AllKeysLfu | EvictionPolicy::VolatileLfu => u64::from(
-                        LFU_MAX + 1
-                            - slot
-                                .keys
-                                .get(k.as_slice())
-                                .map_or(0, |e| e.access.min(LFU_MAX)),
-                    ),
-                    EvictionPolicy::AllKeysRandom | EvictionPolicy::VolatileRandom => 0,
-                    _ => u64::from(
-                        self.clock
-                            .wrapping_sub(slot.keys.get(k.as_slice()).map_or(0, |e| e.access)),
-                    ),
-                };
-                if best.as_ref().is_none_or(|(_, r)| rank > *r) {
-                    best = Some((k, rank));
-                }
-            }
-            if let Some((k, _)) = best {
-                if self.remove_quietly(&k, now).is_some() {
-                    self.stats.evicted_keys += 1;
-                    self.removed_by_server(&k);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The access field of a key, for `OBJECT IDLETIME` / `OBJECT FREQ`.
-    pub fn access_of(&mut self, key: &[u8], now: u64) -> Option<(u32, bool)> {
-        let (clock, lfu) = (self.clock, self.policy.is_lfu());
-        self.peek(key, now).map(|e| {
-            if lfu {
-                (e.access, true)
-            } else {
-                (clock.wrapping_sub(e.access), false)
-            }
-        })
-    }
-
-    pub fn watch(&mut self, key: &[u8], flag: &Arc<AtomicBool>) {
-        self.signals
-            .watched
-            .entry(sds(key))
-            .or_default()
-            .push(flag.clone());
-    }
-
-    pub fn unwatch(&mut self, key: &[u8], flag: &Arc<AtomicBool>) {
-        if let Some(v) = self.signals.watched.get_mut(key) {
-            v.retain(|f| !Arc::ptr_eq(f, flag));
-            if v.is_empty() {
-                self.signals.watched.remove(key);
-            }
-        }
-    }
-
-    pub fn block_on(&mut self, key: &[u8], waker: &Arc<tokio::sync::Notify>) {
-        self.signals
-            .blocked
-            .entry(sds(key))
-            .or_default()
-            .push(waker.clone());
-    }
-
-    pub fn unblock(&mut self, key: &[u8], waker: &Arc<tokio::sync::Notify>) {
-        if let Some(v) = self.signals.blocked.get_mut(key) {
-            v.retain(|w| !Arc::ptr_eq(w, waker));
-            if v.is_empty() {
-                self.signals.blocked.remove(key);
-            }
-        }
-    }
-
-    /// Clients currently blocked on some key (INFO `blocked_clients`).
-    pub fn blocked_waiters(&self) -> usize {
-        // A client blocked on several keys is registered under each of them.
-        let mut seen = std::collections::HashSet::new();
-        self.signals
-            .blocked
-            .values()
-            .flatten()
-            .filter(|w| seen.insert(Arc::as_ptr(w)))
-            .count()
     }
 }
 
