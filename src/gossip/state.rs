@@ -11,6 +11,9 @@
 //! Elections, votes, manual failover, replica migration and the cluster
 //! state live in the `failover` submodule.
 
+mod admin;
+mod claims;
+mod detect;
 mod failover;
 
 use crate::cluster::topology::{random_node_id, ClusterNode, Flags, NodeId, SlotSet};
@@ -288,22 +291,6 @@ impl Bus {
         }
     }
 
-    /// CLUSTER MEET: start a handshake with the node at ip:port@cport.
-    pub fn meet(&mut self, ip: &str, port: u16, cport: u16, now: u64) {
-        if self
-            .peers
-            .values()
-            .any(|p| p.node.ip == ip && p.node.cport == cport)
-            || (self.me.ip == ip && self.me.cport == cport)
-        {
-            return;
-        }
-        let mut node = ClusterNode::new(random_node_id(), ip, port, cport);
-        node.flags.handshake = true;
-        self.peers
-            .insert(node.id.clone(), Peer::new(node, now, true));
-    }
-
     /// Rebuilds the state saved in nodes.conf: same id, peers, slots and
     /// epochs; links start disconnected and are re-established by ticks.
     pub fn restore(conf: crate::cluster::topology::NodesConf, cfg: BusConfig) -> Option<Self> {
@@ -384,13 +371,6 @@ impl Bus {
         }
     }
 
-    /// The address this node announces (it may change between restarts).
-    pub fn set_address(&mut self, ip: &str, port: u16, cport: u16) {
-        self.me.ip = ip.to_string();
-        self.me.port = port;
-        self.me.cport = cport;
-    }
-
     /// Replicas of `master`.
     pub fn replicas_of(&self, master: &str) -> Vec<&ClusterNode> {
         self.peers
@@ -410,23 +390,6 @@ impl Bus {
         }
     }
 
-    /// CLUSTER DELSLOTS for slots this node owns or knows as owned.
-    pub fn del_slots(&mut self, slots: &[u16]) {
-        for &s in slots {
-            if let Some(Some(owner)) = self.owners.get(usize::from(s)).cloned() {
-                if owner == self.me.id {
-                    self.me.slots.remove(s);
-                } else if let Some(p) = self.peers.get_mut(&owner) {
-                    p.node.slots.remove(s);
-                }
-            }
-            if let Some(o) = self.owners.get_mut(usize::from(s)) {
-                *o = None;
-            }
-        }
-        self.changed();
-    }
-
     /// Tells every known node about a change of ours now, instead of at
     /// their next ping (Redis broadcasts a PONG the same way).
     pub fn broadcast_pong(&mut self) {
@@ -439,179 +402,6 @@ impl Bus {
         for (link, id) in targets {
             self.send(link, MsgType::Pong, Some(&id));
         }
-    }
-
-    /// CLUSTER REPLICATE: become a replica of `master`.
-    pub fn replicate(&mut self, master: &str) -> Result<(), &'static str> {
-        if master == self.me.id {
-            return Err("ERR Can't replicate myself");
-        }
-        let Some(p) = self.peers.get(master) else {
-            return Err("ERR Unknown node");
-        };
-        if p.node.flags.slave {
-            return Err("ERR I can only replicate a master, not a replica.");
-        }
-        if !self.me.slots.is_empty() {
-            return Err("ERR To set a master the node must be empty and without assigned slots.");
-        }
-        self.set_master(master);
-        Ok(())
-    }
-
-    /// CLUSTER FORGET.
-    pub fn forget(&mut self, id: &str) -> Result<(), &'static str> {
-        if id == self.me.id {
-            return Err("ERR I tried hard but I can't forget myself...");
-        }
-        if self.me.master_id.as_deref() == Some(id) {
-            return Err("ERR Can't forget my master!");
-        }
-        if self.peers.remove(id).is_none() {
-            return Err("ERR Unknown node");
-        }
-        // Other nodes still gossip about it for a while; do not re-add it.
-        self.banned.insert(id.to_string(), self.now_hint + 60_000);
-        for o in self.owners.iter_mut() {
-            if o.as_deref() == Some(id) {
-                *o = None;
-            }
-        }
-        self.changed();
-        Ok(())
-    }
-
-    /// CLUSTER BUMPEPOCH: returns (bumped, new epoch).
-    pub fn bump_epoch(&mut self) -> (bool, u64) {
-        let max_other = self
-            .peers
-            .values()
-            .map(|p| p.node.config_epoch)
-            .max()
-            .unwrap_or(0);
-        if self.me.config_epoch == 0 || self.me.config_epoch <= max_other {
-            self.current_epoch += 1;
-            self.me.config_epoch = self.current_epoch;
-            self.changed();
-            return (true, self.me.config_epoch);
-        }
-        (false, self.me.config_epoch)
-    }
-
-    /// CLUSTER SETSLOT slot IMPORTING|MIGRATING|STABLE|NODE.
-    pub fn set_slot(
-        &mut self,
-        slot: u16,
-        action: SetSlot,
-        keys_in_slot: usize,
-    ) -> Result<(), String> {
-        let owner = self.owners.get(usize::from(slot)).cloned().flatten();
-        let mine = owner.as_deref() == Some(self.me.id.as_str());
-        match action {
-            SetSlot::Migrating(to) => {
-                if !mine {
-                    return Err(format!("ERR I'm not the owner of hash slot {slot}"));
-                }
-                if !self.peers.contains_key(&to) {
-                    return Err(format!("ERR I don't know about node {to}"));
-                }
-                self.migrations.migrating.insert(slot, to);
-            }
-            SetSlot::Importing(from) => {
-                if mine {
-                    return Err(format!("ERR I'm already the owner of hash slot {slot}"));
-                }
-                if !self.peers.contains_key(&from) {
-                    return Err(format!("ERR I don't know about node {from}"));
-                }
-                self.migrations.importing.insert(slot, from);
-            }
-            SetSlot::Stable => {
-                self.migrations.migrating.remove(&slot);
-                self.migrations.importing.remove(&slot);
-            }
-            SetSlot::Node(id) => {
-                if id != self.me.id && !self.peers.contains_key(&id) {
-                    return Err(format!("ERR Unknown node {id}"));
-                }
-                if mine && id != self.me.id && keys_in_slot > 0 {
-                    return Err(format!("ERR Can't assign hashslot {slot} to a different node while I still hold keys for this hash slot."));
-                }
-                // Handing the slot on: the migration is over once no key of
-                // it is left here (the owner table may already show the new
-                // owner, learned from its broadcast).
-                if id != self.me.id && keys_in_slot == 0 {
-                    self.migrations.migrating.remove(&slot);
-                }
-                let imported =
-                    id == self.me.id && self.migrations.importing.remove(&slot).is_some();
-                if let Some(old) = owner {
-                    if old == self.me.id {
-                        self.me.slots.remove(slot);
-                    } else if let Some(p) = self.peers.get_mut(&old) {
-                        p.node.slots.remove(slot);
-                    }
-                }
-                if id == self.me.id {
-                    self.me.slots.insert(slot);
-                } else if let Some(p) = self.peers.get_mut(&id) {
-                    p.node.slots.insert(slot);
-                }
-                if let Some(o) = self.owners.get_mut(usize::from(slot)) {
-                    *o = Some(id);
-                }
-                if imported {
-                    // The slot's new home must win against the old owner's
-                    // claim: take a config epoch nobody else has.
-                    self.bump_epoch();
-                    self.broadcast_pong();
-                }
-            }
-        }
-        self.changed();
-        Ok(())
-    }
-
-    /// CLUSTER RESET SOFT|HARD: forget every node, drop slots, become an
-    /// empty master (HARD also takes a new id and zeroes the epochs).
-    pub fn reset(&mut self, hard: bool) {
-        self.peers.clear();
-        self.owners.iter_mut().for_each(|o| *o = None);
-        self.me.slots = SlotSet::default();
-        self.me.flags.master = true;
-        self.me.flags.slave = false;
-        self.me.master_id = None;
-        self.migrations = Default::default();
-        if hard {
-            self.me.id = random_node_id();
-            self.current_epoch = 0;
-            self.last_vote_epoch = 0;
-            self.me.config_epoch = 0;
-        }
-        self.changed();
-    }
-
-    /// Failure reports held about `id`.
-    pub fn failure_reports(&self, id: &str) -> Option<usize> {
-        self.peers.get(id).map(|p| p.fail_reports.len())
-    }
-
-    /// CLUSTER ADDSLOTS for myself (the caller checked they are free).
-    pub fn add_slots(&mut self, slots: &[u16]) {
-        for &s in slots {
-            self.me.slots.insert(s);
-            if let Some(o) = self.owners.get_mut(usize::from(s)) {
-                *o = Some(self.me.id.clone());
-            }
-        }
-        self.changed();
-    }
-
-    /// CLUSTER SET-CONFIG-EPOCH.
-    pub fn set_config_epoch(&mut self, epoch: u64) {
-        self.me.config_epoch = epoch;
-        self.current_epoch = self.current_epoch.max(epoch);
-        self.changed();
     }
 
     /// A replica advertises its master's config epoch, as in Redis.
@@ -795,75 +585,6 @@ impl Bus {
         self.failover_tick(now);
     }
 
-    /// Pings every other node at once with gossip about a new suspect, so
-    /// the FAIL quorum forms within one round trip instead of waiting for
-    /// each peer's next regular ping (the failover window is mostly this
-    /// wait).
-    fn spread_suspicion(&mut self, suspect: &str, now: u64) {
-        let targets: Vec<(Link, NodeId)> = self
-            .peers
-            .values()
-            .filter(|p| {
-                p.node.id != suspect
-                    && !p.node.flags.handshake
-                    && !p.node.flags.pfail
-                    && !p.node.flags.fail
-            })
-            .map(|p| (Self::link_of(&p.node), p.node.id.clone()))
-            .collect();
-        for (link, id) in targets {
-            self.send(link, MsgType::Ping, Some(&id));
-            if let Some(p) = self.peers.get_mut(&id) {
-                if p.node.ping_sent == 0 {
-                    p.node.ping_sent = now;
-                }
-                p.last_ping = now;
-            }
-        }
-    }
-
-    fn mark_failing_if_needed(&mut self, id: &str, now: u64) {
-        let window = self.cfg.node_timeout * 2;
-        let me_master = self.me.flags.master;
-        let needed = self.cluster_size() / 2 + 1;
-        let Some(p) = self.peers.get_mut(id) else {
-            return;
-        };
-        if !p.node.flags.pfail || p.node.flags.fail {
-            return;
-        }
-        p.fail_reports
-            .retain(|_, t| now.saturating_sub(*t) <= window);
-        let votes = p.fail_reports.len() + usize::from(me_master);
-        if votes < needed {
-            return;
-        }
-        p.node.flags.pfail = false;
-        p.node.flags.fail = true;
-        p.fail_time = now;
-        let failed = id.to_string();
-        tracing::info!(node_id = %failed, votes, "marking node as failing (quorum reached)");
-        // Everyone learns at once, not gossip by gossip.
-        let links: Vec<Link> = self
-            .peers
-            .values()
-            .filter(|p| !p.node.flags.handshake && p.node.id != failed)
-            .map(|p| Self::link_of(&p.node))
-            .collect();
-        for link in links {
-            let msg = Message {
-                kind: MsgType::Fail,
-                header: self.header(),
-                body: Body::Fail {
-                    id: id_bytes(&failed),
-                },
-            };
-            self.out.push_back(Transmit { link, msg });
-        }
-        self.events.push_back(Event::NodeFailed(failed));
-        self.changed();
-    }
-
     /// Takes the sender's view of itself: role, epochs, slots.
     fn update_from_header(&mut self, h: &Header, now: u64) {
         let sender = id_string(&h.sender);
@@ -937,141 +658,6 @@ impl Bus {
         self.handle_epoch_collision(&sender, is_master, h.config_epoch);
         if is_master {
             self.claim_slots(&sender, &h.slots, h.config_epoch);
-        }
-    }
-
-    /// Two masters with the same config epoch: the one with the smaller id
-    /// takes a new, unique epoch (Redis's collision rule), so every claim
-    /// can be ordered.
-    fn handle_epoch_collision(&mut self, sender: &str, sender_master: bool, epoch: u64) {
-        if !sender_master || !self.me.flags.master || epoch != self.me.config_epoch || epoch == 0 {
-            return;
-        }
-        if sender <= self.me.id.as_str() {
-            return;
-        }
-        self.current_epoch += 1;
-        self.me.config_epoch = self.current_epoch;
-        tracing::info!(node_id = %self.me.id, epoch = self.me.config_epoch, "config epoch collision resolved");
-        self.changed();
-    }
-
-    fn maybe_update(&mut self, link: &Link, sender: &str, h: &Header) {
-        let master = h.flags & node_flags::MASTER != 0;
-        let current = self
-            .peers
-            .get(sender)
-            .is_some_and(|p| p.node.slots == h.slots);
-        if master && !current {
-            self.send_updates(link, sender, &h.slots, h.config_epoch);
-        }
-    }
-
-    /// When `sender` claims slots that a node with a newer config epoch owns,
-    /// tell it (UPDATE) so it stops serving them at once.
-    fn send_updates(&mut self, link: &Link, sender: &str, claimed: &SlotSet, epoch: u64) {
-        let mut stale_owners: Vec<NodeId> = Vec::new();
-        for s in claimed.iter() {
-            if let Some(Some(owner)) = self.owners.get(usize::from(s)) {
-                if owner != sender && !stale_owners.contains(owner) {
-                    let newer = self.node(owner).is_some_and(|n| n.config_epoch > epoch);
-                    if newer {
-                        stale_owners.push(owner.clone());
-                    }
-                }
-            }
-        }
-        for owner in stale_owners {
-            let Some(n) = self.node(&owner) else { continue };
-            let body = Body::Update {
-                id: id_bytes(&n.id),
-                config_epoch: n.config_epoch,
-                slots: Box::new(n.slots.clone()),
-            };
-            let msg = Message {
-                kind: MsgType::Update,
-                header: self.header(),
-                body,
-            };
-            self.out.push_back(Transmit {
-                link: link.clone(),
-                msg,
-            });
-        }
-    }
-
-    /// Gives `sender` every slot it claims whose owner has an older config
-    /// epoch: the newest configuration always wins.
-    fn claim_slots(&mut self, sender: &str, claimed: &SlotSet, epoch: u64) {
-        // Nearly every ping repeats what we already know: skip the walk.
-        if self
-            .peers
-            .get(sender)
-            .is_some_and(|p| p.node.slots == *claimed)
-        {
-            return;
-        }
-        // The master whose slots this node serves (itself, or its master).
-        let cur_master = if self.me.flags.master {
-            Some(self.me.id.clone())
-        } else {
-            self.me.master_id.clone()
-        };
-        let mut moved = false;
-        let mut migrated_ours = 0usize;
-        for s in claimed.iter() {
-            let cur = self.owners.get(usize::from(s)).cloned().flatten();
-            if cur.as_deref() == Some(sender) {
-                continue;
-            }
-            // A slot being imported here changes hands only by SETSLOT.
-            if self.migrations.importing.contains_key(&s) {
-                continue;
-            }
-            let cur_epoch = cur
-                .as_deref()
-                .and_then(|id| self.node(id))
-                .map_or(0, |n| n.config_epoch);
-            if cur.is_some() && cur_epoch >= epoch {
-                continue;
-            }
-            if let Some(old) = cur {
-                if old == self.me.id {
-                    self.me.slots.remove(s);
-                } else if let Some(p) = self.peers.get_mut(&old) {
-                    p.node.slots.remove(s);
-                }
-            }
-            if let Some(p) = self.peers.get_mut(sender) {
-                p.node.slots.insert(s);
-            }
-            if let Some(o) = self.owners.get_mut(usize::from(s)) {
-                if o.is_some() && *o == cur_master {
-                    migrated_ours += 1;
-                }
-                *o = Some(sender.to_string());
-            }
-            moved = true;
-        }
-        if moved {
-            self.changed();
-        }
-        // All the slots of my master (or mine) now belong to the sender:
-        // it replaced my master, so follow it (a returning old master
-        // turns into a replica of the node promoted in its place).
-        if migrated_ours > 0 {
-            if let Some(cm) = cur_master {
-                let left = self.node(&cm).map_or(0, |n| n.slots.count());
-                if left == 0
-                    && (self.cfg.allow_replica_migration || claimed.count() == migrated_ours)
-                {
-                    tracing::info!(
-                        node_id = %sender,
-                        "configuration change detected: reconfiguring myself as a replica of the new owner of my slots"
-                    );
-                    self.set_master(sender);
-                }
-            }
         }
     }
 

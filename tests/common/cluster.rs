@@ -118,9 +118,13 @@ pub fn form_cluster(nodes: &[Node], masters: usize, password: Option<&str>) {
         let mut c = admin(n, password);
         redis::cmd("CLUSTER").arg(what).query(&mut c).unwrap()
     };
-    let known = format!("cluster_known_nodes:{}", nodes.len());
+    // Counting known nodes is not enough: a peer still in handshake is
+    // counted under a temporary id, and REPLICATE of its real id fails.
     wait_until("all nodes know each other", Duration::from_secs(30), || {
-        nodes.iter().all(|n| info(n, "INFO").contains(&known))
+        nodes.iter().all(|n| {
+            let table = info(n, "NODES");
+            table.lines().count() == nodes.len() && !table.contains("handshake")
+        })
     });
     for (i, replica) in nodes.iter().enumerate().skip(masters) {
         let master_id = info(&nodes[i % masters], "MYID");
