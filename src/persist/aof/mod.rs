@@ -18,14 +18,23 @@
 //! crash mid-write) is truncated away with a warning (`aof-load-truncated
 //! yes`), as is a MULTI left without its EXEC; anything else malformed
 //! stops the start with the file name and the offset.
+//!
+//! Here: the live log (buffer, writer, fsync thread). `manifest` holds the
+//! file list and its atomic replace, `rewrite` the base swap, `load` the
+//! stream replay.
+
+mod load;
+mod manifest;
+mod rewrite;
+
+pub use load::{replay, ReplayError, Replayed, Tail};
+use manifest::write_file_atomically;
+pub use manifest::{manifest_name, FileKind, Manifest, ManifestFile};
 
 use super::snapshot;
-use crate::resp::{Limits, RequestParser};
-use bytes::BytesMut;
 use parking_lot::{Mutex, MutexGuard};
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -69,97 +78,6 @@ pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AofError + '_ {
     move |source| AofError::Io {
         path: path.display().to_string(),
         source,
-    }
-}
-
-// ---- the manifest -------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Base,
-    Incr,
-    History,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestFile {
-    pub name: String,
-    pub seq: u64,
-    pub kind: FileKind,
-}
-
-/// `appendonly.aof.manifest`: the files that make up the log, in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Manifest {
-    pub base: Option<ManifestFile>,
-    pub incrs: Vec<ManifestFile>,
-    pub history: Vec<ManifestFile>,
-}
-
-impl Manifest {
-    pub fn parse(text: &str) -> Result<Manifest, String> {
-        let mut m = Manifest::default();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let mut name = None;
-            let mut seq = None;
-            let mut kind = None;
-            for pair in words.chunks(2) {
-                match pair {
-                    ["file", v] => name = Some((*v).to_string()),
-                    ["seq", v] => seq = v.parse::<u64>().ok(),
-                    ["type", "b"] => kind = Some(FileKind::Base),
-                    ["type", "i"] => kind = Some(FileKind::Incr),
-                    ["type", "h"] => kind = Some(FileKind::History),
-                    _ => return Err(format!("line {}: unexpected '{line}'", i + 1)),
-                }
-            }
-            let (Some(name), Some(seq), Some(kind)) = (name, seq, kind) else {
-                return Err(format!("line {}: incomplete '{line}'", i + 1));
-            };
-            if name.contains('/') {
-                return Err(format!("line {}: file name with a path", i + 1));
-            }
-            let f = ManifestFile { name, seq, kind };
-            match kind {
-                FileKind::Base if m.base.is_some() => {
-                    return Err("more than one base file".into());
-                }
-                FileKind::Base => m.base = Some(f),
-                FileKind::Incr => m.incrs.push(f),
-                FileKind::History => m.history.push(f),
-            }
-        }
-        Ok(m)
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let line = |out: &mut String, f: &ManifestFile, t: char| {
-            let _ = writeln!(out, "file {} seq {} type {t}", f.name, f.seq);
-        };
-        if let Some(b) = &self.base {
-            line(&mut out, b, 'b');
-        }
-        for h in &self.history {
-            line(&mut out, h, 'h');
-        }
-        for i in &self.incrs {
-            line(&mut out, i, 'i');
-        }
-        out
-    }
-
-    fn next_incr_seq(&self) -> u64 {
-        self.incrs.iter().map(|f| f.seq).max().unwrap_or(0) + 1
-    }
-
-    fn next_base_seq(&self) -> u64 {
-        self.base.as_ref().map_or(0, |b| b.seq) + 1
     }
 }
 
@@ -226,23 +144,6 @@ impl Default for Aof {
             rewrite_started_ms: AtomicU64::new(0),
         }
     }
-}
-
-pub fn manifest_name(name: &str) -> String {
-    format!("{name}.manifest")
-}
-
-/// Writes `text` to `path` atomically (temp, fsync, rename, fsync dir).
-fn write_file_atomically(path: &Path, text: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    snapshot::fsync_dir(path);
-    Ok(())
 }
 
 impl State {
@@ -555,108 +456,6 @@ impl Aof {
         *self.state() = None;
         self.synced_tx.send_replace(u64::MAX);
     }
-
-    /// A rewrite's first step, taken under the keyspace lock together with
-    /// the image: appends from now on go to a new incr file, so base + that
-    /// file is the whole dataset. `restart`: the old files are dropped once
-    /// the new base is in (enable, full resync).
-    pub fn begin_rewrite(&self, restart: bool) -> Result<ManifestFile, AofError> {
-        let _w = self.writer();
-        let mut g = self.state();
-        let Some(a) = g.as_mut() else {
-            return Err(AofError::Base("the AOF is off".into()));
-        };
-        let dir = a.dir.clone();
-        let incr = a.open_incr().map_err(io_err(&dir))?;
-        if restart {
-            a.restart_pending = true;
-        }
-        if !a.restart_pending {
-            // The new incr joins the chain now, so its writes are never
-            // orphaned if this rewrite fails.
-            a.manifest.incrs.push(incr.clone());
-            a.save_manifest().map_err(io_err(&dir))?;
-        }
-        Ok(incr)
-    }
-
-    /// Where a rewrite writes its image before `install_base`.
-    pub fn rewrite_temp_path(&self) -> Option<PathBuf> {
-        self.state().as_ref().map(|a| {
-            a.dir
-                .join(format!("temp-rewriteaof-bg-{}.aof", std::process::id()))
-        })
-    }
-
-    /// A rewrite's last step: the image written to `tmp` (`size` bytes)
-    /// becomes the base, the incr files written since `new_incr` began are
-    /// kept, the manifest is replaced atomically, older files deleted.
-    pub fn install_base(
-        &self,
-        tmp: &Path,
-        size: u64,
-        new_incr: &ManifestFile,
-    ) -> Result<(), AofError> {
-        let mut g = self.state();
-        let Some(a) = g.as_mut() else {
-            let _ = std::fs::remove_file(tmp);
-            return Err(AofError::Base("the AOF was turned off".into()));
-        };
-        let dir = a.dir.clone();
-        let seq = a.manifest.next_base_seq();
-        let base_name = format!("{}.{seq}.base.rdb", a.name);
-        std::fs::rename(tmp, a.path(&base_name)).map_err(io_err(tmp))?;
-        let old = a.manifest.clone();
-        // The incr files written since the image: the one opened with it,
-        // any opened later, and the one being appended to.
-        let mut incrs: Vec<ManifestFile> = old
-            .incrs
-            .iter()
-            .filter(|f| f.seq >= new_incr.seq)
-            .cloned()
-            .collect();
-        for f in [Some(new_incr.clone()), a.current.clone()]
-            .into_iter()
-            .flatten()
-        {
-            if !incrs.iter().any(|x| x.seq == f.seq) {
-                incrs.push(f);
-            }
-        }
-        incrs.sort_by_key(|f| f.seq);
-        a.manifest = Manifest {
-            base: Some(ManifestFile {
-                name: base_name.clone(),
-                seq,
-                kind: FileKind::Base,
-            }),
-            incrs,
-            history: Vec::new(),
-        };
-        a.base_size = size;
-        a.restart_pending = false;
-        a.save_manifest().map_err(io_err(&dir))?;
-        tracing::info!(file = %base_name, "Successfully renamed the temporary AOF base file");
-        let keep: Vec<String> = a
-            .manifest
-            .incrs
-            .iter()
-            .map(|f| f.name.clone())
-            .chain(std::iter::once(base_name))
-            .collect();
-        let dir_files = std::fs::read_dir(&a.dir).map_err(io_err(&dir))?;
-        let prefix = format!("{}.", a.name);
-        for e in dir_files.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let ours = name.starts_with(&prefix)
-                && (name.ends_with(".incr.aof") || name.contains(".base."));
-            if ours && !keep.contains(&name) {
-                tracing::info!(file = %name, "Removing the history file");
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Where a log lives and how it is synced (from `dir`, `appenddirname`,
@@ -666,155 +465,4 @@ pub struct LogSpec {
     pub dir: PathBuf,
     pub name: String,
     pub fsync: Fsync,
-}
-
-/// A stream of commands that could not be replayed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("at offset {offset}: {reason}")]
-    Format { offset: u64, reason: String },
-}
-
-/// How a replay ended.
-#[derive(Debug)]
-pub struct Replayed {
-    /// Bytes taken by complete commands.
-    pub consumed: u64,
-    /// Bytes read in all.
-    pub size: u64,
-    /// Set when the stream does not end on a command boundary outside a
-    /// transaction: where it would be cut, and whether a command was torn
-    /// (else a MULTI was left open; its queued commands were not run).
-    pub tail: Option<Tail>,
-    /// The stream ended inside MULTI: the runner holds queued commands
-    /// that must be dropped, never run.
-    pub open_multi: bool,
-}
-
-#[derive(Debug)]
-pub struct Tail {
-    pub at: u64,
-    pub torn: bool,
-}
-
-/// Reads a RESP command stream (an AOF file's contents) and hands its
-/// commands to `run` in batches of up to 4096, in order. `admit` may skip
-/// commands (the fuzz target keeps MIGRATE and file writers out); the
-/// loader admits all. Running them is the caller's business.
-pub fn replay(
-    input: &mut impl Read,
-    admit: impl Fn(&[bytes::Bytes]) -> bool,
-    mut run: impl FnMut(&[Vec<bytes::Bytes>]),
-) -> Result<Replayed, ReplayError> {
-    let mut parser = RequestParser::new();
-    // Our own file: no client limits, only what fits in memory.
-    let limits = Limits {
-        max_bulk_len: i64::MAX as usize,
-        max_multibulk_len: i32::MAX as usize,
-        ..Limits::default()
-    };
-    let mut buf = BytesMut::with_capacity(1 << 16);
-    // Bytes consumed by complete commands, and where the last MULTI began
-    // while its EXEC is still to come.
-    let mut consumed: u64 = 0;
-    let mut open_multi: Option<u64> = None;
-    let mut eof = false;
-    let mut chunk = vec![0u8; 1 << 16];
-    loop {
-        let mut batch = Vec::new();
-        loop {
-            let before = buf.len();
-            match parser.parse(&mut buf, &limits) {
-                Ok(Some(args)) => {
-                    let start = consumed;
-                    consumed += (before - buf.len()) as u64;
-                    match args.first() {
-                        Some(n) if n.eq_ignore_ascii_case(b"multi") => open_multi = Some(start),
-                        Some(n) if n.eq_ignore_ascii_case(b"exec") => open_multi = None,
-                        _ => {}
-                    }
-                    if !args.is_empty() && admit(&args) {
-                        batch.push(args);
-                    }
-                    if batch.len() >= 4096 {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(ReplayError::Format {
-                        offset: consumed,
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        }
-        if !batch.is_empty() {
-            run(&batch);
-            continue;
-        }
-        if eof {
-            break;
-        }
-        let n = input.read(&mut chunk)?;
-        if n == 0 {
-            eof = true;
-            if buf.is_empty() {
-                break;
-            }
-            continue;
-        }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-    }
-    let torn = !buf.is_empty();
-    let size = consumed + buf.len() as u64;
-    let tail = match (torn, open_multi) {
-        (_, Some(at)) => Some(Tail { at, torn }),
-        (true, None) => Some(Tail { at: consumed, torn }),
-        (false, None) => None,
-    };
-    Ok(Replayed {
-        consumed,
-        size,
-        tail,
-        open_multi: open_multi.is_some(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_round_trip_matches_redis_7_layout() {
-        let text = "file appendonly.aof.2.base.rdb seq 2 type b\nfile appendonly.aof.1.incr.aof seq 1 type h\nfile appendonly.aof.2.incr.aof seq 2 type i\nfile appendonly.aof.3.incr.aof seq 3 type i\n";
-        let m = Manifest::parse(text).unwrap();
-        assert_eq!(m.base.as_ref().unwrap().seq, 2);
-        assert_eq!(m.incrs.len(), 2);
-        assert_eq!(m.history.len(), 1);
-        assert_eq!(m.render(), text);
-        assert_eq!(m.next_incr_seq(), 4);
-        assert_eq!(m.next_base_seq(), 3);
-        for bad in [
-            "file a seq x type b",
-            "file a seq 1 type z",
-            "file a seq 1",
-            "file ../x seq 1 type i",
-            "file a seq 1 type b\nfile b seq 2 type b",
-            "nonsense",
-        ] {
-            assert!(Manifest::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_manifest_text_parses_or_fails_cleanly(text in ".{0,300}") {
-            if let Ok(m) = Manifest::parse(&text) {
-                proptest::prop_assert_eq!(Manifest::parse(&m.render()), Ok(m));
-            }
-        }
-    }
 }
