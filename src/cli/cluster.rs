@@ -261,9 +261,11 @@ pub fn create(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut joined = true;
+        // Known-node counts are not enough: a peer still in handshake is
+        // listed under a temporary id, and REPLICATE of its real id fails.
         for c in clients.iter_mut() {
-            let info = c.text(&["CLUSTER", "INFO"])?;
-            joined &= info.contains(&format!("cluster_known_nodes:{}\r\n", addrs.len()));
+            let table = c.text(&["CLUSTER", "NODES"])?;
+            joined &= table.lines().count() == addrs.len() && !table.contains("handshake");
         }
         if joined {
             break;
