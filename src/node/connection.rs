@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -246,49 +246,6 @@ const BATCH_OUT_CAP: usize = 1 << 20;
 /// memory.
 const STREAM_CHUNK: usize = 64 * 1024;
 
-/// Writes a reply too large to build, a chunk at a time. False when the
-/// client went away, was killed, or the server is stopping mid-way.
-async fn write_stream(
-    replies: Vec<Reply>,
-    client: &Client,
-    shared: &Shared,
-    handle: &ClientHandle,
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    shutdown_rx: &mut tokio::sync::watch::Receiver<bool>,
-    out: &mut BytesMut,
-) -> bool {
-    let mut stream = crate::resp::stream::ReplyStream::new(client.proto, replies);
-    let limit = client_limit(&shared.config.load(), client);
-    let mut total: u64 = 0;
-    loop {
-        let done = stream.fill(out, STREAM_CHUNK);
-        // Redis builds such a reply whole before writing it, so its hard
-        // limit cuts the reply once its size reaches the limit (the
-        // "HRANDFIELD with huge count stopped mid-run" case).
-        total += out.len() as u64;
-        if limit.hard > 0 && total >= limit.hard {
-            handle.log_output_limit_close(total);
-            return false;
-        }
-        shared
-            .stats
-            .net_output_bytes
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        // A client that asked for 2^63 picks and stops reading must still
-        // be killable, and must not hold up a shutdown.
-        tokio::select! {
-            biased;
-            _ = handle.kill.notified() => return false,
-            _ = shutdown_rx.changed() => return false,
-            r = wr.write_all(out) => if r.is_err() { return false },
-        }
-        out.clear();
-        if done {
-            return true;
-        }
-    }
-}
-
 /// The output-buffer limit of this client's class: pubsub while it has
 /// subscriptions (in RESP2 and RESP3 alike, as Redis), else normal.
 fn client_limit(cfg: &NodeConfig, client: &Client) -> OutputLimit {
@@ -353,313 +310,452 @@ async fn write_limited(
     true
 }
 
+/// What the connection does after one turn of its loop.
+enum Step {
+    /// Parse and run what is buffered, or wait for more.
+    Again,
+    Close,
+    /// PSYNC/SYNC: hand the socket to the replication master side.
+    Replica(Option<(String, String)>),
+}
+
+/// How a wait on keys ended.
+enum Woke {
+    Gone,
+    Ready,
+    TimedOut,
+}
+
+/// Sleeps until a monotonic deadline, or forever without one.
+async fn sleep_until_mono(deadline: Option<u64>) {
+    match deadline {
+        Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(mono_ms()))).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The state of one client connection between turns of its loop.
+struct Conn {
+    shared: Arc<Shared>,
+    handle: Arc<ClientHandle>,
+    client: Client,
+    push_rx: tokio::sync::mpsc::Receiver<Reply>,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    rbuf: BytesMut,
+    out: BytesMut,
+    parser: RequestParser,
+    pending: VecDeque<Vec<Bytes>>,
+    shutdown_rx: tokio::sync::watch::Receiver<bool>,
+    resumed: Option<Resumed>,
+    /// Once set, no more is parsed: the connection closes after answering
+    /// what came before the bad request.
+    protocol_error: Option<crate::resp::request::ProtocolError>,
+}
+
 /// Serves one client until it quits, errs, is killed, or the server stops.
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHandle>) {
-    let _ = stream.set_nodelay(true);
-    let authenticated = shared.config.load().requirepass.is_none();
-    let (mut client, mut push_rx) = Client::new(handle.clone(), authenticated);
-    let (mut rd, mut wr) = stream.into_split();
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut parser = RequestParser::new();
-    let mut pending: VecDeque<Vec<Bytes>> = VecDeque::new();
-    let mut shutdown_rx = shared.shutdown.subscribe();
-    let mut resumed: Option<Resumed> = None;
-    // Once set, no more is parsed: the connection closes after answering
-    // what came before the bad request.
-    let mut protocol_error = None;
+    let mut conn = Conn::new(stream, shared, handle);
+    loop {
+        match conn.turn().await {
+            Step::Again => {}
+            Step::Close => break,
+            Step::Replica(psync) => return conn.become_replica(psync).await,
+        }
+    }
+    cleanup(&conn.shared, &mut conn.client);
+}
 
-    'conn: loop {
-        handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
-        let cfg = shared.config.load();
-        let limits = Limits {
-            max_bulk_len: cfg.proto_max_bulk_len,
-            unauthenticated: !client.authenticated,
-            ..Limits::default()
-        };
-        // Before AUTH, one request at a time: the limits change once it has
-        // run, as Redis parses each request after the previous one ran.
-        let mut parse_more = false;
-        while protocol_error.is_none() {
-            if limits.unauthenticated && !pending.is_empty() {
-                parse_more = !rbuf.is_empty();
-                break;
-            }
-            match parser.parse(&mut rbuf, &limits) {
-                Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => pending.push_back(args),
-                Ok(None) => break,
-                Err(e) => {
-                    protocol_error = Some(e);
-                    break;
-                }
-            }
+impl Conn {
+    fn new(stream: TcpStream, shared: Arc<Shared>, handle: Arc<ClientHandle>) -> Conn {
+        let _ = stream.set_nodelay(true);
+        let authenticated = shared.config.load().requirepass.is_none();
+        let (client, push_rx) = Client::new(handle.clone(), authenticated);
+        let (rd, wr) = stream.into_split();
+        let shutdown_rx = shared.shutdown.subscribe();
+        Conn {
+            shared,
+            handle,
+            client,
+            push_rx,
+            rd,
+            wr,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::with_capacity(16 * 1024),
+            parser: RequestParser::new(),
+            pending: VecDeque::new(),
+            shutdown_rx,
+            resumed: None,
+            protocol_error: None,
         }
-        let mut end = BatchEnd::Done;
-        if !pending.is_empty() {
-            let (e, durable) =
-                run_batch(&shared, &mut client, &mut pending, &mut out, resumed.take());
-            end = e;
-            client.publish_batch(&shared.stats, crate::runtime::clock::mono_ms());
-            // The log gets the writes before the client gets the replies;
-            // with appendfsync always, only once they are on disk.
-            if shared.aof.is_on() {
-                match durable {
-                    Some(offset) => shared.aof.wait_durable(offset).await,
-                    None => {
-                        shared.aof.write_pending();
-                    }
-                }
-            }
-        }
-        if let Some(e) = &protocol_error {
+    }
+
+    /// Parse, run, answer, then wait for whatever the batch ended on.
+    async fn turn(&mut self) -> Step {
+        self.handle
+            .qbuf
+            .store(self.rbuf.len() as u64, Ordering::Relaxed);
+        let cfg = self.shared.config.load();
+        let parse_more = self.parse_requests(cfg.proto_max_bulk_len);
+        let end = self.run_pending().await;
+        if let Some(e) = &self.protocol_error {
             // Every request before the bad one runs and is answered first.
-            if matches!(end, BatchEnd::Done) && pending.is_empty() {
-                tracing::debug!(client = handle.id, error = %e, "protocol error, closing");
-                Reply::Error(format!("ERR {e}")).encode(client.proto, &mut out);
+            if matches!(end, BatchEnd::Done) && self.pending.is_empty() {
+                tracing::debug!(client = self.handle.id, error = %e, "protocol error, closing");
+                Reply::Error(format!("ERR {e}")).encode(self.client.proto, &mut self.out);
             }
         }
-        if !out.is_empty() {
-            shared
-                .stats
-                .net_output_bytes
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-            let limit = client_limit(&cfg, &client);
-            if !write_limited(&mut wr, &out, &limit, &handle, &mut shutdown_rx).await {
-                break;
-            }
-            out.clear();
+        if !self.flush(&client_limit(&cfg, &self.client)).await {
+            return Step::Close;
         }
         match end {
-            BatchEnd::Close => break,
-            BatchEnd::Stream(replies) => {
-                if !write_stream(
-                    replies,
-                    &client,
-                    &shared,
-                    &handle,
-                    &mut wr,
-                    &mut shutdown_rx,
-                    &mut out,
-                )
-                .await
-                {
-                    break;
-                }
+            BatchEnd::Done => self.after_batch(cfg.timeout, parse_more).await,
+            BatchEnd::Close => Step::Close,
+            BatchEnd::Stream(replies) => match self.write_stream(replies).await {
                 // The rest of the pipeline, if any, runs now.
-                continue 'conn;
-            }
-            BatchEnd::Shutdown(opts) => {
-                match crate::node::server::shutdown_sequence(&shared, opts).await {
-                    Ok(()) => break,
-                    Err(msg) => {
-                        Reply::Error(msg).encode(client.proto, &mut out);
-                        if wr.write_all(&out).await.is_err() {
-                            break;
-                        }
-                        out.clear();
-                    }
-                }
-            }
+                true => Step::Again,
+                false => Step::Close,
+            },
+            BatchEnd::Shutdown(opts) => match self.shutdown(opts).await {
+                true => self.after_batch(cfg.timeout, parse_more).await,
+                false => Step::Close,
+            },
             BatchEnd::Block {
                 keys,
                 deadline,
                 waker,
-            } => {
-                let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(mono_ms())));
-                let sleep = async {
-                    match wait {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::pin!(sleep);
-                let mut gone = false;
-                let mut timed_out = false;
-                let blocked = Blocked::on(&handle, None);
-                loop {
-                    // Biased: a client that already hung up must be noticed
-                    // before a wake-up, or it would pop an element that
-                    // nobody receives.
-                    tokio::select! {
-                            biased;
-                            _ = handle.kill.notified() => { gone = true; break; }
-                            _ = shutdown_rx.changed() => { gone = true; break; }
-                            r = rd.read_buf(&mut rbuf) => {
-                                // Keep reading so a client that hangs up is noticed;
-                                // its next commands wait behind the blocked one.
-                                match r {
-                                    Ok(0) | Err(_) => { gone = true; break; }
-                                    Ok(n) => {
-                        shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
-                    }
-                                }
-                            }
-                            _ = waker.notified() => break,
-                            _ = &mut sleep => { timed_out = true; break; }
-                        }
-                }
-                drop(blocked);
-                {
-                    let mut st = shared.lock();
-                    for k in &keys {
-                        st.db.unblock(k, &waker);
-                    }
-                }
-                if gone {
-                    break;
-                }
-                resumed = Some(Resumed {
-                    deadline,
-                    timed_out,
-                });
-                continue 'conn;
-            }
-            BatchEnd::Paused => {
-                // Wait for the end of the pause, then run the rest. Held,
-                // the client counts as blocked, as in Redis.
-                let _held = Blocked::on(&handle, Some(&shared.paused_clients));
-                loop {
-                    let until = shared.pause_until();
-                    let now = crate::runtime::clock::mono_ms();
-                    if until <= now {
-                        break;
-                    }
-                    let mut gone = false;
-                    tokio::select! {
-                        biased;
-                        _ = handle.kill.notified() => gone = true,
-                        _ = shutdown_rx.changed() => gone = true,
-                        _ = shared.unpaused.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_millis((until - now).min(100))) => {}
-                    }
-                    if gone {
-                        break 'conn;
-                    }
-                }
-                continue 'conn;
-            }
-            BatchEnd::Sync { psync } => {
-                // A replica link is never a maxmemory-clients victim.
-                handle.no_evict.store(true, Ordering::Relaxed);
-                handle.qbuf.store(0, Ordering::Relaxed);
-                let ip = client
-                    .repl_ip
-                    .clone()
-                    .or_else(|| {
-                        handle
-                            .addr
-                            .rsplit_once(':')
-                            .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
-                    })
-                    .unwrap_or_default();
-                let req = crate::node::replication::master::SyncRequest {
-                    psync,
-                    ip,
-                    listening_port: client.repl_listening_port,
-                };
-                let rest = std::mem::take(&mut rbuf);
-                crate::node::replication::master::serve(
-                    shared.clone(),
-                    rd,
-                    wr,
-                    rest,
-                    req,
-                    handle.clone(),
-                )
-                .await;
-                cleanup(&shared, &mut client);
-                return;
-            }
+            } => self.wait_keys(keys, deadline, waker).await,
+            BatchEnd::Paused => self.wait_unpause().await,
+            BatchEnd::Sync { psync } => Step::Replica(psync),
             BatchEnd::Wait {
                 numreplicas,
                 offset,
                 deadline,
-            } => {
-                let repl = &shared.repl;
-                let mut acks = repl.acks_rx();
-                repl.request_ack();
-                let sleep = async {
-                    match deadline {
-                        Some(d) => {
-                            tokio::time::sleep(Duration::from_millis(d.saturating_sub(mono_ms())))
-                                .await
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::pin!(sleep);
-                let mut gone = false;
-                let count = loop {
-                    let n = repl.count_acked(offset);
-                    if n >= numreplicas {
-                        break n;
-                    }
-                    tokio::select! {
-                            biased;
-                            _ = handle.kill.notified() => { gone = true; break n; }
-                            _ = shutdown_rx.changed() => { gone = true; break n; }
-                            r = acks.changed() => if r.is_err() { break n; },
-                            _ = &mut sleep => break repl.count_acked(offset),
-                            r = rd.read_buf(&mut rbuf) => match r {
-                                Ok(0) | Err(_) => { gone = true; break n; }
-                                Ok(n) => {
-                        shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
-                    }
-                            },
-                        }
-                };
-                if gone {
-                    break;
-                }
-                encode_reply(&mut client, &Reply::Int(count as i64), &mut out);
-                continue 'conn;
+            } => self.wait_replicas(numreplicas, offset, deadline).await,
+        }
+    }
+
+    /// Moves every complete request from the read buffer to `pending`.
+    /// True when requests are left unparsed on purpose (before AUTH).
+    fn parse_requests(&mut self, max_bulk_len: usize) -> bool {
+        let limits = Limits {
+            max_bulk_len,
+            unauthenticated: !self.client.authenticated,
+            ..Limits::default()
+        };
+        while self.protocol_error.is_none() {
+            // Before AUTH, one request at a time: the limits change once it
+            // has run, as Redis parses each request after the previous one ran.
+            if limits.unauthenticated && !self.pending.is_empty() {
+                return !self.rbuf.is_empty();
             }
-            BatchEnd::Done => {}
+            match self.parser.parse(&mut self.rbuf, &limits) {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => self.pending.push_back(args),
+                Ok(None) => break,
+                Err(e) => self.protocol_error = Some(e),
+            }
         }
-        if protocol_error.is_some() && pending.is_empty() {
-            break;
+        false
+    }
+
+    /// Runs what is pending; the log gets the writes before the client
+    /// gets the replies (with appendfsync always, only once on disk).
+    async fn run_pending(&mut self) -> BatchEnd {
+        if self.pending.is_empty() {
+            return BatchEnd::Done;
         }
-        if parse_more || !pending.is_empty() {
-            continue 'conn;
+        let (end, durable) = run_batch(
+            &self.shared,
+            &mut self.client,
+            &mut self.pending,
+            &mut self.out,
+            self.resumed.take(),
+        );
+        self.client.publish_batch(&self.shared.stats, mono_ms());
+        let aof = &self.shared.aof;
+        if aof.is_on() {
+            match durable {
+                Some(offset) => aof.wait_durable(offset).await,
+                None => {
+                    aof.write_pending();
+                }
+            }
         }
-        let idle = cfg.timeout;
+        end
+    }
+
+    /// Writes the replies built so far. False when the connection must close.
+    async fn flush(&mut self, limit: &OutputLimit) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        self.shared
+            .stats
+            .net_output_bytes
+            .fetch_add(self.out.len() as u64, Ordering::Relaxed);
+        let ok = write_limited(
+            &mut self.wr,
+            &self.out,
+            limit,
+            &self.handle,
+            &mut self.shutdown_rx,
+        )
+        .await;
+        self.out.clear();
+        ok
+    }
+
+    /// Accounts for bytes read while waiting. False when the client left.
+    fn took_input(&self, read: std::io::Result<usize>) -> bool {
+        match read {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                let stats = &self.shared.stats;
+                stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                self.handle
+                    .qbuf
+                    .store(self.rbuf.len() as u64, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    /// Writes a reply too large to build, a chunk at a time. False when the
+    /// client went away, was killed, or the server is stopping mid-way.
+    async fn write_stream(&mut self, replies: Vec<Reply>) -> bool {
+        let mut stream = crate::resp::stream::ReplyStream::new(self.client.proto, replies);
+        let limit = client_limit(&self.shared.config.load(), &self.client);
+        let mut total: u64 = 0;
+        loop {
+            let done = stream.fill(&mut self.out, STREAM_CHUNK);
+            // Redis builds such a reply whole before writing it, so its hard
+            // limit cuts the reply once its size reaches the limit (the
+            // "HRANDFIELD with huge count stopped mid-run" case).
+            total += self.out.len() as u64;
+            if limit.hard > 0 && total >= limit.hard {
+                self.handle.log_output_limit_close(total);
+                return false;
+            }
+            self.shared
+                .stats
+                .net_output_bytes
+                .fetch_add(self.out.len() as u64, Ordering::Relaxed);
+            // A client that asked for 2^63 picks and stops reading must
+            // still be killable, and must not hold up a shutdown.
+            tokio::select! {
+                biased;
+                _ = self.handle.kill.notified() => return false,
+                _ = self.shutdown_rx.changed() => return false,
+                r = self.wr.write_all(&self.out) => if r.is_err() { return false },
+            }
+            self.out.clear();
+            if done {
+                return true;
+            }
+        }
+    }
+
+    /// SHUTDOWN: true when it was refused and the connection goes on.
+    async fn shutdown(&mut self, opts: crate::node::cmd::ShutdownOpts) -> bool {
+        let Err(msg) = crate::node::server::shutdown_sequence(&self.shared, opts).await else {
+            return false;
+        };
+        Reply::Error(msg).encode(self.client.proto, &mut self.out);
+        let ok = self.wr.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    /// A blocked command waits for its keys, its timeout, or the client
+    /// to go; then it runs again.
+    async fn wait_keys(
+        &mut self,
+        keys: Vec<Bytes>,
+        deadline: Option<u64>,
+        waker: Arc<Notify>,
+    ) -> Step {
+        let sleep = sleep_until_mono(deadline);
+        tokio::pin!(sleep);
+        let handle = self.handle.clone();
+        let blocked = Blocked::on(&handle, None);
+        let woke = loop {
+            // Biased: a client that already hung up must be noticed before
+            // a wake-up, or it would pop an element that nobody receives.
+            tokio::select! {
+                biased;
+                _ = handle.kill.notified() => break Woke::Gone,
+                _ = self.shutdown_rx.changed() => break Woke::Gone,
+                // Keep reading so a client that hangs up is noticed; its
+                // next commands wait behind the blocked one.
+                r = self.rd.read_buf(&mut self.rbuf) => if !self.took_input(r) {
+                    break Woke::Gone;
+                },
+                _ = waker.notified() => break Woke::Ready,
+                _ = &mut sleep => break Woke::TimedOut,
+            }
+        };
+        drop(blocked);
+        {
+            let mut st = self.shared.lock();
+            for k in &keys {
+                st.db.unblock(k, &waker);
+            }
+        }
+        let timed_out = match woke {
+            Woke::Gone => return Step::Close,
+            Woke::Ready => false,
+            Woke::TimedOut => true,
+        };
+        self.resumed = Some(Resumed {
+            deadline,
+            timed_out,
+        });
+        Step::Again
+    }
+
+    /// Waits for the end of a client pause, then the rest runs. Held, the
+    /// client counts as blocked, as in Redis.
+    async fn wait_unpause(&mut self) -> Step {
+        let shared = self.shared.clone();
+        let handle = self.handle.clone();
+        let _held = Blocked::on(&handle, Some(&shared.paused_clients));
+        loop {
+            let until = shared.pause_until();
+            let now = mono_ms();
+            if until <= now {
+                return Step::Again;
+            }
+            tokio::select! {
+                biased;
+                _ = handle.kill.notified() => return Step::Close,
+                _ = self.shutdown_rx.changed() => return Step::Close,
+                _ = shared.unpaused.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis((until - now).min(100))) => {}
+            }
+        }
+    }
+
+    /// WAIT: answers once enough replicas acknowledged `offset`, or at the
+    /// deadline with how many did.
+    async fn wait_replicas(
+        &mut self,
+        numreplicas: usize,
+        offset: u64,
+        deadline: Option<u64>,
+    ) -> Step {
+        let shared = self.shared.clone();
+        let repl = &shared.repl;
+        let mut acks = repl.acks_rx();
+        repl.request_ack();
+        let sleep = sleep_until_mono(deadline);
+        tokio::pin!(sleep);
+        let count = loop {
+            let n = repl.count_acked(offset);
+            if n >= numreplicas {
+                break n;
+            }
+            tokio::select! {
+                biased;
+                _ = self.handle.kill.notified() => return Step::Close,
+                _ = self.shutdown_rx.changed() => return Step::Close,
+                r = acks.changed() => if r.is_err() { break n; },
+                _ = &mut sleep => break repl.count_acked(offset),
+                r = self.rd.read_buf(&mut self.rbuf) => if !self.took_input(r) {
+                    return Step::Close;
+                },
+            }
+        };
+        encode_reply(&mut self.client, &Reply::Int(count as i64), &mut self.out);
+        Step::Again
+    }
+
+    /// After a batch that ran to its end: close after a protocol error,
+    /// run what is still queued, or wait for input.
+    async fn after_batch(&mut self, idle_secs: u64, parse_more: bool) -> Step {
+        if self.protocol_error.is_some() && self.pending.is_empty() {
+            return Step::Close;
+        }
+        if parse_more || !self.pending.is_empty() {
+            return Step::Again;
+        }
+        self.wait_input(idle_secs).await
+    }
+
+    /// Waits for the next request, a pub/sub push, a kill, or the idle
+    /// timeout (never for a subscriber, as Redis).
+    async fn wait_input(&mut self, idle_secs: u64) -> Step {
+        let subscriber = self.client.subscription_count() > 0;
         let idle_sleep = async {
-            if idle == 0 || client.subscription_count() > 0 {
+            if idle_secs == 0 || subscriber {
                 std::future::pending::<()>().await;
             } else {
-                tokio::time::sleep(Duration::from_secs(idle)).await;
+                tokio::time::sleep(Duration::from_secs(idle_secs)).await;
             }
         };
         tokio::select! {
-            r = rd.read_buf(&mut rbuf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    handle.qbuf.store(rbuf.len() as u64, Ordering::Relaxed);
-                }
+            r = self.rd.read_buf(&mut self.rbuf) => if !self.took_input(r) {
+                return Step::Close;
             },
-            msg = push_rx.recv() => {
-                let Some(msg) = msg else { break };
-                // The bytes move from the queue to `out`, whose write the
-                // same limit now watches.
-                let mut taken = crate::node::pubsub::push_cost(&msg);
-                msg.encode(client.proto, &mut out);
-                while out.len() <= 64 * 1024 {
-                    let Ok(m) = push_rx.try_recv() else { break };
-                    taken += crate::node::pubsub::push_cost(&m);
-                    m.encode(client.proto, &mut out);
-                }
-                handle.push_bytes.fetch_sub(taken, Ordering::AcqRel);
+            msg = self.push_rx.recv() => {
+                let Some(msg) = msg else { return Step::Close };
+                self.encode_pushes(msg);
             }
-            _ = handle.kill.notified() => break,
-            _ = shutdown_rx.changed() => break,
-            _ = idle_sleep => break,
+            _ = self.handle.kill.notified() => return Step::Close,
+            _ = self.shutdown_rx.changed() => return Step::Close,
+            _ = idle_sleep => return Step::Close,
         }
+        Step::Again
     }
-    cleanup(&shared, &mut client);
+
+    /// Moves queued pushes into `out`, whose write the same output limit
+    /// then watches.
+    fn encode_pushes(&mut self, first: Reply) {
+        let mut taken = crate::node::pubsub::push_cost(&first);
+        first.encode(self.client.proto, &mut self.out);
+        while self.out.len() <= 64 * 1024 {
+            let Ok(m) = self.push_rx.try_recv() else {
+                break;
+            };
+            taken += crate::node::pubsub::push_cost(&m);
+            m.encode(self.client.proto, &mut self.out);
+        }
+        self.handle.push_bytes.fetch_sub(taken, Ordering::AcqRel);
+    }
+
+    /// The connection becomes a replica link until the replica goes.
+    async fn become_replica(mut self, psync: Option<(String, String)>) {
+        // A replica link is never a maxmemory-clients victim.
+        self.handle.no_evict.store(true, Ordering::Relaxed);
+        self.handle.qbuf.store(0, Ordering::Relaxed);
+        let handle = &self.handle;
+        let ip = self
+            .client
+            .repl_ip
+            .clone()
+            .or_else(|| {
+                handle
+                    .addr
+                    .rsplit_once(':')
+                    .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
+            })
+            .unwrap_or_default();
+        let req = crate::node::replication::master::SyncRequest {
+            psync,
+            ip,
+            listening_port: self.client.repl_listening_port,
+        };
+        crate::node::replication::master::serve(
+            self.shared.clone(),
+            self.rd,
+            self.wr,
+            self.rbuf,
+            req,
+            self.handle.clone(),
+        )
+        .await;
+        cleanup(&self.shared, &mut self.client);
+    }
 }
 
 /// Forgets everything the server knows about a departing client.
