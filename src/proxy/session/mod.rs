@@ -28,6 +28,7 @@ use crate::resp::{Limits, Proto, Raw, RequestParser};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,6 +245,21 @@ impl ClientStream for tokio::io::DuplexStream {
     }
 }
 
+/// What woke a waiting session.
+enum Ev {
+    Read(std::io::Result<usize>),
+    Replies,
+    Front(crate::proxy::forward::Event),
+    Idle,
+    Shutdown,
+}
+
+/// A timer deadline that never comes in practice: the disarmed state of
+/// the session's one reply timer.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
 /// Serves one client until it leaves, the proxy drains, or an error.
 pub async fn run(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
@@ -306,49 +322,17 @@ impl Session {
         };
         tokio::pin!(shutdown_signal);
         // One timer for the reply deadline of the oldest request.
-        let far = || Instant::now() + Duration::from_secs(86400 * 365);
-        let tick = tokio::time::sleep_until(far());
+        let tick = tokio::time::sleep_until(far_future());
         tokio::pin!(tick);
         let idle = Duration::from_secs(self.proxy.cfg.client_idle_timeout_secs);
-        let max_pipeline = self.proxy.cfg.max_pipeline;
         let stall = Duration::from_secs(self.proxy.cfg.client_output_stall_secs);
         loop {
             if self.mailbox.over_limit() {
                 return self.close_over_limit();
             }
-            loop {
-                let progressed = self.process(&mut inbuf, &mut parser);
-                self.mailbox.take_now(&mut self.inbox);
-                self.apply_replies();
-                self.collect(&mut out);
-                if !progressed {
-                    break;
-                }
-            }
-            // Replies are ready but others read in the same burst (one
-            // pipeline) are still on their way from other nodes: the write
-            // waits for them, up to REPLY_HOLD after the burst was read, so
-            // the burst's replies go out in one write.
-            let write_now = !out.is_empty()
-                && self
-                    .held_burst()
-                    .is_none_or(|start| Instant::now() >= start + REPLY_HOLD);
-            if write_now {
-                if !write_out(&mut stream, &out, stall, &self.mailbox).await {
-                    if self.mailbox.over_limit() {
-                        return self.close_over_limit();
-                    }
-                    tracing::debug!(
-                        client = self.st.id,
-                        pending = out.len(),
-                        "client not reading or gone, closing"
-                    );
-                    return;
-                }
-                out.clear();
-                if out.capacity() > 1 << 20 {
-                    out = BytesMut::with_capacity(16 * 1024);
-                }
+            self.process_all(&mut inbuf, &mut parser, &mut out);
+            if !self.write_ready(&mut stream, &mut out, stall).await {
+                return;
             }
             if self.pending.is_empty() {
                 if self.closing || draining {
@@ -377,47 +361,12 @@ impl Session {
                     continue;
                 }
             }
+            let (need, timer) = self.arm_timer(&out, tick.as_mut());
             let can_read = !self.closing
                 && !draining
-                && self.pending.len() < max_pipeline
+                && self.pending.len() < self.proxy.cfg.max_pipeline
                 && inbuf.len() < MAX_INBUF;
-            let idle_on = !idle.is_zero() && self.pending.is_empty();
-            enum Ev {
-                Read(std::io::Result<usize>),
-                Replies,
-                Front(crate::proxy::forward::Event),
-                Idle,
-                Shutdown,
-            }
-            let front_deadline = self
-                .pending
-                .front_mut()
-                .and_then(Entry::waiter)
-                .and_then(|r| r.reply_deadline());
-            // Replies are written a burst at a time: no use waking before
-            // the whole front burst is answered, unless the hold runs out.
-            let mut need = self.burst_in_flight();
-            let mut hold = None;
-            if need > 1 || !out.is_empty() {
-                if let Some(start) = self.pending.front().map(Entry::start) {
-                    if Instant::now() < start + REPLY_HOLD {
-                        hold = Some(start + REPLY_HOLD);
-                    } else {
-                        // Held long enough: each reply may go out as it comes.
-                        need = 1;
-                    }
-                }
-            }
-            let front_deadline = match (front_deadline, hold) {
-                (Some(d), Some(h)) => Some(d.min(h)),
-                (d, h) => d.or(h),
-            };
-            if let Some(d) = front_deadline {
-                // A later deadline is a cheap update of the armed timer.
-                if tick.deadline() != d {
-                    tick.as_mut().reset(d);
-                }
-            }
+            let idle = Some(idle).filter(|d| !d.is_zero() && self.pending.is_empty());
             let ev = {
                 let front = self
                     .pending
@@ -439,10 +388,10 @@ impl Session {
                     r = stream.read_buf(&mut inbuf), if can_read => Ev::Read(r),
                     _ = replies => Ev::Replies,
                     e = wait_front, if has_front => Ev::Front(e),
-                    _ = &mut tick, if front_deadline.is_some() => Ev::Front(crate::proxy::forward::Event::Deadline),
+                    _ = &mut tick, if timer => Ev::Front(crate::proxy::forward::Event::Deadline),
                     // An async block: select! builds every branch's future,
                     // and a Sleep costs a clock read even when never polled.
-                    _ = async { tokio::time::sleep(idle).await }, if idle_on => Ev::Idle,
+                    _ = async { tokio::time::sleep(idle.unwrap_or_default()).await }, if idle.is_some() => Ev::Idle,
                     _ = &mut shutdown_signal, if !draining => Ev::Shutdown,
                 }
             };
@@ -451,16 +400,115 @@ impl Session {
                 Ev::Read(Ok(_)) => {}
                 Ev::Replies => self.apply_replies(),
                 Ev::Shutdown => draining = true,
-                Ev::Front(e) => {
-                    if matches!(e, crate::proxy::forward::Event::Deadline) {
-                        tick.as_mut().reset(far());
-                    }
-                    let (mut cx, pending) = self.send_ctx_and_pending();
-                    if let Some(r) = pending.front_mut().and_then(Entry::waiter) {
-                        r.on_event(e, &mut cx);
-                    }
+                Ev::Front(e) => self.on_front_event(e, tick.as_mut()),
+            }
+        }
+    }
+
+    /// Parses and routes what was read, takes the replies that arrived,
+    /// and moves the finished ones to `out`, until nothing moves.
+    fn process_all(
+        &mut self,
+        inbuf: &mut BytesMut,
+        parser: &mut RequestParser,
+        out: &mut BytesMut,
+    ) {
+        loop {
+            let progressed = self.process(inbuf, parser);
+            self.mailbox.take_now(&mut self.inbox);
+            self.apply_replies();
+            self.collect(out);
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Writes the replies that are due. Replies are ready but others read
+    /// in the same burst (one pipeline) are still on their way from other
+    /// nodes: the write waits for them, up to REPLY_HOLD after the burst
+    /// was read, so the burst's replies go out in one write. False when
+    /// the client must go.
+    async fn write_ready<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        out: &mut BytesMut,
+        stall: Duration,
+    ) -> bool {
+        let write_now = !out.is_empty()
+            && self
+                .held_burst()
+                .is_none_or(|start| Instant::now() >= start + REPLY_HOLD);
+        if !write_now {
+            return true;
+        }
+        if !write_out(stream, out, stall, &self.mailbox).await {
+            if self.mailbox.over_limit() {
+                self.close_over_limit();
+            } else {
+                tracing::debug!(
+                    client = self.st.id,
+                    pending = out.len(),
+                    "client not reading or gone, closing"
+                );
+            }
+            return false;
+        }
+        out.clear();
+        if out.capacity() > 1 << 20 {
+            *out = BytesMut::with_capacity(16 * 1024);
+        }
+        true
+    }
+
+    /// Sets the one timer to the front request's reply deadline or the end
+    /// of its burst's hold, whichever is first. Returns how many replies
+    /// are worth waking for, and whether the timer is armed.
+    fn arm_timer(&mut self, out: &BytesMut, tick: Pin<&mut tokio::time::Sleep>) -> (usize, bool) {
+        let front_deadline = self
+            .pending
+            .front_mut()
+            .and_then(Entry::waiter)
+            .and_then(|r| r.reply_deadline());
+        // Replies are written a burst at a time: no use waking before the
+        // whole front burst is answered, unless the hold runs out.
+        let mut need = self.burst_in_flight();
+        let mut hold = None;
+        if need > 1 || !out.is_empty() {
+            if let Some(start) = self.pending.front().map(Entry::start) {
+                if Instant::now() < start + REPLY_HOLD {
+                    hold = Some(start + REPLY_HOLD);
+                } else {
+                    // Held long enough: each reply may go out as it comes.
+                    need = 1;
                 }
             }
+        }
+        let due = match (front_deadline, hold) {
+            (Some(d), Some(h)) => Some(d.min(h)),
+            (d, h) => d.or(h),
+        };
+        if let Some(d) = due {
+            // A later deadline is a cheap update of the armed timer.
+            if tick.deadline() != d {
+                tick.reset(d);
+            }
+        }
+        (need, due.is_some())
+    }
+
+    /// A retry wake-up or a deadline for the request at the front.
+    fn on_front_event(
+        &mut self,
+        e: crate::proxy::forward::Event,
+        tick: Pin<&mut tokio::time::Sleep>,
+    ) {
+        if matches!(e, crate::proxy::forward::Event::Deadline) {
+            tick.reset(far_future());
+        }
+        let (mut cx, pending) = self.send_ctx_and_pending();
+        if let Some(r) = pending.front_mut().and_then(Entry::waiter) {
+            r.on_event(e, &mut cx);
         }
     }
 
@@ -784,182 +832,194 @@ impl Session {
                     req.args.get(1..).unwrap_or_default(),
                 ) =>
             {
-                let resp3 = self.st.proto == Proto::Resp3;
-                let sections = req.args.get(1..).unwrap_or_default();
-                match fanout::info(&proxy, sections, resp3, self.deadline(start)) {
-                    Some(f) => self.send_fan(f, metric, start),
-                    None => {
-                        let mut out = BytesMut::new();
-                        crate::resp::Reply::Verbatim(Bytes::from(crate::proxy::local::info(
-                            &proxy, sections,
-                        )))
-                        .encode(self.st.proto, &mut out);
-                        self.ready(out.freeze(), metric, Outcome::Ok, start);
-                    }
-                }
+                self.info_keyspace(&req, metric, start)
             }
-            Route::Local(which) => {
-                // These change which connections later requests use.
-                let req = if matches!(
-                    which,
-                    Local::Hello | Local::Readonly | Local::Readwrite | Local::Reset
-                ) {
-                    match self.exclusive(req) {
-                        Some(r) => r,
-                        None => return,
-                    }
-                } else {
-                    req
-                };
-                if which == Local::Reset {
-                    self.txn = None;
-                    self.watch = None;
-                    self.dedicated.clear();
-                }
-                let proto = self.st.proto;
-                let res = local::run(&proxy, &mut self.st, which, &req.args);
-                if self.st.proto != proto {
-                    // Dedicated connections speak the old protocol.
-                    self.dedicated.clear();
-                }
-                let mut out = BytesMut::new();
-                for r in &res.replies {
-                    r.encode(self.st.proto, &mut out);
-                }
-                let outcome = if res.replies.iter().any(|r| r.is_error()) {
-                    Outcome::Error
-                } else {
-                    Outcome::Ok
-                };
-                self.ready(out.freeze(), metric, outcome, start);
-                if res.close {
-                    self.closing = true;
-                }
-            }
+            Route::Local(which) => self.local(which, req, metric, start),
             Route::Keyed => self.keyed(cmd, req, metric, start, readonly),
             Route::Blocking if !cmd.blocks(&req.args) => {
                 self.keyed(cmd, req, metric, start, readonly)
             }
-            Route::Blocking => {
-                let Some(req) = self.exclusive(req) else {
-                    return;
-                };
-                match Self::slot_of(cmd, &req.args) {
-                    Err(()) => self.ready_err(CROSSSLOT, metric, start),
-                    Ok(slot) => {
-                        let target = slot.map_or(Target::AnyMaster, Target::Slot);
-                        let r =
-                            Routed::new(req.wire(), target, self.deadline(start), false).blocking();
-                        self.barrier = true;
-                        self.send_one(r, metric, start, Post::None);
-                    }
-                }
-            }
+            Route::Blocking => self.blocking(cmd, req, metric, start),
             Route::Split(kind) => {
                 let positions = cmd.key_positions(&req.args);
-
                 match fanout::split(self.deadline(start), kind, &req.args, &positions, readonly) {
                     None => self.keyed(cmd, req, metric, start, readonly),
                     Some(f) => self.send_fan(f, metric, start),
                 }
             }
             Route::AnyMaster => {
-                let r = Routed::new(
-                    req.wire(),
-                    Target::AnyMaster,
-                    self.deadline(start),
-                    readonly,
-                );
+                let deadline = self.deadline(start);
+                let r = Routed::new(req.wire(), Target::AnyMaster, deadline, readonly);
                 self.send_one(r, metric, start, Post::None);
             }
             Route::AllMasters(merge) => {
-                let f =
-                    fanout::all_masters(&proxy, &req.wire(), merge, self.deadline(start), readonly);
-                if f.subs.is_empty() {
-                    return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start);
-                }
-                self.send_fan(f, metric, start);
+                self.everywhere(&req, merge, false, metric, start, readonly)
             }
-            Route::AllNodes(merge) => {
-                let deadline = self.deadline(start);
-                let mut f = fanout::all_masters(&proxy, &req.wire(), merge, deadline, readonly);
-                if f.subs.is_empty() {
-                    return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start);
-                }
-                let kind = self.kind();
-                let map = proxy.router.load();
-                for s in &map.shards {
-                    for rep in &s.replicas {
-                        if let Some(conn) = rep.shared(self.st.id, kind) {
-                            f.subs.push(Routed::new(
-                                req.wire(),
-                                Target::Pinned(conn.clone(), rep.clone()),
-                                deadline,
-                                readonly,
-                            ));
-                        }
-                    }
-                }
-                self.send_fan(f, metric, start);
-            }
-            Route::Scan => {
-                let Some((slot, node_cursor)) =
-                    req.args.get(1).and_then(|c| fanout::scan_cursor(c))
-                else {
-                    return self.ready_err("ERR invalid cursor", metric, start);
-                };
-                let slot = if node_cursor == 0 && slot == 0 {
-                    match proxy.router.load().shard_first_slots().first() {
-                        Some(s) => *s,
-                        None => return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start),
-                    }
-                } else {
-                    slot
-                };
-                let data = fanout::scan_request(&req.args, node_cursor);
-                let r = Routed::new(data, Target::Slot(slot), self.deadline(start), true);
-                self.send_one(r, metric, start, Post::Scan(slot));
-            }
+            Route::AllNodes(merge) => self.everywhere(&req, merge, true, metric, start, readonly),
+            Route::Scan => self.scan(&req, metric, start),
             Route::Channel => {
                 let slot = key_hash_slot(req.args.get(1).map_or(&[][..], |c| &c[..]));
                 let r = Routed::new(req.wire(), Target::Slot(slot), self.deadline(start), false);
                 self.send_one(r, metric, start, Post::None);
             }
-            Route::SlotArg => {
-                let slot = req
-                    .args
-                    .get(2)
-                    .and_then(|s| crate::resp::parse_i64(s))
-                    .filter(|s| (0..16384).contains(s));
-                match slot {
-                    None => self.ready_err("ERR Invalid slot", metric, start),
-                    Some(s) => {
-                        let r = Routed::new(
-                            req.wire(),
-                            Target::Slot(s as u16),
-                            self.deadline(start),
-                            true,
-                        );
-                        self.send_one(r, metric, start, Post::None);
-                    }
-                }
-            }
+            Route::SlotArg => self.slot_arg(&req, metric, start),
             Route::Txn(t) => self.txn_command(t, cmd, req, metric, start),
             Route::Subscribe => {
-                let Some(req) = self.exclusive(req) else {
-                    return;
-                };
-                self.subscribe = Some(req);
+                if let Some(req) = self.exclusive(req) {
+                    self.subscribe = Some(req);
+                }
             }
             Route::Unsupported(why) => {
                 let name = cmd.name.replace('|', " ").to_ascii_uppercase();
-                self.ready_err(
-                    &format!("ERR proxy: {name} is not supported through the proxy: {why}"),
-                    metric,
-                    start,
-                );
+                let text = format!("ERR proxy: {name} is not supported through the proxy: {why}");
+                self.ready_err(&text, metric, start);
             }
         }
+    }
+
+    /// INFO asking for the keyspace: every master's figures, summed.
+    fn info_keyspace(&mut self, req: &Parsed, metric: usize, start: Instant) {
+        let proxy = self.proxy.clone();
+        let resp3 = self.st.proto == Proto::Resp3;
+        let sections = req.args.get(1..).unwrap_or_default();
+        match fanout::info(&proxy, sections, resp3, self.deadline(start)) {
+            Some(f) => self.send_fan(f, metric, start),
+            None => {
+                let mut out = BytesMut::new();
+                let text = crate::proxy::local::info(&proxy, sections);
+                crate::resp::Reply::Verbatim(Bytes::from(text)).encode(self.st.proto, &mut out);
+                self.ready(out.freeze(), metric, Outcome::Ok, start);
+            }
+        }
+    }
+
+    /// A command the proxy answers itself.
+    fn local(&mut self, which: Local, req: Parsed, metric: usize, start: Instant) {
+        // These change which connections later requests use.
+        let changes_conns = matches!(
+            which,
+            Local::Hello | Local::Readonly | Local::Readwrite | Local::Reset
+        );
+        let req = if changes_conns {
+            let Some(r) = self.exclusive(req) else {
+                return;
+            };
+            r
+        } else {
+            req
+        };
+        if which == Local::Reset {
+            self.txn = None;
+            self.watch = None;
+            self.dedicated.clear();
+        }
+        let proto = self.st.proto;
+        let res = local::run(&self.proxy, &mut self.st, which, &req.args);
+        if self.st.proto != proto {
+            // Dedicated connections speak the old protocol.
+            self.dedicated.clear();
+        }
+        let mut out = BytesMut::new();
+        for r in &res.replies {
+            r.encode(self.st.proto, &mut out);
+        }
+        let outcome = if res.replies.iter().any(|r| r.is_error()) {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        self.ready(out.freeze(), metric, outcome, start);
+        if res.close {
+            self.closing = true;
+        }
+    }
+
+    /// A call that may block: alone on the wire, and the ones after it
+    /// wait behind it (the barrier), as on a direct connection.
+    fn blocking(
+        &mut self,
+        cmd: &crate::proxy::commands::Command,
+        req: Parsed,
+        metric: usize,
+        start: Instant,
+    ) {
+        let Some(req) = self.exclusive(req) else {
+            return;
+        };
+        match Self::slot_of(cmd, &req.args) {
+            Err(()) => self.ready_err(CROSSSLOT, metric, start),
+            Ok(slot) => {
+                let target = slot.map_or(Target::AnyMaster, Target::Slot);
+                let r = Routed::new(req.wire(), target, self.deadline(start), false).blocking();
+                self.barrier = true;
+                self.send_one(r, metric, start, Post::None);
+            }
+        }
+    }
+
+    /// A call sent to every master, and with `replicas` to every replica
+    /// too, with the replies merged.
+    fn everywhere(
+        &mut self,
+        req: &Parsed,
+        merge: crate::proxy::commands::Merge,
+        replicas: bool,
+        metric: usize,
+        start: Instant,
+        readonly: bool,
+    ) {
+        let proxy = self.proxy.clone();
+        let deadline = self.deadline(start);
+        let mut f = fanout::all_masters(&proxy, &req.wire(), merge, deadline, readonly);
+        if f.subs.is_empty() {
+            return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start);
+        }
+        if replicas {
+            let kind = self.kind();
+            let map = proxy.router.load();
+            for rep in map.shards.iter().flat_map(|s| &s.replicas) {
+                if let Some(conn) = rep.shared(self.st.id, kind) {
+                    let target = Target::Pinned(conn.clone(), rep.clone());
+                    f.subs
+                        .push(Routed::new(req.wire(), target, deadline, readonly));
+                }
+            }
+        }
+        self.send_fan(f, metric, start);
+    }
+
+    /// SCAN: the proxy's cursor names a slot and the node's cursor there,
+    /// so one scan walks the shards in slot order.
+    fn scan(&mut self, req: &Parsed, metric: usize, start: Instant) {
+        let Some((slot, node_cursor)) = req.args.get(1).and_then(|c| fanout::scan_cursor(c)) else {
+            return self.ready_err("ERR invalid cursor", metric, start);
+        };
+        let slot = if node_cursor == 0 && slot == 0 {
+            match self.proxy.router.load().shard_first_slots().first() {
+                Some(s) => *s,
+                None => return self.ready_err(crate::proxy::NO_TOPOLOGY, metric, start),
+            }
+        } else {
+            slot
+        };
+        let data = fanout::scan_request(&req.args, node_cursor);
+        let r = Routed::new(data, Target::Slot(slot), self.deadline(start), true);
+        self.send_one(r, metric, start, Post::Scan(slot));
+    }
+
+    /// A call naming its slot as an argument (CLUSTER COUNTKEYSINSLOT ...).
+    fn slot_arg(&mut self, req: &Parsed, metric: usize, start: Instant) {
+        let slot = req
+            .args
+            .get(2)
+            .and_then(|s| crate::resp::parse_i64(s))
+            .and_then(|s| u16::try_from(s).ok())
+            .filter(|s| *s < 16384);
+        let Some(slot) = slot else {
+            return self.ready_err("ERR Invalid slot", metric, start);
+        };
+        let r = Routed::new(req.wire(), Target::Slot(slot), self.deadline(start), true);
+        self.send_one(r, metric, start, Post::None);
     }
 
     fn keyed(
