@@ -621,9 +621,13 @@ impl Db {
                 self.cow_slot(i);
             }
         }
-        for s in &mut self.slots {
-            if !s.keys.is_empty() {
-                *s = Slot::default();
+        // An empty keyspace has nothing to drop: FLUSHALL on a fresh node
+        // (or one per AOF replay) need not walk all 16384 tables.
+        if self.len > 0 {
+            for s in &mut self.slots {
+                if !s.keys.is_empty() {
+                    *s = Slot::default();
+                }
             }
         }
         self.len = 0;
@@ -845,6 +849,20 @@ mod tests {
         let slot = key_hash_slot(b"user");
         assert_eq!(db.count_keys_in_slot(slot), 2);
         assert_eq!(db.keys_in_slot(slot).count(), 2);
+    }
+
+    #[test]
+    fn clear_drops_every_key_and_an_empty_clear_is_harmless() {
+        let mut db = Db::new();
+        db.clear();
+        db.set(b"{user}a", s("1"));
+        db.set(b"other", s("1"));
+        db.clear();
+        assert_eq!(db.len(), 0);
+        assert_eq!(db.count_keys_in_slot(key_hash_slot(b"user")), 0);
+        assert_eq!(db.count_keys_in_slot(key_hash_slot(b"other")), 0);
+        db.set(b"again", s("1"));
+        assert_eq!(db.len(), 1);
     }
 
     #[test]
