@@ -589,3 +589,108 @@ fn command_getkeys_matches_redis() {
         );
     }
 }
+
+/// One SLOWLOG GET entry as the redis crate returns it.
+type SlowEntry = (i64, i64, i64, Vec<String>, String, String);
+
+#[test]
+fn slowlog_records_commands_as_redis_does() {
+    let node = Node::start(&["--slowlog-log-slower-than", "0"]);
+    let mut c = node.client();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("app")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    let _: i64 = redis::cmd("EVAL")
+        .arg("redis.call('set','a','1') return 1")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("b")
+        .arg("2")
+        .ignore()
+        .query(&mut c)
+        .unwrap();
+    let _: () = c.set("k".repeat(200), "v").unwrap();
+    let _: redis::RedisResult<()> = redis::cmd("AUTH").arg("u").arg("secret").query(&mut c);
+    let got: Vec<SlowEntry> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let args: Vec<Vec<String>> = got.iter().map(|e| e.3.clone()).collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Newest first; EXEC itself is not logged, its commands are; the
+    // script's own call is, under no client.
+    assert_eq!(
+        args,
+        vec![
+            s(&["AUTH", "(redacted)", "(redacted)"]),
+            s(&[
+                "SET",
+                &format!("{}... (72 more bytes)", "k".repeat(128)),
+                "v"
+            ]),
+            s(&["SET", "b", "2"]),
+            s(&["MULTI"]),
+            s(&["EVAL", "redis.call('set','a','1') return 1", "0"]),
+            s(&["set", "a", "1"]),
+            s(&["SLOWLOG", "RESET"]),
+        ]
+    );
+    let ids: Vec<i64> = got.iter().map(|e| e.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1] + 1), "{ids:?}");
+    let script_call = &got[5];
+    assert_eq!(
+        (script_call.4.as_str(), script_call.5.as_str()),
+        ("?:0", "")
+    );
+    assert_eq!(got[0].5, "app");
+    assert!(got[0].4.starts_with("127.0.0.1:"));
+
+    // The length limit applies from the next entry on; -1 turns logging off.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-max-len")
+        .arg(2)
+        .query(&mut c)
+        .unwrap();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
+    assert_eq!(len, 2);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    let _: () = c.set("x", 1).unwrap();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
+    assert_eq!(len, 0);
+
+    let e = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-2)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("count should be greater than or equal to -1"),
+        "{e}"
+    );
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(-2)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("argument must be between -1 and"),
+        "{e}"
+    );
+}

@@ -20,6 +20,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The address the startup replay's client shows (and the slow log skips).
+pub const LOADER_ADDR: &str = "aof-loader";
+
 fn aof_dir(shared: &Shared) -> PathBuf {
     let cfg = shared.config.load();
     cfg.dir.join(&cfg.appenddirname)
@@ -49,7 +52,7 @@ pub fn load_at_start(shared: &Arc<Shared>) -> Result<bool, AofError> {
         reason,
     })?;
     let started = std::time::Instant::now();
-    let handle = Arc::new(ClientHandle::detached(0, "aof-loader"));
+    let handle = Arc::new(ClientHandle::detached(0, LOADER_ADDR));
     let mut client = Client::new(handle, true).0;
     client.is_master = true;
     {

@@ -13,6 +13,7 @@ pub mod pubsub;
 pub mod replication;
 pub mod server;
 pub mod shared;
+pub mod slowlog;
 pub mod snapshot;
 
 pub use server::{run, NodeError};

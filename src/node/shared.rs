@@ -46,6 +46,7 @@ pub struct Shared {
     pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
     pub next_client_id: AtomicU64,
     pub pubsub: Mutex<PubSub>,
+    pub slowlog: Mutex<crate::node::slowlog::SlowLog>,
     /// 40 hex chars, new each start (INFO `run_id`).
     pub run_id: String,
     pub started: Instant,
@@ -94,6 +95,7 @@ impl Shared {
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
             pubsub: Mutex::new(PubSub::default()),
+            slowlog: Mutex::new(crate::node::slowlog::SlowLog::default()),
             run_id,
             started: Instant::now(),
             port,

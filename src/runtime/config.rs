@@ -142,6 +142,8 @@ fn validate(name: &str, value: &str) -> Result<String, String> {
         "timeout" | "tcp-keepalive" | "hz" => int(0, i64::from(i32::MAX)),
         "databases" => int(1, i64::from(i32::MAX)),
         "io-threads" => int(1, 128),
+        "slowlog-log-slower-than" => int(-1, i64::MAX),
+        "slowlog-max-len" => int(0, i64::MAX),
         "maxmemory-samples" => int(1, 64),
         "cluster-replica-validity-factor" | "cluster-migration-barrier" => {
             int(0, i64::from(i32::MAX))
@@ -632,6 +634,9 @@ pub struct NodeConfig {
     pub hz: u32,
     pub io_threads: usize,
     pub output_limits: OutputLimits,
+    /// Microseconds from which a command is logged; negative: never.
+    pub slowlog_log_slower_than: i64,
+    pub slowlog_max_len: usize,
 }
 
 impl NodeConfig {
@@ -715,6 +720,8 @@ impl NodeConfig {
             io_threads: usize::try_from(num("io-threads")?).unwrap_or(1).max(1),
             output_limits: OutputLimits::parse(&s("client-output-buffer-limit"))
                 .map_err(ConfigError::Invalid)?,
+            slowlog_log_slower_than: s("slowlog-log-slower-than").parse().unwrap_or(10_000),
+            slowlog_max_len: s("slowlog-max-len").parse().unwrap_or(128),
         })
     }
 }

@@ -188,6 +188,7 @@ impl State {
             extra: Vec::new(),
             prop_mode: PropMode::default(),
             noop: false,
+            in_script: false,
         }
     }
 
@@ -246,6 +247,8 @@ pub struct Ctx<'a> {
     pub prop_mode: PropMode,
     /// The running command changed nothing (see `unchanged`).
     noop: bool,
+    /// Called by a script (redis.call): the slow log shows no client.
+    pub in_script: bool,
 }
 
 impl Ctx<'_> {
@@ -613,6 +616,7 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
     ctx.client.commands_unreported += 1;
     let mark = ctx.db.hold_signals();
     let outer_noop = std::mem::replace(&mut ctx.noop, false);
+    let timer = SlowTimer::start(ctx, spec);
     let reply = if ctx.prop.is_on() {
         run_propagating(ctx, spec, args)
     } else {
@@ -620,9 +624,60 @@ pub fn execute(ctx: &mut Ctx, args: &[Bytes]) -> Reply {
             Ok(r) | Err(r) => r,
         }
     };
+    if let Some(t) = timer {
+        t.finish(ctx, args);
+    }
     let noop = std::mem::replace(&mut ctx.noop, outer_noop);
     ctx.db.release_signals(mark, !noop);
     reply
+}
+
+/// Times one command for the slow log, when the log is on.
+struct SlowTimer {
+    start: std::time::Instant,
+    threshold_us: u64,
+}
+
+impl SlowTimer {
+    fn start(ctx: &Ctx, spec: &CommandSpec) -> Option<SlowTimer> {
+        // EXEC's commands are logged one by one, not EXEC itself (Redis's
+        // skip_slowlog); the AOF replay at startup is not logged.
+        if spec.name == "exec" || ctx.client.handle.addr == crate::node::aof::LOADER_ADDR {
+            return None;
+        }
+        let threshold = ctx.shared.config.load().slowlog_log_slower_than;
+        let threshold_us = u64::try_from(threshold).ok()?;
+        Some(SlowTimer {
+            start: std::time::Instant::now(),
+            threshold_us,
+        })
+    }
+
+    fn finish(self, ctx: &Ctx, args: &[Bytes]) {
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // A command that blocked is logged when it runs again and is served;
+        // one whose wait timed out, never (as Redis).
+        let blocked = matches!(ctx.action, Some(Action::Block { .. })) || ctx.timed_out;
+        if micros < self.threshold_us || blocked {
+            return;
+        }
+        let (addr, name) = if ctx.in_script {
+            ("?:0".to_string(), String::new())
+        } else {
+            let h = &ctx.client.handle;
+            (h.addr.clone(), h.name().unwrap_or_default())
+        };
+        let entry = crate::node::slowlog::Entry {
+            id: 0,
+            time: ctx.now / 1000,
+            micros,
+            args: crate::node::slowlog::logged_args(args),
+            addr,
+            name,
+        };
+        let max_len = ctx.shared.config.load().slowlog_max_len;
+        ctx.shared.slowlog.lock().push(entry, max_len);
+    }
 }
 
 /// Runs a handler and propagates what it changed. A top-level command

@@ -255,7 +255,9 @@ fn script_call(ctx: &mut Ctx, argv: &[Bytes], readonly: bool) -> Result<Reply, S
     if readonly && spec.has(WRITE) {
         return Err("ERR Write commands are not allowed from read-only scripts.".into());
     }
+    let outer = std::mem::replace(&mut ctx.in_script, true);
     let reply = execute(ctx, argv);
+    ctx.in_script = outer;
     ctx.action = None;
     match reply {
         Reply::Error(e) => Err(e),

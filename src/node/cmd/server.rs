@@ -38,6 +38,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec::new("memory", -2, READONLY, [0, 0, 0], memory),
     CommandSpec::new("debug", -2, ADMIN | NOSCRIPT | LOADING | STALE, [0, 0, 0], debug),
     CommandSpec::new("cluster", -2, STALE, [0, 0, 0], super::cluster_cmd::cluster),
+    CommandSpec::new("slowlog", -2, ADMIN | LOADING | STALE, [0, 0, 0], slowlog),
 ];
 
 fn ping(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -681,4 +682,78 @@ fn debug(_ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
         "ERR unknown subcommand '{}'. Try DEBUG HELP.",
         String::from_utf8_lossy(a.at(1)?)
     )))
+}
+
+/// SLOWLOG GET [count] | LEN | RESET | HELP, with Redis's texts.
+fn slowlog(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let sub = a.at(1)?;
+    let fixed = |n: usize, name: &str| -> Result<(), Reply> {
+        if a.len() == n {
+            Ok(())
+        } else {
+            Err(Reply::Error(format!(
+                "ERR wrong number of arguments for 'slowlog|{name}' command"
+            )))
+        }
+    };
+    if is(sub, "help") {
+        fixed(2, "help")?;
+        return Ok(Reply::array_of_bulks([
+            "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+            "HELP",
+            "    Prints this help.",
+        ]));
+    }
+    if is(sub, "len") {
+        fixed(2, "len")?;
+        return Ok(Reply::Int(ctx.shared.slowlog.lock().len() as i64));
+    }
+    if is(sub, "reset") {
+        fixed(2, "reset")?;
+        ctx.shared.slowlog.lock().reset();
+        return Ok(Reply::Ok);
+    }
+    if !is(sub, "get") {
+        return Err(Reply::Error(format!(
+            "ERR unknown subcommand '{}'. Try SLOWLOG HELP.",
+            String::from_utf8_lossy(sub.get(..sub.len().min(128)).unwrap_or_default())
+        )));
+    }
+    if a.len() > 3 {
+        return Err(err(
+            "ERR unknown subcommand or wrong number of arguments for 'get'. Try SLOWLOG HELP.",
+        ));
+    }
+    let count = match a.get(2) {
+        None => Some(10),
+        Some(c) => match crate::resp::parse_i64(c) {
+            Some(-1) => None,
+            Some(n) if n >= 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => return Err(err("ERR count should be greater than or equal to -1")),
+        },
+    };
+    let log = ctx.shared.slowlog.lock();
+    let entries = log
+        .newest(count)
+        .map(|e| {
+            Reply::Array(vec![
+                Reply::Int(e.id as i64),
+                Reply::Int(e.time as i64),
+                Reply::Int(e.micros as i64),
+                Reply::Array(e.args.iter().cloned().map(Reply::Bulk).collect()),
+                Reply::bulk(e.addr.as_bytes()),
+                Reply::bulk(e.name.as_bytes()),
+            ])
+        })
+        .collect();
+    Ok(Reply::Array(entries))
 }
