@@ -6,6 +6,7 @@
 //! command touches only its family file. Key positions in the specs are the
 //! Redis ones (`COMMAND INFO`); cluster routing and the proxy use them.
 
+pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
 #[cfg(test)]
@@ -298,11 +299,12 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 12] {
+fn families() -> [&'static [CommandSpec]; 13] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
         strings::COMMANDS,
+        bitmaps::COMMANDS,
         keys::COMMANDS,
         hashes::COMMANDS,
         lists::COMMANDS,
