@@ -23,6 +23,11 @@ impl Sds {
     pub fn extend_from_slice(&mut self, b: &[u8]) {
         self.0.extend_from_slice(b);
     }
+
+    /// The bytes, to change in place (SETBIT on a large bitmap).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
+    }
 }
 
 impl std::ops::Deref for Sds {

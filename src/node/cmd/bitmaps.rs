@@ -109,7 +109,7 @@ fn setbit(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     enum Plan {
         Create,
         Grow(usize),
-        Flip(Vec<u8>),
+        Flip,
     }
     let (old, plan) = match string_for_write(ctx.db, key, ctx.now)? {
         None => (false, Plan::Create),
@@ -122,13 +122,7 @@ fn setbit(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
                     // WATCH invalidation, as in Redis.
                     return Ok(Reply::Int(i64::from(old)));
                 }
-                // The store has no mutable view of a string's bytes, so a
-                // bit inside the value costs a copy of it.
-                let mut v = s.to_vec();
-                if let Some(b) = v.get_mut(byte) {
-                    *b ^= mask;
-                }
-                (old, Plan::Flip(v))
+                (old, Plan::Flip)
             }
         },
     };
@@ -152,7 +146,14 @@ fn setbit(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
                 s.extend_from_slice(&tail);
             }
         }
-        Plan::Flip(v) => replace_bytes(ctx, key, &v),
+        // In place: a bit of a large bitmap must not cost a copy of it.
+        Plan::Flip => {
+            if let Some(Value::Str(s)) = ctx.db.get_mut(key, ctx.now) {
+                if let Some(b) = s.as_mut_slice().get_mut(byte) {
+                    *b ^= mask;
+                }
+            }
+        }
     }
     Ok(Reply::Int(i64::from(old)))
 }
