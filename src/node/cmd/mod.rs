@@ -643,8 +643,8 @@ struct SlowTimer {
 impl SlowTimer {
     fn start(ctx: &Ctx, spec: &CommandSpec) -> Option<SlowTimer> {
         // EXEC's commands are logged one by one, not EXEC itself (Redis's
-        // skip_slowlog); the AOF replay at startup is not logged.
-        if spec.name == "exec" || ctx.client.handle.addr == crate::node::aof::LOADER_ADDR {
+        // skip_slowlog).
+        if spec.name == "exec" {
             return None;
         }
         let threshold = ctx.shared.config.load().slowlog_log_slower_than;
@@ -660,7 +660,10 @@ impl SlowTimer {
         // A command that blocked is logged when it runs again and is served;
         // one whose wait timed out, never (as Redis).
         let blocked = matches!(ctx.action, Some(Action::Block { .. })) || ctx.timed_out;
-        if micros < self.threshold_us || blocked {
+        // Checked only for a slow command: the AOF replay at startup is
+        // not logged.
+        let loading = ctx.client.handle.addr == crate::node::aof::LOADER_ADDR;
+        if micros < self.threshold_us || blocked || loading {
             return;
         }
         let (addr, name) = if ctx.in_script {

@@ -791,8 +791,7 @@ impl Session {
     }
 
     fn handle(&mut self, req: Parsed, start: Instant) {
-        let proxy = self.proxy.clone();
-        let table = proxy.table;
+        let table = self.proxy.table;
         let cmd = match table.lookup(&req.args) {
             Lookup::Found(c) => c,
             Lookup::Unknown(e) => {
