@@ -195,6 +195,14 @@ fn slot_at(slots: &[Slot], i: usize) -> &Slot {
     &slots[i & (SLOTS - 1)]
 }
 
+/// Records that slot `i` holds a key (see `Db::touched`).
+#[allow(clippy::indexing_slicing)]
+#[inline]
+fn mark_touched(touched: &mut [u64; SLOTS / 64], i: usize) {
+    let i = i & (SLOTS - 1);
+    touched[i / 64] |= 1 << (i % 64);
+}
+
 #[allow(clippy::indexing_slicing)]
 #[inline]
 fn slot_at_mut(slots: &mut [Slot], i: usize) -> &mut Slot {
@@ -203,6 +211,10 @@ fn slot_at_mut(slots: &mut [Slot], i: usize) -> &mut Slot {
 
 pub struct Db {
     slots: Vec<Slot>,
+    /// One bit per slot that has held a key since the last `clear`: a
+    /// superset of the occupied slots, so FLUSHALL (and a fuzzer's reset per
+    /// input) drops only those tables instead of visiting all 16384.
+    touched: Box<[u64; SLOTS / 64]>,
     len: usize,
     expires_len: usize,
     signals: Signals,
@@ -240,6 +252,7 @@ impl Db {
         slots.resize_with(SLOTS, Slot::default);
         Db {
             slots,
+            touched: Box::new([0; SLOTS / 64]),
             len: 0,
             expires_len: 0,
             signals: Signals::default(),
@@ -272,6 +285,7 @@ impl Db {
         }
         let mut old = Db::new();
         old.slots = std::mem::replace(&mut self.slots, other.slots);
+        old.touched = std::mem::replace(&mut self.touched, other.touched);
         self.len = other.len;
         self.expires_len = other.expires_len;
         self.dirty += 1;
@@ -450,6 +464,7 @@ impl Db {
         let slot = slot_at_mut(&mut self.slots, i);
         if !slot.keys.contains_key(key) {
             self.len += 1;
+            mark_touched(&mut self.touched, i);
         }
         let e = slot.keys.entry(sds(key)).or_insert_with(|| Entry {
             value: make(),
@@ -490,6 +505,7 @@ impl Db {
                     },
                 );
                 self.len += 1;
+                mark_touched(&mut self.touched, i);
             }
         }
         let had = match expire_at {
@@ -621,13 +637,12 @@ impl Db {
                 self.cow_slot(i);
             }
         }
-        // An empty keyspace has nothing to drop: FLUSHALL on a fresh node
-        // (or one per AOF replay) need not walk all 16384 tables.
-        if self.len > 0 {
-            for s in &mut self.slots {
-                if !s.keys.is_empty() {
-                    *s = Slot::default();
-                }
+        for (w, word) in self.touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                *slot_at_mut(&mut self.slots, i) = Slot::default();
             }
         }
         self.len = 0;
@@ -863,6 +878,34 @@ mod tests {
         assert_eq!(db.count_keys_in_slot(key_hash_slot(b"other")), 0);
         db.set(b"again", s("1"));
         assert_eq!(db.len(), 1);
+    }
+
+    #[test]
+    fn clear_drops_keys_that_arrived_by_any_path() {
+        // `clear` visits only slots marked as touched: keys created by
+        // get_or_insert_with, by set, and by a swapped-in snapshot must all
+        // be marked, or they would survive FLUSHALL.
+        let mut db = Db::new();
+        for i in 0..2000 {
+            db.set(format!("k{i}").as_bytes(), s("1"));
+        }
+        db.get_or_insert_with(b"made", 0, || s("x"));
+        db.clear();
+        for i in 0..2000 {
+            assert!(db.peek(format!("k{i}").as_bytes(), 0).is_none());
+        }
+        assert!(db.peek(b"made", 0).is_none());
+        let mut loaded = Db::new();
+        loaded.set(b"from-snapshot", s("1"));
+        let _old = db.replace_contents(loaded);
+        db.clear();
+        assert!(db.peek(b"from-snapshot", 0).is_none());
+        assert_eq!(
+            (0..SLOTS as u16)
+                .map(|i| db.count_keys_in_slot(i))
+                .sum::<usize>(),
+            0
+        );
     }
 
     #[test]
