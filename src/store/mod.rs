@@ -649,6 +649,20 @@ impl Db {
         self.expires_len = 0;
     }
 
+    /// The first slot at or after `from` that may hold keys (None past the
+    /// last): SCAN and KEYS skip the empty tables of a small keyspace.
+    pub fn next_slot_with_keys(&self, from: usize) -> Option<usize> {
+        let mut w = from / 64;
+        let mut bits = self.touched.get(w)? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(w * 64 + bits.trailing_zeros() as usize);
+            }
+            w += 1;
+            bits = *self.touched.get(w)?;
+        }
+    }
+
     pub fn count_keys_in_slot(&self, slot: u16) -> usize {
         self.slots
             .get(usize::from(slot))
@@ -906,6 +920,26 @@ mod tests {
                 .sum::<usize>(),
             0
         );
+    }
+
+    #[test]
+    fn next_slot_with_keys_finds_each_occupied_slot_in_order() {
+        let mut db = Db::new();
+        assert_eq!(db.next_slot_with_keys(0), None);
+        let keys: [&[u8]; 4] = [b"{a}", b"{b}", b"{c}", b"{zz}"];
+        let mut slots: Vec<usize> = keys.iter().map(|k| usize::from(key_hash_slot(k))).collect();
+        for k in keys {
+            db.set(k, s("1"));
+        }
+        slots.sort_unstable();
+        let mut seen = Vec::new();
+        let mut at = 0;
+        while let Some(i) = db.next_slot_with_keys(at) {
+            seen.push(i);
+            at = i + 1;
+        }
+        assert_eq!(seen, slots);
+        assert_eq!(db.next_slot_with_keys(SLOTS), None);
     }
 
     #[test]
