@@ -1053,7 +1053,7 @@ fn dump_restore_streams_both_ways_with_redis() {
         .unwrap();
     assert_eq!(a, b);
     // Ours → theirs, built on our side.
-    let _: i64 = redis::cmd("DEL").arg("t").query(&mut ours).unwrap();
+    let _: i64 = redis::cmd("DEL").arg("s").query(&mut ours).unwrap();
     let _: () = redis::cmd("FLUSHALL").query(&mut theirs).unwrap();
     setup(&mut ours);
     let _: i64 = redis::cmd("DEL").arg("s").query(&mut theirs).unwrap();

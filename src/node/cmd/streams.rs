@@ -963,7 +963,7 @@ fn help(cmd: &str, lines: &[&str]) -> Reply {
     ))];
     out.extend(lines.iter().map(|l| Reply::Simple((*l).to_string())));
     out.push(Reply::simple("HELP"));
-    out.push(Reply::simple("    Print this help."));
+    out.push(Reply::simple("    Prints this help."));
     Reply::Array(out)
 }
 
