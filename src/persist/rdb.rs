@@ -5,14 +5,16 @@
 //! sets, sorted sets as binary doubles, hashes), which every Redis since
 //! 5.0 loads and `redis-check-rdb` validates. We read what Redis 7.0 and
 //! older write for the types we hold: int-encoded and LZF-compressed
-//! strings, ziplists, listpacks, intsets and quicklists. Streams and module
-//! types are refused with a clear error.
+//! strings, ziplists, listpacks, intsets and quicklists, and streams (see
+//! `rdb/stream.rs`). Module types are refused with a clear error.
 //!
 //! Nothing is trusted: every length is checked against what is left, a
 //! missing EOF or a wrong CRC-64 is an error, and the caller gets values
 //! only from a file that loaded completely.
 
 use crate::store::value::{sds, Sds, Value, ZSet};
+
+mod stream;
 use crc::{Crc, Digest, CRC_64_REDIS};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -148,6 +150,7 @@ fn type_of(v: &Value) -> u8 {
         Value::Set(_) => T_SET,
         Value::ZSet(_) => T_ZSET_2,
         Value::Hash(_) => T_HASH,
+        Value::Stream(_) => T_STREAM_LISTPACKS_2,
     }
 }
 
@@ -181,6 +184,7 @@ fn put_body(out: &mut Vec<u8>, v: &Value) {
                 put_string(out, v);
             }
         }
+        Value::Stream(st) => stream::put_stream(out, st),
     }
 }
 
@@ -474,9 +478,9 @@ fn read_value<R: Read>(inp: &mut Input<R>, t: u8) -> Result<Value, RdbError> {
             }
             Value::Hash(Box::new(h))
         }
-        T_STREAM_LISTPACKS | T_STREAM_LISTPACKS_2 | T_STREAM_LISTPACKS_3 => {
-            return Err(RdbError::Unsupported(t, "stream"))
-        }
+        T_STREAM_LISTPACKS => Value::Stream(Box::new(stream::read_stream(inp, 1)?)),
+        T_STREAM_LISTPACKS_2 => Value::Stream(Box::new(stream::read_stream(inp, 2)?)),
+        T_STREAM_LISTPACKS_3 => Value::Stream(Box::new(stream::read_stream(inp, 3)?)),
         T_MODULE | T_MODULE_2 => return Err(RdbError::Unsupported(t, "module")),
         T_HASH_ZIPMAP => return Err(RdbError::Unsupported(t, "zipmap hash (Redis 2.x)")),
         _ => return Err(RdbError::Unsupported(t, "unknown")),
@@ -948,6 +952,7 @@ mod tests {
                 format!("set {v:?}")
             }
             Value::ZSet(z) => format!("zset {:?}", z.iter().collect::<Vec<_>>()),
+            Value::Stream(st) => format!("stream {:?}", st.entries),
         }
     }
 

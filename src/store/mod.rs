@@ -23,6 +23,7 @@
 mod evict;
 mod signals;
 mod snapshot;
+pub mod stream;
 pub mod value;
 
 use crate::cluster::{key_hash_slot, SLOTS};
@@ -30,6 +31,7 @@ use hashbrown::HashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+pub use stream::{Stream, StreamId};
 pub use value::{sds, Collection, Score, Sds, Value, ZSet};
 
 /// A key and its metadata.

@@ -25,6 +25,7 @@ pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod sets;
+pub mod streams;
 pub mod strings;
 pub mod zsets;
 
@@ -190,6 +191,8 @@ impl State {
             prop_mode: PropMode::default(),
             noop: false,
             in_script: false,
+            resumed: false,
+            rerun: None,
         }
     }
 
@@ -250,6 +253,11 @@ pub struct Ctx<'a> {
     noop: bool,
     /// Called by a script (redis.call): the slow log shows no client.
     pub in_script: bool,
+    /// The command blocked before and runs again (woken or timed out).
+    pub resumed: bool,
+    /// If the command blocks: the arguments to run it with when woken
+    /// (XREAD's `$` fixed to the IDs it saw).
+    pub rerun: Option<Vec<Bytes>>,
 }
 
 impl Ctx<'_> {
@@ -299,7 +307,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 13] {
+fn families() -> [&'static [CommandSpec]; 14] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -310,6 +318,7 @@ fn families() -> [&'static [CommandSpec]; 13] {
         lists::COMMANDS,
         sets::COMMANDS,
         zsets::COMMANDS,
+        streams::COMMANDS,
         pubsub::COMMANDS,
         multi::COMMANDS,
         scripting::COMMANDS,
