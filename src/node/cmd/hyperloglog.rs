@@ -289,3 +289,90 @@ fn pfselftest(ctx: &mut Ctx, _a: &[Bytes]) -> CmdResult {
     }
     Ok(Reply::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::execute;
+    use super::super::harness::Harness;
+    use bytes::Bytes;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn run(h: &mut Harness, cmd: &str) -> crate::resp::Reply {
+        let args: Vec<Bytes> = cmd.split(' ').map(|w| Bytes::from(w.to_string())).collect();
+        let mut ctx = h.state.ctx(&mut h.client, &h.shared, NOW);
+        execute(&mut ctx, &args)
+    }
+
+    /// The propagated commands so far, one line each.
+    fn stream(h: &mut Harness) -> Vec<String> {
+        let raw = h.state.prop.take();
+        let mut parser = crate::resp::RequestParser::new();
+        let mut buf = bytes::BytesMut::from(&raw[..]);
+        let mut out = Vec::new();
+        while let Ok(Some(args)) = parser.parse(&mut buf, &crate::resp::Limits::default()) {
+            let words: Vec<String> = args
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            out.push(words.join(" "));
+        }
+        out
+    }
+
+    #[test]
+    fn propagation_is_redis_s() {
+        // The same sequence on redis-server 7.0.15 with appendonly yes
+        // logs exactly these commands.
+        let mut h = Harness::new();
+        h.state.set_propagation(true);
+        for cmd in [
+            "pfadd k a",
+            "pfadd k a",
+            "pfcount k",
+            "pfcount k",
+            "pfdebug todense k",
+            "pfdebug todense k",
+            "pfdebug getreg k",
+            "pfmerge m",
+            "pfmerge m",
+            "pfcount k m",
+        ] {
+            assert!(!run(&mut h, cmd).is_error(), "{cmd}");
+        }
+        assert_eq!(
+            stream(&mut h),
+            [
+                "pfadd k a",
+                "pfcount k",
+                "pfdebug todense k",
+                "pfmerge m",
+                "pfmerge m"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_value_answers_invalidobj_and_propagates_nothing() {
+        let mut h = Harness::new();
+        h.state.set_propagation(true);
+        run(&mut h, "pfadd k a");
+        // Cut the sparse body short: the registers no longer add up.
+        run(&mut h, "setrange k 17 \u{1}");
+        stream(&mut h);
+        for cmd in [
+            "pfadd k x y z",
+            "pfcount k",
+            "pfmerge d k",
+            "pfdebug todense k",
+        ] {
+            let r = run(&mut h, cmd);
+            assert_eq!(
+                r,
+                crate::resp::Reply::Error(super::CORRUPT.to_string()),
+                "{cmd}"
+            );
+        }
+        assert!(stream(&mut h).is_empty());
+    }
+}
