@@ -12,6 +12,7 @@ pub mod cluster_cmd;
 #[cfg(test)]
 mod harness;
 pub mod hashes;
+pub mod hyperloglog;
 pub mod info;
 pub mod keys;
 pub mod lists;
@@ -313,6 +314,7 @@ fn families() -> [&'static [CommandSpec]; 14] {
         migrate::COMMANDS,
         strings::COMMANDS,
         bitmaps::COMMANDS,
+        hyperloglog::COMMANDS,
         keys::COMMANDS,
         hashes::COMMANDS,
         lists::COMMANDS,
