@@ -9,6 +9,8 @@
 pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
+pub mod geo;
+pub mod geohash;
 #[cfg(test)]
 mod harness;
 pub mod hashes;
@@ -299,7 +301,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 13] {
+fn families() -> [&'static [CommandSpec]; 14] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -310,6 +312,7 @@ fn families() -> [&'static [CommandSpec]; 13] {
         lists::COMMANDS,
         sets::COMMANDS,
         zsets::COMMANDS,
+        geo::COMMANDS,
         pubsub::COMMANDS,
         multi::COMMANDS,
         scripting::COMMANDS,
