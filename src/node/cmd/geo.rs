@@ -35,13 +35,23 @@ fn zset_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d ZSet>, Reply>
 
 /// `lon lat` arguments, checked against the Mercator limits.
 fn lon_lat(lon: &[u8], lat: &[u8]) -> Result<(f64, f64), Reply> {
-    let (x, y) = (float_arg(lon)?, float_arg(lat)?);
+    let (x, y) = (coord_arg(lon)?, coord_arg(lat)?);
     if !geohash::valid(x, y) {
         return Err(Reply::Error(format!(
             "ERR invalid longitude,latitude pair {x:.6},{y:.6}"
         )));
     }
     Ok((x, y))
+}
+
+/// A coordinate: Redis's strtod takes "inf" but calls an overflow like
+/// 1e400 not a float.
+fn coord_arg(b: &[u8]) -> Result<f64, Reply> {
+    let v = float_arg(b)?;
+    if v.is_infinite() && !b.to_ascii_lowercase().windows(3).any(|w| w == b"inf") {
+        return Err(super::not_float());
+    }
+    Ok(v)
 }
 
 /// Metres per unit.
