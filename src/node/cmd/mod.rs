@@ -9,6 +9,8 @@
 pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
+pub mod geo;
+pub mod geohash;
 #[cfg(test)]
 mod harness;
 pub mod hashes;
@@ -308,7 +310,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 14] {
+fn families() -> [&'static [CommandSpec]; 16] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -321,6 +323,7 @@ fn families() -> [&'static [CommandSpec]; 14] {
         sets::COMMANDS,
         zsets::COMMANDS,
         streams::COMMANDS,
+        geo::COMMANDS,
         pubsub::COMMANDS,
         multi::COMMANDS,
         scripting::COMMANDS,

@@ -143,6 +143,7 @@ fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
             Value::Table(t)
         }
         Reply::Double(d) => Value::String(lua.create_string(crate::resp::reply::format_double(d))?),
+        Reply::DoubleText(t) => Value::String(lua.create_string(t)?),
         Reply::Bool(b) => {
             if b {
                 Value::Number(1.0)
