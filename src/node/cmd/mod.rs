@@ -25,6 +25,7 @@ pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod sets;
+pub mod sort;
 pub mod strings;
 pub mod zsets;
 
@@ -299,7 +300,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 13] {
+fn families() -> [&'static [CommandSpec]; 14] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -309,6 +310,7 @@ fn families() -> [&'static [CommandSpec]; 13] {
         hashes::COMMANDS,
         lists::COMMANDS,
         sets::COMMANDS,
+        sort::COMMANDS,
         zsets::COMMANDS,
         pubsub::COMMANDS,
         multi::COMMANDS,

@@ -251,3 +251,17 @@ fn flushall_is_always_propagated_and_restore_gets_an_absolute_ttl() {
         )]
     );
 }
+
+#[test]
+fn sort_store_propagates_as_itself_and_only_when_it_wrote() {
+    let mut h = Harness::with_propagation();
+    h.run("rpush l 2 1");
+    h.stream();
+    h.expect("sort l store d", &["sort l store d"]);
+    // Reading SORT and an empty result over a missing key change nothing.
+    h.expect("sort l", &[]);
+    h.expect("sort missing store nothing", &[]);
+    // An empty result deletes the destination: that is propagated.
+    h.expect("sort missing store d", &["sort missing store d"]);
+    h.expect("sort_ro l", &[]);
+}
