@@ -28,6 +28,7 @@ pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod sets;
+pub mod sort;
 pub mod streams;
 pub mod strings;
 pub mod zsets;
@@ -310,7 +311,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 16] {
+fn families() -> [&'static [CommandSpec]; 17] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -321,6 +322,7 @@ fn families() -> [&'static [CommandSpec]; 16] {
         hashes::COMMANDS,
         lists::COMMANDS,
         sets::COMMANDS,
+        sort::COMMANDS,
         zsets::COMMANDS,
         streams::COMMANDS,
         geo::COMMANDS,

@@ -286,3 +286,17 @@ fn geo_stores_propagate_verbatim_and_reads_not_at_all() {
     );
     h.expect("georadius g 0 0 1 km store d", &[]);
 }
+
+#[test]
+fn sort_store_propagates_as_itself_and_only_when_it_wrote() {
+    let mut h = Harness::with_propagation();
+    h.run("rpush l 2 1");
+    h.stream();
+    h.expect("sort l store d", &["sort l store d"]);
+    // Reading SORT and an empty result over a missing key change nothing.
+    h.expect("sort l", &[]);
+    h.expect("sort missing store nothing", &[]);
+    // An empty result deletes the destination: that is propagated.
+    h.expect("sort missing store d", &["sort missing store d"]);
+    h.expect("sort_ro l", &[]);
+}
