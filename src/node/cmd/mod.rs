@@ -9,6 +9,7 @@
 pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
+pub mod functions;
 #[cfg(test)]
 mod harness;
 pub mod hashes;
@@ -299,7 +300,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 13] {
+fn families() -> [&'static [CommandSpec]; 14] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -313,6 +314,7 @@ fn families() -> [&'static [CommandSpec]; 13] {
         pubsub::COMMANDS,
         multi::COMMANDS,
         scripting::COMMANDS,
+        functions::COMMANDS,
         server::COMMANDS,
     ]
 }
