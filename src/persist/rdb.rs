@@ -208,11 +208,13 @@ pub struct RdbWriter<W: Write> {
 }
 
 impl<W: Write> RdbWriter<W> {
-    /// Starts the file: magic, version, aux fields, `SELECTDB 0` and the
-    /// table size hints.
+    /// Starts the file: magic, version, aux fields, the function libraries
+    /// (where Redis puts them: before the first database), `SELECTDB 0`
+    /// and the table size hints.
     pub fn start(
         inner: W,
         aux: &[(&str, String)],
+        functions: &[bytes::Bytes],
         keys: usize,
         expires: usize,
     ) -> io::Result<Self> {
@@ -228,6 +230,7 @@ impl<W: Write> RdbWriter<W> {
             put_string(&mut head, k.as_bytes());
             put_string(&mut head, v.as_bytes());
         }
+        put_functions(&mut head, functions);
         head.push(OP_SELECTDB);
         put_len(&mut head, 0);
         head.push(OP_RESIZEDB);
@@ -271,7 +274,7 @@ pub fn to_vec<'a>(
         put_entry(&mut body, k, v, *e);
     }
     let run = || -> io::Result<Vec<u8>> {
-        let mut w = RdbWriter::start(Vec::new(), aux, entries.len(), expires)?;
+        let mut w = RdbWriter::start(Vec::new(), aux, &[], entries.len(), expires)?;
         w.write_raw(&body)?;
         w.finish()
     };
@@ -499,8 +502,8 @@ pub struct RdbMeta {
     pub expired: u64,
     /// Keys of databases other than 0, which a slotway node does not have.
     pub skipped_other_db: u64,
-    /// Functions (Redis 7 libraries) found and ignored.
-    pub skipped_functions: u64,
+    /// The sources of the function libraries (Redis 7), in file order.
+    pub functions: Vec<Vec<u8>>,
 }
 
 impl RdbMeta {
@@ -581,8 +584,7 @@ pub fn load<R: Read>(
                 continue;
             }
             OP_FUNCTION2 => {
-                inp.string()?;
-                meta.skipped_functions += 1;
+                meta.functions.push(inp.string()?);
                 continue;
             }
             OP_FUNCTION_PRE_GA => return Err(RdbError::Unsupported(t, "pre-GA function")),
@@ -663,6 +665,85 @@ pub fn restore_payload(p: &[u8]) -> Option<Value> {
     let t = inp.u8().ok()?;
     let v = read_value(&mut inp, t).ok()?;
     inp.inner.is_empty().then_some(v)
+}
+
+/// Each library as Redis's `rdbSaveFunctions` writes it: the opcode, then
+/// the whole source as one string.
+fn put_functions(out: &mut Vec<u8>, functions: &[bytes::Bytes]) {
+    for code in functions {
+        out.push(OP_FUNCTION2);
+        put_string(out, code);
+    }
+}
+
+/// FUNCTION DUMP's payload: the libraries as in an RDB, then the RDB
+/// version and the CRC-64, like a key's DUMP.
+pub fn functions_payload(functions: &[bytes::Bytes]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_functions(&mut out, functions);
+    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = crc64(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Why a FUNCTION RESTORE payload was refused, in Redis's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FunctionsPayloadError {
+    /// Too short, from a newer RDB version, or a wrong checksum.
+    Footer,
+    /// Something other than a library in it.
+    NotAFunction,
+    /// A library string that does not decode.
+    Corrupt,
+}
+
+impl std::fmt::Display for FunctionsPayloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FunctionsPayloadError::Footer => "DUMP payload version or checksum are wrong",
+            FunctionsPayloadError::NotAFunction => "given type is not a function",
+            FunctionsPayloadError::Corrupt => "failed loading the given functions payload",
+        })
+    }
+}
+
+/// The library sources of a FUNCTION DUMP payload (ours or Redis's).
+pub fn parse_functions_payload(p: &[u8]) -> Result<Vec<Vec<u8>>, FunctionsPayloadError> {
+    let body_len = p
+        .len()
+        .checked_sub(10)
+        .ok_or(FunctionsPayloadError::Footer)?;
+    let footer = p.get(body_len..).unwrap_or_default();
+    let version = u16::from_le_bytes([
+        footer.first().copied().unwrap_or(u8::MAX),
+        footer.get(1).copied().unwrap_or(u8::MAX),
+    ]);
+    if version > RDB_VERSION {
+        return Err(FunctionsPayloadError::Footer);
+    }
+    let crc = footer
+        .get(2..10)
+        .and_then(|c| <[u8; 8]>::try_from(c).ok())
+        .map(u64::from_le_bytes)
+        .ok_or(FunctionsPayloadError::Footer)?;
+    // Redis accepts a zero checksum as "not computed".
+    if crc != 0 && crc64(p.get(..body_len + 2).unwrap_or_default()) != crc {
+        return Err(FunctionsPayloadError::Footer);
+    }
+    let mut inp = Input {
+        inner: p.get(..body_len).unwrap_or_default(),
+        digest: CRC64.digest(),
+    };
+    let mut out = Vec::new();
+    while !inp.inner.is_empty() {
+        let t = inp.u8().map_err(|_| FunctionsPayloadError::Corrupt)?;
+        if t != OP_FUNCTION2 {
+            return Err(FunctionsPayloadError::NotAFunction);
+        }
+        out.push(inp.string().map_err(|_| FunctionsPayloadError::Corrupt)?);
+    }
+    Ok(out)
 }
 
 // ---- compact encodings --------------------------------------------------------

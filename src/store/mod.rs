@@ -21,6 +21,7 @@
 //! more than one batch.
 
 mod evict;
+pub mod functions;
 mod signals;
 mod snapshot;
 pub mod stream;
@@ -236,6 +237,9 @@ pub struct Db {
     deleted: Vec<Sds>,
     pub expiry: ExpiryMode,
     cow: Option<Box<Cow>>,
+    /// The function libraries (FUNCTION LOAD): FLUSHALL keeps them, a
+    /// loaded snapshot replaces them.
+    pub functions: functions::Libraries,
 }
 
 impl Default for Db {
@@ -268,6 +272,7 @@ impl Db {
             deleted: Vec::new(),
             expiry: ExpiryMode::Delete,
             cow: None,
+            functions: functions::Libraries::default(),
         }
     }
 
@@ -288,6 +293,7 @@ impl Db {
         let mut old = Db::new();
         old.slots = std::mem::replace(&mut self.slots, other.slots);
         old.touched = std::mem::replace(&mut self.touched, other.touched);
+        old.functions = std::mem::replace(&mut self.functions, other.functions);
         self.len = other.len;
         self.expires_len = other.expires_len;
         self.dirty += 1;

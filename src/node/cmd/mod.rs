@@ -9,6 +9,7 @@
 pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
+pub mod functions;
 pub mod geo;
 pub mod geohash;
 #[cfg(test)]
@@ -311,7 +312,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 17] {
+fn families() -> [&'static [CommandSpec]; 18] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -329,6 +330,7 @@ fn families() -> [&'static [CommandSpec]; 17] {
         pubsub::COMMANDS,
         multi::COMMANDS,
         scripting::COMMANDS,
+        functions::COMMANDS,
         server::COMMANDS,
     ]
 }
