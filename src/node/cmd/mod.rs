@@ -820,6 +820,15 @@ mod key_table_tests {
             for argc in argcs.map(|n| n as usize) {
                 let mut args: Vec<Bytes> = vec![Bytes::from(spec.name)];
                 args.extend((1..argc).map(|i| Bytes::from(format!("a{i}"))));
+                // `PFMERGE dest` with no sources: Redis's key specs (whose
+                // source spec starts past the end) void the call, so
+                // COMMAND GETKEYS has no keys; the node still checks the
+                // destination's slot, rather than write to a slot it may
+                // not own as Redis would.
+                if spec.name == "pfmerge" && argc == 2 {
+                    assert!(info.keys.key_positions(&args).is_empty());
+                    continue;
+                }
                 assert_eq!(
                     info.keys.key_positions(&args),
                     triple_positions(spec, argc),
