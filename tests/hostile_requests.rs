@@ -316,3 +316,92 @@ fn unauthenticated_requests_are_small() {
     req.extend(eleven);
     assert_eq!(node.raw(&req), b"+OK\r\n:0\r\n");
 }
+
+/// The count and limit arguments of the later families (streams, geo,
+/// SORT, LPOS, ZRANGE LIMIT) at i64::MAX: each reply is cut by the data
+/// (two items here), as redis-server 7.0 answers, and the node never sizes
+/// a buffer by the client's number.
+#[test]
+fn huge_counts_in_streams_geo_and_sort_are_cut_by_the_data() {
+    let node = Node::start(&[]);
+    let mut c = node.client();
+    let max = i64::MAX.to_string();
+    let max = max.as_str();
+    let setup: &[&[&str]] = &[
+        &["XADD", "{s}s", "1-1", "a", "1"],
+        &["XADD", "{s}s", "2-1", "b", "2"],
+        &["XGROUP", "CREATE", "{s}s", "g", "0"],
+        &[
+            "GEOADD", "{s}g", "13.36", "38.11", "p", "15.08", "37.50", "q",
+        ],
+        &["RPUSH", "{s}l", "3", "1", "2", "1"],
+        &["ZADD", "{s}z", "1", "a", "2", "b"],
+    ];
+    for args in setup {
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        let _: redis::Value = cmd.query(&mut c).unwrap();
+    }
+    let two_items: &[&[&str]] = &[
+        &["XRANGE", "{s}s", "-", "+", "COUNT", max],
+        &["XREVRANGE", "{s}s", "+", "-", "COUNT", max],
+        &["XPENDING", "{s}s", "g", "-", "+", max],
+        &[
+            "GEOSEARCH",
+            "{s}g",
+            "FROMLONLAT",
+            "15",
+            "37",
+            "BYRADIUS",
+            "1000",
+            "km",
+            "COUNT",
+            max,
+        ],
+        &[
+            "GEORADIUS",
+            "{s}g",
+            "15",
+            "37",
+            "1000",
+            "km",
+            "COUNT",
+            max,
+            "ANY",
+        ],
+        &["SORT", "{s}l", "LIMIT", "2", max],
+        &["LPOS", "{s}l", "1", "COUNT", max, "MAXLEN", max],
+        &[
+            "ZRANGE", "{s}z", "-inf", "+inf", "BYSCORE", "LIMIT", "0", max,
+        ],
+    ];
+    // XREADGROUP first, so XPENDING has two pending entries to list.
+    let read: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", "g", "c", "COUNT", max, "STREAMS", "{s}s", ">"])
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        matches!(read, redis::Value::Array(ref v) if v.len() == 1),
+        "{read:?}"
+    );
+    for args in two_items {
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        let reply: redis::Value = cmd.query(&mut c).unwrap();
+        match reply {
+            redis::Value::Array(items) => assert_eq!(items.len(), 2, "{args:?}"),
+            other => panic!("{args:?} answered {other:?}"),
+        }
+    }
+    // XAUTOCLAIM refuses a count whose attempts budget would overflow, as Redis.
+    let e = cmd_err(
+        &mut c,
+        &["XAUTOCLAIM", "{s}s", "g", "c2", "0", "0", "COUNT", max],
+    );
+    assert!(e.contains("COUNT must be > 0"), "{e}");
+    let full: redis::Value = redis::cmd("XINFO")
+        .arg(&["STREAM", "{s}s", "FULL", "COUNT", max])
+        .query(&mut c)
+        .unwrap();
+    assert!(matches!(full, redis::Value::Array(_)), "{full:?}");
+}
