@@ -909,6 +909,35 @@ fn serve_group(
 
 /// `XCLAIM key group consumer 0 id TIME t RETRYCOUNT n FORCE JUSTID LASTID l`:
 /// how Redis replicates a pending entry.
+/// A pending entry whose stream entry was deleted leaves the PEL when
+/// XCLAIM or XAUTOCLAIM meets it (t_stream.c does the same); replicas are
+/// told with an XCLAIM of the old owner's state, which they also drop.
+/// Returns whether there was such an entry.
+fn forget_deleted_pending(
+    g: &mut Group,
+    key: &Bytes,
+    gname: &Bytes,
+    id: StreamId,
+    props: Option<&mut Vec<Vec<Bytes>>>,
+) -> bool {
+    let Some(n) = g.pel.get(&id).cloned() else {
+        return false;
+    };
+    if let Some(props) = props {
+        props.push(xclaim_prop(
+            key,
+            gname,
+            &n.consumer,
+            id,
+            n.delivery_time,
+            n.delivery_count,
+            g.last_id,
+        ));
+    }
+    g.ack(id);
+    true
+}
+
 fn xclaim_prop(
     key: &Bytes,
     g: &Bytes,
@@ -1353,20 +1382,8 @@ fn xclaim(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             break;
         };
         if !exists {
-            if let Some(n) = g.pel.get(&id).cloned() {
-                if propagating {
-                    props.push(xclaim_prop(
-                        key,
-                        gname,
-                        &n.consumer,
-                        id,
-                        n.delivery_time,
-                        n.delivery_count,
-                        g.last_id,
-                    ));
-                }
+            if forget_deleted_pending(g, key, gname, id, propagating.then_some(&mut props)) {
                 propagate_last = false;
-                g.ack(id);
             }
             continue;
         }
@@ -1487,20 +1504,7 @@ fn xautoclaim(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
             break;
         };
         if !exists {
-            if let Some(n) = g.pel.get(&id).cloned() {
-                if propagating {
-                    props.push(xclaim_prop(
-                        key,
-                        gname,
-                        &n.consumer,
-                        id,
-                        n.delivery_time,
-                        n.delivery_count,
-                        g.last_id,
-                    ));
-                }
-                g.ack(id);
-            }
+            forget_deleted_pending(g, key, gname, id, propagating.then_some(&mut props));
             deleted.push(id_reply(id));
             count -= 1;
             if id == StreamId::MAX {
