@@ -112,6 +112,94 @@ fn check_families(proxy: &ProxyProc, masters: &[u16]) {
         "7"
     );
     assert_eq!(q::<i64>(&mut c, &["EVAL", "return 42", "0"]).unwrap(), 42);
+    // The later families: bitmaps, HyperLogLog, geo, streams with a
+    // consumer group, SORT, and Functions (loaded on every master, so an
+    // FCALL finds its library whichever master holds the key).
+    assert_eq!(q::<i64>(&mut c, &["SETBIT", "bits", "7", "1"]).unwrap(), 0);
+    assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "bits"]).unwrap(), 1);
+    assert_eq!(
+        q::<Vec<i64>>(&mut c, &["BITFIELD", "bits", "INCRBY", "u8", "0", "2"]).unwrap(),
+        [3]
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &["PFADD", "{p}a", "x", "y", "z"]).unwrap(),
+        1
+    );
+    assert_eq!(q::<i64>(&mut c, &["PFADD", "{p}b", "z", "w"]).unwrap(), 1);
+    assert_eq!(q::<i64>(&mut c, &["PFCOUNT", "{p}a", "{p}b"]).unwrap(), 4);
+    let _: () = q(&mut c, &["PFMERGE", "{p}m", "{p}a", "{p}b"]).unwrap();
+    assert_eq!(q::<i64>(&mut c, &["PFCOUNT", "{p}m"]).unwrap(), 4);
+    assert!(err(&mut c, &["PFCOUNT", "pa", "pb"]).contains("CROSSSLOT"));
+    let geo = ["GEOADD", "sicily", "13.361389", "38.115556", "Palermo"];
+    assert_eq!(q::<i64>(&mut c, &geo).unwrap(), 1);
+    let geo = ["GEOADD", "sicily", "15.087269", "37.502669", "Catania"];
+    assert_eq!(q::<i64>(&mut c, &geo).unwrap(), 1);
+    assert_eq!(
+        q::<String>(&mut c, &["GEODIST", "sicily", "Palermo", "Catania", "km"]).unwrap(),
+        "166.2742"
+    );
+    let near = [
+        "GEOSEARCH",
+        "sicily",
+        "FROMLONLAT",
+        "15",
+        "37",
+        "BYRADIUS",
+        "100",
+        "km",
+        "ASC",
+    ];
+    assert_eq!(q::<Vec<String>>(&mut c, &near).unwrap(), ["Catania"]);
+    assert_eq!(
+        q::<String>(&mut c, &["XADD", "events", "1-1", "kind", "login"]).unwrap(),
+        "1-1"
+    );
+    let _: () = q(&mut c, &["XGROUP", "CREATE", "events", "workers", "0"]).unwrap();
+    let read: Value = q(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "w1",
+            "STREAMS",
+            "events",
+            ">",
+        ],
+    )
+    .unwrap();
+    assert!(
+        matches!(read, Value::Array(ref v) if v.len() == 1),
+        "{read:?}"
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &["XACK", "events", "workers", "1-1"]).unwrap(),
+        1
+    );
+    assert_eq!(q::<i64>(&mut c, &["XLEN", "events"]).unwrap(), 1);
+    let _: () = q(&mut c, &["RPUSH", "nums", "3", "1", "2"]).unwrap();
+    assert_eq!(
+        q::<Vec<i64>>(&mut c, &["SORT", "nums", "DESC", "LIMIT", "0", "2"]).unwrap(),
+        [3, 2]
+    );
+    assert_eq!(
+        q::<Vec<i64>>(&mut c, &["SORT_RO", "nums"]).unwrap(),
+        [1, 2, 3]
+    );
+    let lib = "#!lua name=proxylib\nredis.register_function('getk', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(
+        q::<String>(&mut c, &["FUNCTION", "LOAD", "REPLACE", lib]).unwrap(),
+        "proxylib"
+    );
+    for (i, k) in keys.iter().enumerate().take(12) {
+        assert_eq!(
+            q::<i64>(&mut c, &["FCALL", "getk", "1", k]).unwrap(),
+            i as i64,
+            "{k}"
+        );
+    }
+    let _: () = q(&mut c, &["FUNCTION", "DELETE", "proxylib"]).unwrap();
+    assert!(err(&mut c, &["FCALL", "getk", "1", "key:1"]).contains("Function not found"));
     // Redlock's lock and compare-and-delete.
     let _: () = q(&mut c, &["SET", "lock:r", "tok", "NX", "PX", "30000"]).unwrap();
     let unlock =
@@ -339,6 +427,37 @@ fn transactions_blocking_commands_and_pubsub() {
     let none: Value = q(&mut c, &["BLPOP", "empty", "0.2"]).unwrap();
     assert_eq!(none, Value::Nil);
     assert!(err(&mut c, &["BLMOVE", "a", "b", "LEFT", "LEFT", "0"]).contains("CROSSSLOT"));
+    // A blocking stream read through a consumer group, woken by an XADD
+    // from another client, as on one node.
+    let _: () = q(&mut c, &["XGROUP", "CREATE", "jobs", "g", "$", "MKSTREAM"]).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut b = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let args = [
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "w",
+            "BLOCK",
+            "10000",
+            "STREAMS",
+            "jobs",
+            ">",
+        ];
+        q::<Value>(&mut b, &args).unwrap()
+    });
+    wait_blocked(&nodes);
+    let _: String = q(&mut other, &["XADD", "jobs", "5-1", "task", "t1"]).unwrap();
+    let got = reader.join().unwrap();
+    let text = format!("{got:?}");
+    assert!(text.contains("5-1") && text.contains("t1"), "{text}");
+    let pending: Value = q(&mut c, &["XPENDING", "jobs", "g"]).unwrap();
+    assert!(
+        matches!(pending, Value::Array(ref v) if v.first() == Some(&Value::Int(1))),
+        "{pending:?}"
+    );
 
     // Pub/sub: subscribers get messages published through the proxy.
     let mut sub = redis::Client::open(proxy.url())
