@@ -329,6 +329,10 @@ enum Woke {
     Gone,
     Ready,
     TimedOut,
+    /// The node became a replica.
+    Demoted,
+    /// The key's slot is no longer served here.
+    Redirected(Reply),
 }
 
 /// Sleeps until a monotonic deadline, or forever without one.
@@ -584,6 +588,17 @@ impl Conn {
         tokio::pin!(sleep);
         let handle = self.handle.clone();
         let blocked = Blocked::on(&handle, None);
+        let mut demoted = self.shared.repl.demoted_rx();
+        let cluster = self.shared.cluster.clone();
+        let mut views = cluster.as_ref().map(|c| c.view_rx());
+        // XREAD is the one blocking read; the rest pop or move, so they
+        // are writes that a replica never serves.
+        let readonly_read = self.client.readonly
+            && self
+                .pending
+                .front()
+                .and_then(|c| c.first())
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"xread"));
         let woke = loop {
             // Biased: a client that already hung up must be noticed before
             // a wake-up, or it would pop an element that nobody receives.
@@ -595,6 +610,18 @@ impl Conn {
                 // next commands wait behind the blocked one.
                 r = self.rd.read_buf(&mut self.rbuf) => if !self.took_input(r) {
                     break Woke::Gone;
+                },
+                _ = demoted.changed() => break Woke::Demoted,
+                Some(Ok(())) = async { match views.as_mut() {
+                    Some(v) => Some(v.changed().await),
+                    None => None,
+                } } => {
+                    let redirect = cluster.as_ref().zip(keys.first()).and_then(|(c, k)| {
+                        crate::node::cluster::blocked_redirect(&c.view.load(), k, readonly_read)
+                    });
+                    if let Some(r) = redirect {
+                        break Woke::Redirected(r.reply());
+                    }
                 },
                 _ = waker.notified() => break Woke::Ready,
                 _ = &mut sleep => break Woke::TimedOut,
@@ -611,6 +638,23 @@ impl Conn {
             Woke::Gone => return Step::Close,
             Woke::Ready => false,
             Woke::TimedOut => true,
+            Woke::Demoted => {
+                // As Redis: the error, then the connection closes.
+                Reply::error(
+                    "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+                )
+                .encode(self.client.proto, &mut self.out);
+                let _ = self.wr.write_all(&self.out).await;
+                self.out.clear();
+                return Step::Close;
+            }
+            Woke::Redirected(reply) => {
+                // The blocked command is answered with the redirect; what
+                // the client pipelined after it runs next.
+                self.pending.pop_front();
+                reply.encode(self.client.proto, &mut self.out);
+                return Step::Again;
+            }
         };
         self.resumed = Some(Resumed {
             deadline,

@@ -169,6 +169,9 @@ pub struct Repl {
     kick_tx: watch::Sender<u64>,
     /// Bumped to drop our link to the master (CLIENT KILL TYPE master).
     relink_tx: watch::Sender<u64>,
+    /// Bumped when a master becomes a replica: clients blocked on its keys
+    /// are released with Redis's UNBLOCKED error.
+    demoted_tx: watch::Sender<u64>,
     replica: AtomicBool,
     /// The master we should replicate from (the replica driver follows it).
     target: watch::Sender<Option<(String, u16)>>,
@@ -204,6 +207,7 @@ impl Repl {
             acks_tx: watch::channel(0).0,
             kick_tx: watch::channel(0).0,
             relink_tx: watch::channel(0).0,
+            demoted_tx: watch::channel(0).0,
             replica: AtomicBool::new(false),
             target: watch::channel(None).0,
             link: Mutex::new(LinkInfo::default()),
@@ -234,6 +238,7 @@ impl Repl {
                 if !self.replica.swap(true, Ordering::SeqCst) {
                     // Our own replicas must follow the new history.
                     self.kick_replicas();
+                    self.demoted_tx.send_modify(|n| *n += 1);
                     let mut l = self.link();
                     l.up = false;
                     l.state = "connect";
@@ -290,6 +295,11 @@ impl Repl {
     /// The master we follow (None when master).
     pub fn master(&self) -> Option<(String, u16)> {
         self.target.borrow().clone()
+    }
+
+    /// Changes each time this node goes from master to replica.
+    pub fn demoted_rx(&self) -> watch::Receiver<u64> {
+        self.demoted_tx.subscribe()
     }
 
     pub fn target_rx(&self) -> watch::Receiver<Option<(String, u16)>> {

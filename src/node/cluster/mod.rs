@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 mod slots;
-pub use slots::{check, command_keys, Redirect, SlotView};
+pub use slots::{blocked_redirect, check, command_keys, Redirect, SlotView};
 
 /// The part of the configuration that must be on disk before this node
 /// tells anyone about it: a vote or an epoch must survive a crash, or the
@@ -89,6 +89,9 @@ pub struct ClusterHandle {
     /// The role last reported to `role_hook`.
     last_role: Mutex<Option<Option<(String, u16)>>>,
     pub view: ArcSwap<SlotView>,
+    /// Bumped after each new `view`, so blocked clients can check that
+    /// their key's slot is still served here.
+    view_tx: tokio::sync::watch::Sender<u64>,
     conf_path: PathBuf,
     links: Mutex<HashMap<Link, mpsc::Sender<Bytes>>>,
     /// Serialises nodes.conf writes and remembers the epochs/role last
@@ -177,6 +180,7 @@ impl ClusterHandle {
             role_hook: std::sync::OnceLock::new(),
             last_role: Mutex::new(None),
             view,
+            view_tx: tokio::sync::watch::channel(0).0,
             conf_path,
             links: Mutex::new(HashMap::new()),
             saved: Mutex::new(Durable::default()),
@@ -270,6 +274,11 @@ impl ClusterHandle {
         }
     }
 
+    /// Changes each time a new slot view is published.
+    pub fn view_rx(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.view_tx.subscribe()
+    }
+
     /// Sends what the bus queued and acts on its events. Call after any
     /// change to the bus.
     pub fn pump(self: &Arc<Self>) {
@@ -290,6 +299,7 @@ impl ClusterHandle {
         self.report_role(role);
         if let Some(v) = view {
             self.view.store(Arc::new(v));
+            self.view_tx.send_modify(|n| *n += 1);
         }
         if events.contains(&Event::ConfigChanged) {
             // Epochs, votes and role are saved before anything is sent

@@ -110,6 +110,38 @@ impl Redirect {
     }
 }
 
+/// For a client blocked on `key` when the slot map changes: the error it
+/// is released with, if this node no longer serves the slot (Redis's
+/// `clusterRedirectBlockedClientIfNeeded`). Importing and migrating slots
+/// keep their waiters, unlike a fresh command's check: the key is still
+/// served here while the move is under way.
+pub fn blocked_redirect(view: &SlotView, key: &[u8], readonly_read: bool) -> Option<Redirect> {
+    if !view.ok {
+        return Some(Redirect::Down);
+    }
+    let slot = key_hash_slot(key);
+    let owner = view
+        .owners
+        .get(usize::from(slot))
+        .copied()
+        .unwrap_or(NO_OWNER);
+    if view.mine.get(usize::from(owner)).copied().unwrap_or(false)
+        || view.importing.contains(&slot)
+        || (readonly_read && view.my_master == Some(owner) && owner != NO_OWNER)
+    {
+        return None;
+    }
+    if owner == NO_OWNER {
+        return Some(Redirect::Unbound);
+    }
+    let (ip, port) = view
+        .addrs
+        .get(usize::from(owner))
+        .cloned()
+        .unwrap_or_default();
+    Some(Redirect::Moved(slot, ip, port))
+}
+
 /// Keys of a call, found by Redis 7's key specs (the table the proxy
 /// routes by), so numkeys, keyword and SORT/MIGRATE forms are covered.
 pub fn command_keys(args: &[Bytes]) -> Vec<&Bytes> {
