@@ -29,6 +29,28 @@ pub struct SlotView {
 }
 
 impl SlotView {
+    /// Index of the slot's owner in `addrs`, or NO_OWNER.
+    fn owner(&self, slot: u16) -> u16 {
+        self.owners
+            .get(usize::from(slot))
+            .copied()
+            .unwrap_or(NO_OWNER)
+    }
+
+    fn is_mine(&self, owner: u16) -> bool {
+        self.mine.get(usize::from(owner)).copied().unwrap_or(false)
+    }
+
+    /// The MOVED redirect to `owner` for `slot`.
+    fn moved(&self, slot: u16, owner: u16) -> Redirect {
+        let (ip, port) = self
+            .addrs
+            .get(usize::from(owner))
+            .cloned()
+            .unwrap_or_default();
+        Redirect::Moved(slot, ip, port)
+    }
+
     pub(super) fn from_bus(bus: &Bus) -> SlotView {
         let mut index: HashMap<String, u16> = HashMap::new();
         let mut addrs = Vec::new();
@@ -120,12 +142,8 @@ pub fn blocked_redirect(view: &SlotView, key: &[u8], readonly_read: bool) -> Opt
         return Some(Redirect::Down);
     }
     let slot = key_hash_slot(key);
-    let owner = view
-        .owners
-        .get(usize::from(slot))
-        .copied()
-        .unwrap_or(NO_OWNER);
-    if view.mine.get(usize::from(owner)).copied().unwrap_or(false)
+    let owner = view.owner(slot);
+    if view.is_mine(owner)
         || view.importing.contains(&slot)
         || (readonly_read && view.my_master == Some(owner) && owner != NO_OWNER)
     {
@@ -134,12 +152,7 @@ pub fn blocked_redirect(view: &SlotView, key: &[u8], readonly_read: bool) -> Opt
     if owner == NO_OWNER {
         return Some(Redirect::Unbound);
     }
-    let (ip, port) = view
-        .addrs
-        .get(usize::from(owner))
-        .cloned()
-        .unwrap_or_default();
-    Some(Redirect::Moved(slot, ip, port))
+    Some(view.moved(slot, owner))
 }
 
 /// Keys of a call, found by Redis 7's key specs (the table the proxy
@@ -203,24 +216,15 @@ pub fn check(
         }
         return Ok(());
     }
-    let owner = view
-        .owners
-        .get(usize::from(slot))
-        .copied()
-        .unwrap_or(NO_OWNER);
+    let owner = view.owner(slot);
     if owner == NO_OWNER {
         return Err(Redirect::Unbound);
     }
-    if view.mine.get(usize::from(owner)).copied().unwrap_or(false) {
+    if view.is_mine(owner) {
         return Ok(());
     }
     if readonly_client && spec.has(flags::READONLY) && view.my_master == Some(owner) {
         return Ok(());
     }
-    let (ip, port) = view
-        .addrs
-        .get(usize::from(owner))
-        .cloned()
-        .unwrap_or_default();
-    Err(Redirect::Moved(slot, ip, port))
+    Err(view.moved(slot, owner))
 }

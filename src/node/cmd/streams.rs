@@ -907,8 +907,6 @@ fn serve_group(
     Ok(Some(Reply::Array(out)))
 }
 
-/// `XCLAIM key group consumer 0 id TIME t RETRYCOUNT n FORCE JUSTID LASTID l`:
-/// how Redis replicates a pending entry.
 /// A pending entry whose stream entry was deleted leaves the PEL when
 /// XCLAIM or XAUTOCLAIM meets it (t_stream.c does the same); replicas are
 /// told with an XCLAIM of the old owner's state, which they also drop.
@@ -938,6 +936,8 @@ fn forget_deleted_pending(
     true
 }
 
+/// `XCLAIM key group consumer 0 id TIME t RETRYCOUNT n FORCE JUSTID LASTID l`:
+/// how Redis replicates a pending entry.
 fn xclaim_prop(
     key: &Bytes,
     g: &Bytes,
