@@ -6,6 +6,7 @@
 //! command touches only its family file. Key positions in the specs are the
 //! Redis ones (`COMMAND INFO`); cluster routing and the proxy use them.
 
+pub mod admin;
 pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
@@ -300,7 +301,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 14] {
+fn families() -> [&'static [CommandSpec]; 15] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -311,6 +312,7 @@ fn families() -> [&'static [CommandSpec]; 14] {
         lists::COMMANDS,
         sets::COMMANDS,
         sort::COMMANDS,
+        admin::COMMANDS,
         zsets::COMMANDS,
         pubsub::COMMANDS,
         multi::COMMANDS,
