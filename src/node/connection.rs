@@ -168,13 +168,18 @@ fn run_locked(
         }
         let mut ctx = st.ctx(client, shared, now);
         ctx.timed_out = resumed.as_ref().is_some_and(|r| r.timed_out);
+        ctx.resumed = resumed.is_some();
         let name = args.first().map_or(&[][..], |n| &n[..]);
         let reply = crate::node::cmd::contain_panic(name, || execute(&mut ctx, args));
         let action = ctx.action.take();
+        let rerun = ctx.rerun.take();
         let extra = std::mem::take(&mut ctx.extra);
         let first_deadline = resumed.take().map(|r| r.deadline);
         if let Some(Action::Block { keys, deadline }) = action {
             let deadline = first_deadline.unwrap_or_else(|| on_mono_clock(deadline, now));
+            if let (Some(new), Some(front)) = (rerun, pending.front_mut()) {
+                *front = new;
+            }
             let waker = Arc::new(Notify::new());
             for k in &keys {
                 st.db.block_on(k, &waker);

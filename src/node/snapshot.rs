@@ -43,6 +43,8 @@ pub struct Begun {
     pub replid: String,
     pub offset: u64,
     changes: u64,
+    /// The function libraries at that instant.
+    functions: Vec<bytes::Bytes>,
 }
 
 /// Takes the point-in-time image, under the keyspace lock the caller holds
@@ -60,6 +62,7 @@ pub fn begin_locked(shared: &Shared, db: &mut Db) -> Option<Begun> {
         replid,
         offset,
         changes: total_changes(db),
+        functions: db.functions.sources(),
     })
 }
 
@@ -80,7 +83,7 @@ pub fn write_background<W: Write>(
 ) -> io::Result<(W, SnapshotInfo)> {
     let _end = EndGuard(shared);
     let aux = aux_fields(&begun.replid, begun.offset);
-    let mut w = RdbWriter::start(sink, &aux, begun.keys, begun.expires)?;
+    let mut w = RdbWriter::start(sink, &aux, &begun.functions, begun.keys, begun.expires)?;
     let mut buf = Vec::with_capacity(BATCH_BYTES * 2);
     let mut next = 0;
     let mut taken = 0;

@@ -5,14 +5,16 @@
 //! sets, sorted sets as binary doubles, hashes), which every Redis since
 //! 5.0 loads and `redis-check-rdb` validates. We read what Redis 7.0 and
 //! older write for the types we hold: int-encoded and LZF-compressed
-//! strings, ziplists, listpacks, intsets and quicklists. Streams and module
-//! types are refused with a clear error.
+//! strings, ziplists, listpacks, intsets and quicklists, and streams (see
+//! `rdb/stream.rs`). Module types are refused with a clear error.
 //!
 //! Nothing is trusted: every length is checked against what is left, a
 //! missing EOF or a wrong CRC-64 is an error, and the caller gets values
 //! only from a file that loaded completely.
 
 use crate::store::value::{sds, Sds, Value, ZSet};
+
+mod stream;
 use crc::{Crc, Digest, CRC_64_REDIS};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -148,6 +150,7 @@ fn type_of(v: &Value) -> u8 {
         Value::Set(_) => T_SET,
         Value::ZSet(_) => T_ZSET_2,
         Value::Hash(_) => T_HASH,
+        Value::Stream(_) => T_STREAM_LISTPACKS_2,
     }
 }
 
@@ -181,6 +184,7 @@ fn put_body(out: &mut Vec<u8>, v: &Value) {
                 put_string(out, v);
             }
         }
+        Value::Stream(st) => stream::put_stream(out, st),
     }
 }
 
@@ -204,11 +208,13 @@ pub struct RdbWriter<W: Write> {
 }
 
 impl<W: Write> RdbWriter<W> {
-    /// Starts the file: magic, version, aux fields, `SELECTDB 0` and the
-    /// table size hints.
+    /// Starts the file: magic, version, aux fields, the function libraries
+    /// (where Redis puts them: before the first database), `SELECTDB 0`
+    /// and the table size hints.
     pub fn start(
         inner: W,
         aux: &[(&str, String)],
+        functions: &[bytes::Bytes],
         keys: usize,
         expires: usize,
     ) -> io::Result<Self> {
@@ -224,6 +230,7 @@ impl<W: Write> RdbWriter<W> {
             put_string(&mut head, k.as_bytes());
             put_string(&mut head, v.as_bytes());
         }
+        put_functions(&mut head, functions);
         head.push(OP_SELECTDB);
         put_len(&mut head, 0);
         head.push(OP_RESIZEDB);
@@ -267,7 +274,7 @@ pub fn to_vec<'a>(
         put_entry(&mut body, k, v, *e);
     }
     let run = || -> io::Result<Vec<u8>> {
-        let mut w = RdbWriter::start(Vec::new(), aux, entries.len(), expires)?;
+        let mut w = RdbWriter::start(Vec::new(), aux, &[], entries.len(), expires)?;
         w.write_raw(&body)?;
         w.finish()
     };
@@ -474,9 +481,9 @@ fn read_value<R: Read>(inp: &mut Input<R>, t: u8) -> Result<Value, RdbError> {
             }
             Value::Hash(Box::new(h))
         }
-        T_STREAM_LISTPACKS | T_STREAM_LISTPACKS_2 | T_STREAM_LISTPACKS_3 => {
-            return Err(RdbError::Unsupported(t, "stream"))
-        }
+        T_STREAM_LISTPACKS => Value::Stream(Box::new(stream::read_stream(inp, 1)?)),
+        T_STREAM_LISTPACKS_2 => Value::Stream(Box::new(stream::read_stream(inp, 2)?)),
+        T_STREAM_LISTPACKS_3 => Value::Stream(Box::new(stream::read_stream(inp, 3)?)),
         T_MODULE | T_MODULE_2 => return Err(RdbError::Unsupported(t, "module")),
         T_HASH_ZIPMAP => return Err(RdbError::Unsupported(t, "zipmap hash (Redis 2.x)")),
         _ => return Err(RdbError::Unsupported(t, "unknown")),
@@ -495,8 +502,8 @@ pub struct RdbMeta {
     pub expired: u64,
     /// Keys of databases other than 0, which a slotway node does not have.
     pub skipped_other_db: u64,
-    /// Functions (Redis 7 libraries) found and ignored.
-    pub skipped_functions: u64,
+    /// The sources of the function libraries (Redis 7), in file order.
+    pub functions: Vec<Vec<u8>>,
 }
 
 impl RdbMeta {
@@ -577,8 +584,7 @@ pub fn load<R: Read>(
                 continue;
             }
             OP_FUNCTION2 => {
-                inp.string()?;
-                meta.skipped_functions += 1;
+                meta.functions.push(inp.string()?);
                 continue;
             }
             OP_FUNCTION_PRE_GA => return Err(RdbError::Unsupported(t, "pre-GA function")),
@@ -659,6 +665,85 @@ pub fn restore_payload(p: &[u8]) -> Option<Value> {
     let t = inp.u8().ok()?;
     let v = read_value(&mut inp, t).ok()?;
     inp.inner.is_empty().then_some(v)
+}
+
+/// Each library as Redis's `rdbSaveFunctions` writes it: the opcode, then
+/// the whole source as one string.
+fn put_functions(out: &mut Vec<u8>, functions: &[bytes::Bytes]) {
+    for code in functions {
+        out.push(OP_FUNCTION2);
+        put_string(out, code);
+    }
+}
+
+/// FUNCTION DUMP's payload: the libraries as in an RDB, then the RDB
+/// version and the CRC-64, like a key's DUMP.
+pub fn functions_payload(functions: &[bytes::Bytes]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_functions(&mut out, functions);
+    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = crc64(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Why a FUNCTION RESTORE payload was refused, in Redis's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FunctionsPayloadError {
+    /// Too short, from a newer RDB version, or a wrong checksum.
+    Footer,
+    /// Something other than a library in it.
+    NotAFunction,
+    /// A library string that does not decode.
+    Corrupt,
+}
+
+impl std::fmt::Display for FunctionsPayloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FunctionsPayloadError::Footer => "DUMP payload version or checksum are wrong",
+            FunctionsPayloadError::NotAFunction => "given type is not a function",
+            FunctionsPayloadError::Corrupt => "failed loading the given functions payload",
+        })
+    }
+}
+
+/// The library sources of a FUNCTION DUMP payload (ours or Redis's).
+pub fn parse_functions_payload(p: &[u8]) -> Result<Vec<Vec<u8>>, FunctionsPayloadError> {
+    let body_len = p
+        .len()
+        .checked_sub(10)
+        .ok_or(FunctionsPayloadError::Footer)?;
+    let footer = p.get(body_len..).unwrap_or_default();
+    let version = u16::from_le_bytes([
+        footer.first().copied().unwrap_or(u8::MAX),
+        footer.get(1).copied().unwrap_or(u8::MAX),
+    ]);
+    if version > RDB_VERSION {
+        return Err(FunctionsPayloadError::Footer);
+    }
+    let crc = footer
+        .get(2..10)
+        .and_then(|c| <[u8; 8]>::try_from(c).ok())
+        .map(u64::from_le_bytes)
+        .ok_or(FunctionsPayloadError::Footer)?;
+    // Redis accepts a zero checksum as "not computed".
+    if crc != 0 && crc64(p.get(..body_len + 2).unwrap_or_default()) != crc {
+        return Err(FunctionsPayloadError::Footer);
+    }
+    let mut inp = Input {
+        inner: p.get(..body_len).unwrap_or_default(),
+        digest: CRC64.digest(),
+    };
+    let mut out = Vec::new();
+    while !inp.inner.is_empty() {
+        let t = inp.u8().map_err(|_| FunctionsPayloadError::Corrupt)?;
+        if t != OP_FUNCTION2 {
+            return Err(FunctionsPayloadError::NotAFunction);
+        }
+        out.push(inp.string().map_err(|_| FunctionsPayloadError::Corrupt)?);
+    }
+    Ok(out)
 }
 
 // ---- compact encodings --------------------------------------------------------
@@ -948,6 +1033,7 @@ mod tests {
                 format!("set {v:?}")
             }
             Value::ZSet(z) => format!("zset {:?}", z.iter().collect::<Vec<_>>()),
+            Value::Stream(st) => format!("stream {:?}", st.entries),
         }
     }
 

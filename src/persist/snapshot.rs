@@ -176,7 +176,13 @@ pub fn write_atomically_unless(
 pub fn save_locked(db: &Db, path: &Path, replid: &str, offset: u64) -> Result<(), SnapshotError> {
     let aux = aux_fields(replid, offset);
     write_atomically(path, |sink| {
-        let mut w = RdbWriter::start(sink, &aux, db.len(), db.expires_len())?;
+        let mut w = RdbWriter::start(
+            sink,
+            &aux,
+            &db.functions.sources(),
+            db.len(),
+            db.expires_len(),
+        )?;
         let mut buf = Vec::with_capacity(BATCH_BYTES);
         let mut res = Ok(());
         db.for_each(|k, v, e| {
@@ -192,6 +198,22 @@ pub fn save_locked(db: &Db, path: &Path, replid: &str, offset: u64) -> Result<()
         w.write_raw(&buf)?;
         w.finish()
     })
+}
+
+/// Library sources by library name (the name of the shebang line); a
+/// source without a readable name is dropped with a warning, as it could
+/// never be called.
+pub fn library_codes(sources: &[Vec<u8>]) -> std::collections::BTreeMap<String, bytes::Bytes> {
+    let mut out = std::collections::BTreeMap::new();
+    for code in sources {
+        match crate::store::functions::parse_shebang(code) {
+            Ok(sb) => {
+                out.insert(sb.name, bytes::Bytes::copy_from_slice(code));
+            }
+            Err(e) => tracing::warn!(error = %e, "function library without a valid name skipped"),
+        }
+    }
+    out
 }
 
 /// What a background snapshot captured.
@@ -222,6 +244,7 @@ pub fn load_file(path: &Path, now: Option<u64>) -> Result<(Db, rdb::RdbMeta), Sn
                 source,
             }
         })?;
+    db.functions = crate::store::functions::Libraries::from_codes(library_codes(&meta.functions));
     db.dirty = 0;
     Ok((db, meta))
 }

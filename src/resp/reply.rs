@@ -37,6 +37,9 @@ pub enum Reply {
     Set(Vec<Reply>),
     /// RESP3 double; RESP2 bulk string.
     Double(f64),
+    /// A double already formatted, for replies whose text is not `%.17g`
+    /// (GEOPOS's 17 decimals): RESP3 double, RESP2 bulk string.
+    DoubleText(String),
     /// RESP3 boolean; RESP2 integer 1/0.
     Bool(bool),
     /// RESP3 verbatim string (`txt:`); RESP2 bulk string.
@@ -211,6 +214,8 @@ impl Reply {
             }
             Reply::Double(d) if r3 => put_line(out, b',', &format_double(*d)),
             Reply::Double(d) => put_bulk(out, format_double(*d).as_bytes()),
+            Reply::DoubleText(t) if r3 => put_line(out, b',', t),
+            Reply::DoubleText(t) => put_bulk(out, t.as_bytes()),
             Reply::Bool(b) if r3 => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
             Reply::Bool(b) => put_int(out, i64::from(*b)),
             Reply::Verbatim(b) if r3 => {

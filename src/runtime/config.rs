@@ -154,6 +154,19 @@ fn validate(name: &str, value: &str) -> Result<String, String> {
             int(0, i64::from(i32::MAX))
         }
         "auto-aof-rewrite-min-size" => mem(),
+        // A memory value up to LONG_MAX, as Redis 7.0 declares it.
+        "hll-sparse-max-bytes" => match parse_memory(value) {
+            Some(v) if i64::try_from(v).is_ok() => Ok(v.to_string()),
+            Some(_) => Err(format!(
+                "argument must be between 0 and {} inclusive",
+                i64::MAX
+            )),
+            None if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+                "argument must be between 0 and {} inclusive",
+                i64::MAX
+            )),
+            None => Err("argument must be a memory value".into()),
+        },
         "replicaof" => {
             let parts: Vec<&str> = value.split_whitespace().collect();
             match parts.as_slice() {
@@ -637,6 +650,8 @@ pub struct NodeConfig {
     /// Microseconds from which a command is logged; negative: never.
     pub slowlog_log_slower_than: i64,
     pub slowlog_max_len: usize,
+    /// Bytes past which a sparse HyperLogLog becomes dense.
+    pub hll_sparse_max_bytes: usize,
 }
 
 impl NodeConfig {
@@ -722,6 +737,8 @@ impl NodeConfig {
                 .map_err(ConfigError::Invalid)?,
             slowlog_log_slower_than: s("slowlog-log-slower-than").parse().unwrap_or(10_000),
             slowlog_max_len: s("slowlog-max-len").parse().unwrap_or(128),
+            hll_sparse_max_bytes: usize::try_from(num("hll-sparse-max-bytes")?)
+                .unwrap_or(usize::MAX),
         })
     }
 }

@@ -21,8 +21,10 @@
 //! more than one batch.
 
 mod evict;
+pub mod functions;
 mod signals;
 mod snapshot;
+pub mod stream;
 pub mod value;
 
 use crate::cluster::{key_hash_slot, SLOTS};
@@ -30,6 +32,7 @@ use hashbrown::HashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+pub use stream::{Stream, StreamId};
 pub use value::{sds, Collection, Score, Sds, Value, ZSet};
 
 /// A key and its metadata.
@@ -195,6 +198,14 @@ fn slot_at(slots: &[Slot], i: usize) -> &Slot {
     &slots[i & (SLOTS - 1)]
 }
 
+/// Records that slot `i` holds a key (see `Db::touched`).
+#[allow(clippy::indexing_slicing)]
+#[inline]
+fn mark_touched(touched: &mut [u64; SLOTS / 64], i: usize) {
+    let i = i & (SLOTS - 1);
+    touched[i / 64] |= 1 << (i % 64);
+}
+
 #[allow(clippy::indexing_slicing)]
 #[inline]
 fn slot_at_mut(slots: &mut [Slot], i: usize) -> &mut Slot {
@@ -203,6 +214,10 @@ fn slot_at_mut(slots: &mut [Slot], i: usize) -> &mut Slot {
 
 pub struct Db {
     slots: Vec<Slot>,
+    /// One bit per slot that has held a key since the last `clear`: a
+    /// superset of the occupied slots, so FLUSHALL (and a fuzzer's reset per
+    /// input) drops only those tables instead of visiting all 16384.
+    touched: Box<[u64; SLOTS / 64]>,
     len: usize,
     expires_len: usize,
     signals: Signals,
@@ -222,6 +237,9 @@ pub struct Db {
     deleted: Vec<Sds>,
     pub expiry: ExpiryMode,
     cow: Option<Box<Cow>>,
+    /// The function libraries (FUNCTION LOAD): FLUSHALL keeps them, a
+    /// loaded snapshot replaces them.
+    pub functions: functions::Libraries,
 }
 
 impl Default for Db {
@@ -240,6 +258,7 @@ impl Db {
         slots.resize_with(SLOTS, Slot::default);
         Db {
             slots,
+            touched: Box::new([0; SLOTS / 64]),
             len: 0,
             expires_len: 0,
             signals: Signals::default(),
@@ -253,6 +272,7 @@ impl Db {
             deleted: Vec::new(),
             expiry: ExpiryMode::Delete,
             cow: None,
+            functions: functions::Libraries::default(),
         }
     }
 
@@ -272,6 +292,8 @@ impl Db {
         }
         let mut old = Db::new();
         old.slots = std::mem::replace(&mut self.slots, other.slots);
+        old.touched = std::mem::replace(&mut self.touched, other.touched);
+        old.functions = std::mem::replace(&mut self.functions, other.functions);
         self.len = other.len;
         self.expires_len = other.expires_len;
         self.dirty += 1;
@@ -450,6 +472,7 @@ impl Db {
         let slot = slot_at_mut(&mut self.slots, i);
         if !slot.keys.contains_key(key) {
             self.len += 1;
+            mark_touched(&mut self.touched, i);
         }
         let e = slot.keys.entry(sds(key)).or_insert_with(|| Entry {
             value: make(),
@@ -490,6 +513,7 @@ impl Db {
                     },
                 );
                 self.len += 1;
+                mark_touched(&mut self.touched, i);
             }
         }
         let had = match expire_at {
@@ -621,17 +645,30 @@ impl Db {
                 self.cow_slot(i);
             }
         }
-        // An empty keyspace has nothing to drop: FLUSHALL on a fresh node
-        // (or one per AOF replay) need not walk all 16384 tables.
-        if self.len > 0 {
-            for s in &mut self.slots {
-                if !s.keys.is_empty() {
-                    *s = Slot::default();
-                }
+        for (w, word) in self.touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                *slot_at_mut(&mut self.slots, i) = Slot::default();
             }
         }
         self.len = 0;
         self.expires_len = 0;
+    }
+
+    /// The first slot at or after `from` that may hold keys (None past the
+    /// last): SCAN and KEYS skip the empty tables of a small keyspace.
+    pub fn next_slot_with_keys(&self, from: usize) -> Option<usize> {
+        let mut w = from / 64;
+        let mut bits = self.touched.get(w)? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(w * 64 + bits.trailing_zeros() as usize);
+            }
+            w += 1;
+            bits = *self.touched.get(w)?;
+        }
     }
 
     pub fn count_keys_in_slot(&self, slot: u16) -> usize {
@@ -863,6 +900,54 @@ mod tests {
         assert_eq!(db.count_keys_in_slot(key_hash_slot(b"other")), 0);
         db.set(b"again", s("1"));
         assert_eq!(db.len(), 1);
+    }
+
+    #[test]
+    fn clear_drops_keys_that_arrived_by_any_path() {
+        // `clear` visits only slots marked as touched: keys created by
+        // get_or_insert_with, by set, and by a swapped-in snapshot must all
+        // be marked, or they would survive FLUSHALL.
+        let mut db = Db::new();
+        for i in 0..2000 {
+            db.set(format!("k{i}").as_bytes(), s("1"));
+        }
+        db.get_or_insert_with(b"made", 0, || s("x"));
+        db.clear();
+        for i in 0..2000 {
+            assert!(db.peek(format!("k{i}").as_bytes(), 0).is_none());
+        }
+        assert!(db.peek(b"made", 0).is_none());
+        let mut loaded = Db::new();
+        loaded.set(b"from-snapshot", s("1"));
+        let _old = db.replace_contents(loaded);
+        db.clear();
+        assert!(db.peek(b"from-snapshot", 0).is_none());
+        assert_eq!(
+            (0..SLOTS as u16)
+                .map(|i| db.count_keys_in_slot(i))
+                .sum::<usize>(),
+            0
+        );
+    }
+
+    #[test]
+    fn next_slot_with_keys_finds_each_occupied_slot_in_order() {
+        let mut db = Db::new();
+        assert_eq!(db.next_slot_with_keys(0), None);
+        let keys: [&[u8]; 4] = [b"{a}", b"{b}", b"{c}", b"{zz}"];
+        let mut slots: Vec<usize> = keys.iter().map(|k| usize::from(key_hash_slot(k))).collect();
+        for k in keys {
+            db.set(k, s("1"));
+        }
+        slots.sort_unstable();
+        let mut seen = Vec::new();
+        let mut at = 0;
+        while let Some(i) = db.next_slot_with_keys(at) {
+            seen.push(i);
+            at = i + 1;
+        }
+        assert_eq!(seen, slots);
+        assert_eq!(db.next_slot_with_keys(SLOTS), None);
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub enum Value {
     Hash(Box<HashMap<Sds, Sds>>),
     Set(Box<HashSet<Sds>>),
     ZSet(Box<ZSet>),
+    Stream(Box<super::stream::Stream>),
 }
 
 impl Value {
@@ -94,6 +95,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -121,6 +123,7 @@ impl Value {
             Value::Set(_) => "hashtable",
             Value::ZSet(z) if z.len() <= 128 => "listpack",
             Value::ZSet(_) => "skiplist",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -132,6 +135,8 @@ impl Value {
             Value::Hash(h) => h.is_empty(),
             Value::Set(s) => s.is_empty(),
             Value::ZSet(z) => z.is_empty(),
+            // An empty stream is kept: its last ID and groups matter.
+            Value::Stream(_) => false,
         }
     }
 }
@@ -169,6 +174,7 @@ collection!(VecDeque<Sds>, List);
 collection!(HashMap<Sds, Sds>, Hash);
 collection!(HashSet<Sds>, Set);
 collection!(ZSet, ZSet);
+collection!(super::stream::Stream, Stream);
 
 /// A float with a total order, for the score index. NaN never gets in
 /// (commands reject it with "ERR resulting score is not a number").

@@ -295,7 +295,12 @@ fn scan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let mut slot = usize::try_from(cursor).unwrap_or(SLOTS).min(SLOTS);
     let mut found: Vec<Reply> = Vec::new();
     let mut candidates: Vec<Bytes> = Vec::new();
-    while slot < SLOTS && found.len() < count {
+    while found.len() < count {
+        let Some(next) = ctx.db.next_slot_with_keys(slot) else {
+            slot = SLOTS;
+            break;
+        };
+        slot = next;
         candidates.clear();
         candidates.extend(
             ctx.db
@@ -325,7 +330,10 @@ fn scan(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 fn keys(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let pattern = a.at(1)?;
     let mut out = Vec::new();
-    for slot in 0..SLOTS as u16 {
+    let mut next = ctx.db.next_slot_with_keys(0);
+    while let Some(i) = next {
+        next = ctx.db.next_slot_with_keys(i + 1);
+        let slot = i as u16;
         for k in ctx.db.keys_in_slot(slot) {
             if glob_match(pattern, k, false) && !ctx.db.is_expired_in_slot(slot, k, ctx.now) {
                 out.push(Reply::bulk(k));

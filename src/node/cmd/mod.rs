@@ -10,9 +10,13 @@ pub mod admin;
 pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
+pub mod functions;
+pub mod geo;
+pub mod geohash;
 #[cfg(test)]
 mod harness;
 pub mod hashes;
+pub mod hyperloglog;
 pub mod info;
 pub mod keys;
 pub mod lists;
@@ -27,6 +31,7 @@ pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod sort;
+pub mod streams;
 pub mod strings;
 pub mod zsets;
 
@@ -192,6 +197,8 @@ impl State {
             prop_mode: PropMode::default(),
             noop: false,
             in_script: false,
+            resumed: false,
+            rerun: None,
         }
     }
 
@@ -252,6 +259,11 @@ pub struct Ctx<'a> {
     noop: bool,
     /// Called by a script (redis.call): the slow log shows no client.
     pub in_script: bool,
+    /// The command blocked before and runs again (woken or timed out).
+    pub resumed: bool,
+    /// If the command blocks: the arguments to run it with when woken
+    /// (XREAD's `$` fixed to the IDs it saw).
+    pub rerun: Option<Vec<Bytes>>,
 }
 
 impl Ctx<'_> {
@@ -301,12 +313,13 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 15] {
+fn families() -> [&'static [CommandSpec]; 19] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
         strings::COMMANDS,
         bitmaps::COMMANDS,
+        hyperloglog::COMMANDS,
         keys::COMMANDS,
         hashes::COMMANDS,
         lists::COMMANDS,
@@ -314,9 +327,12 @@ fn families() -> [&'static [CommandSpec]; 15] {
         sort::COMMANDS,
         admin::COMMANDS,
         zsets::COMMANDS,
+        streams::COMMANDS,
+        geo::COMMANDS,
         pubsub::COMMANDS,
         multi::COMMANDS,
         scripting::COMMANDS,
+        functions::COMMANDS,
         server::COMMANDS,
     ]
 }
@@ -806,6 +822,15 @@ mod key_table_tests {
             for argc in argcs.map(|n| n as usize) {
                 let mut args: Vec<Bytes> = vec![Bytes::from(spec.name)];
                 args.extend((1..argc).map(|i| Bytes::from(format!("a{i}"))));
+                // `PFMERGE dest` with no sources: Redis's key specs (whose
+                // source spec starts past the end) void the call, so
+                // COMMAND GETKEYS has no keys; the node still checks the
+                // destination's slot, rather than write to a slot it may
+                // not own as Redis would.
+                if spec.name == "pfmerge" && argc == 2 {
+                    assert!(info.keys.key_positions(&args).is_empty());
+                    continue;
+                }
                 assert_eq!(
                     info.keys.key_positions(&args),
                     triple_positions(spec, argc),

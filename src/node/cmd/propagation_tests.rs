@@ -253,6 +253,41 @@ fn flushall_is_always_propagated_and_restore_gets_an_absolute_ttl() {
 }
 
 #[test]
+fn geoadd_propagates_as_the_zadd_it_ran() {
+    // As Redis: GEOADD rewrites itself into ZADD with the 52-bit scores.
+    let mut h = Harness::with_propagation();
+    h.expect(
+        "geoadd g ch 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
+        &["zadd g ch 3479099956230698 Palermo 3479447370796909 Catania"],
+    );
+    // Nothing changed: nothing propagated.
+    h.expect("geoadd g nx 13.361389 38.115556 Palermo", &[]);
+    h.expect("geoadd g 200 0 x", &[]);
+}
+
+#[test]
+fn geo_stores_propagate_verbatim_and_reads_not_at_all() {
+    let mut h = Harness::with_propagation();
+    h.run("geoadd g 13.361389 38.115556 Palermo");
+    h.stream();
+    h.expect("geosearch g fromlonlat 13 38 byradius 100 km", &[]);
+    h.expect(
+        "geosearchstore d g fromlonlat 13 38 byradius 100 km",
+        &["geosearchstore d g fromlonlat 13 38 byradius 100 km"],
+    );
+    h.expect(
+        "georadius g 13 38 100 km store d2",
+        &["georadius g 13 38 100 km store d2"],
+    );
+    // An empty result deletes the destination; with none there, no change.
+    h.expect(
+        "georadius g 0 0 1 km store d",
+        &["georadius g 0 0 1 km store d"],
+    );
+    h.expect("georadius g 0 0 1 km store d", &[]);
+}
+
+#[test]
 fn sort_store_propagates_as_itself_and_only_when_it_wrote() {
     let mut h = Harness::with_propagation();
     h.run("rpush l 2 1");

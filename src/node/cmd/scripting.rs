@@ -31,6 +31,8 @@ pub struct Scripts {
     lua: Option<Lua>,
     /// sha1 hex → source.
     cache: HashMap<String, String>,
+    /// The function libraries' VM (FUNCTION LOAD, FCALL).
+    pub functions: super::functions::Engine,
 }
 
 impl Scripts {
@@ -57,7 +59,7 @@ setmetatable(_G, {
 "#;
 
 /// A fresh VM with only the safe libraries and the `redis` table.
-fn new_vm() -> mlua::Result<Lua> {
+pub(super) fn new_vm() -> mlua::Result<Lua> {
     let lua = Lua::new_with(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::default(),
@@ -121,7 +123,7 @@ fn new_vm() -> mlua::Result<Lua> {
 const SCRIPT_SAMPLE_LIMIT: u64 = 1 << 22;
 
 /// Redis reply → Lua value (RESP2 rules).
-fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
+pub(super) fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
     Ok(match r {
         Reply::Int(n) => Value::Number(n as f64),
         Reply::Bulk(b) | Reply::Verbatim(b) => Value::String(lua.create_string(&b)?),
@@ -143,6 +145,7 @@ fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
             Value::Table(t)
         }
         Reply::Double(d) => Value::String(lua.create_string(crate::resp::reply::format_double(d))?),
+        Reply::DoubleText(t) => Value::String(lua.create_string(t)?),
         Reply::Bool(b) => {
             if b {
                 Value::Number(1.0)
@@ -183,7 +186,7 @@ fn to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
 }
 
 /// Lua value → Redis reply.
-fn from_lua(v: Value) -> Reply {
+pub(super) fn from_lua(v: Value) -> Reply {
     match v {
         Value::Nil => Reply::Nil,
         Value::Boolean(true) => Reply::Int(1),
@@ -210,19 +213,16 @@ fn table_reply(t: &Table) -> Reply {
         if matches!(v, Value::Nil) {
             break;
         }
-        let r = from_lua(v);
-        if matches!(r, Reply::Nil) && out.len() + 1 == i {
-            // false inside an array also ends it (it converts to nil).
-            break;
-        }
-        out.push(r);
+        // false inside an array is a nil element, not its end (Redis
+        // 7.0: `return {1, false, 3}` replies 1, nil, 3).
+        out.push(from_lua(v));
         i += 1;
     }
     Reply::Array(out)
 }
 
 /// Lua arguments of redis.call → command argv.
-fn call_args(args: MultiValue) -> Result<Vec<Bytes>, String> {
+pub(super) fn call_args(args: MultiValue) -> Result<Vec<Bytes>, String> {
     let mut argv = Vec::with_capacity(args.len());
     for a in args {
         match a {
@@ -245,7 +245,7 @@ fn call_args(args: MultiValue) -> Result<Vec<Bytes>, String> {
 }
 
 /// Runs one redis.call/pcall from a script: Ok(reply) or Err(error text).
-fn script_call(ctx: &mut Ctx, argv: &[Bytes], readonly: bool) -> Result<Reply, String> {
+pub(super) fn script_call(ctx: &mut Ctx, argv: &[Bytes], readonly: bool) -> Result<Reply, String> {
     let Some(spec) = argv.first().and_then(|n| lookup(n)) else {
         return Err("ERR Unknown Redis command called from script".into());
     };
@@ -265,7 +265,7 @@ fn script_call(ctx: &mut Ctx, argv: &[Bytes], readonly: bool) -> Result<Reply, S
     }
 }
 
-fn current_line(lua: &Lua) -> i64 {
+pub(super) fn current_line(lua: &Lua) -> i64 {
     lua.inspect_stack(1)
         .map_or(1, |d| i64::from(d.curr_line()).max(1))
 }
@@ -566,6 +566,11 @@ mod tests {
             ])
         );
         let v: Value = lua.load("return {1, false, 3}").eval().unwrap();
+        assert_eq!(
+            from_lua(v),
+            Reply::Array(vec![Reply::Int(1), Reply::Nil, Reply::Int(3)])
+        );
+        let v: Value = lua.load("return {1, nil, 3}").eval().unwrap();
         assert_eq!(from_lua(v), Reply::Array(vec![Reply::Int(1)]));
         let v: Value = lua
             .load("return redis.status_reply('FINE')")

@@ -640,6 +640,9 @@ fn value_size(v: &crate::store::Value) -> usize {
         Value::Hash(h) => h.iter().map(|(k, v)| s(k) + s(v) + 8).sum::<usize>(),
         Value::Set(m) => m.iter().map(|e| s(e) + 8).sum::<usize>(),
         Value::ZSet(z) => z.iter().map(|(m, _)| 2 * s(m) + 24).sum::<usize>(),
+        Value::Stream(st) => {
+            st.entries.values().flatten().map(|f| s(f)).sum::<usize>() + 16 * st.len()
+        }
     }
 }
 

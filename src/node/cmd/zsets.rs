@@ -76,7 +76,8 @@ fn with_scores(proto: Proto, items: Vec<(Sds, f64)>, scores: bool) -> Reply {
     )
 }
 
-fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+/// Also GEOADD's engine (it runs ZADD with computed scores).
+pub(super) fn zadd(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
         (false, false, false, false, false, false);
     let mut i = 2;
