@@ -90,6 +90,9 @@ fn failover(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     if ctx.shared.repl.is_replica() {
         return Err(err("ERR FAILOVER is not valid when server is a replica."));
     }
+    if ctx.shared.repl.replicas().is_empty() {
+        return Err(err("ERR FAILOVER requires connected replicas."));
+    }
     if force && (timeout.is_none() || !to) {
         return Err(err(
             "ERR FAILOVER with force option requires both a timeout and target HOST and PORT.",
