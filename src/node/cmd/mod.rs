@@ -6,6 +6,7 @@
 //! command touches only its family file. Key positions in the specs are the
 //! Redis ones (`COMMAND INFO`); cluster routing and the proxy use them.
 
+pub mod admin;
 pub mod bitmaps;
 pub mod client_cmd;
 pub mod cluster_cmd;
@@ -312,7 +313,7 @@ impl Ctx<'_> {
 
 static TABLE: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
 
-fn families() -> [&'static [CommandSpec]; 18] {
+fn families() -> [&'static [CommandSpec]; 19] {
     [
         replication::COMMANDS,
         migrate::COMMANDS,
@@ -324,6 +325,7 @@ fn families() -> [&'static [CommandSpec]; 18] {
         lists::COMMANDS,
         sets::COMMANDS,
         sort::COMMANDS,
+        admin::COMMANDS,
         zsets::COMMANDS,
         streams::COMMANDS,
         geo::COMMANDS,

@@ -33,6 +33,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec::new("getrange", 4, READONLY, [1, 1, 1], getrange),
     CommandSpec::new("substr", 4, READONLY, [1, 1, 1], getrange),
     CommandSpec::new("setrange", 4, WRITE | DENYOOM, [1, 1, 1], setrange),
+    CommandSpec::new("lcs", -3, READONLY, [1, 2, 1], lcs),
 ];
 
 fn get(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
@@ -443,4 +444,133 @@ fn setrange(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     ctx.db
         .set_keep_ttl(a.at(1)?, Value::Str(sds(&cur)), ctx.now);
     Ok(Reply::Int(n as i64))
+}
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN]: the longest
+/// common subsequence by Redis's dynamic programme, and (IDX) the matching
+/// ranges from the end of the strings backwards, as Redis reports them.
+fn lcs(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let wrong = || err("ERR The specified keys must contain string values");
+    let x = get_string(ctx.db, a.at(1)?, ctx.now)
+        .map_err(|_| wrong())?
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    let y = get_string(ctx.db, a.at(2)?, ctx.now)
+        .map_err(|_| wrong())?
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    let (mut getlen, mut getidx, mut withmatchlen, mut minmatchlen) = (false, false, false, 0i64);
+    let mut j = 3;
+    while let Some(opt) = a.get(j) {
+        if is(opt, "idx") {
+            getidx = true;
+        } else if is(opt, "len") {
+            getlen = true;
+        } else if is(opt, "withmatchlen") {
+            withmatchlen = true;
+        } else if is(opt, "minmatchlen") && j + 1 < a.len() {
+            minmatchlen = int_arg(a.at(j + 1)?)?.max(0);
+            j += 1;
+        } else {
+            return Err(syntax_error());
+        }
+        j += 1;
+    }
+    if getlen && getidx {
+        return Err(err(
+            "ERR If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    let (alen, blen) = (x.len(), y.len());
+    if alen >= u32::MAX as usize - 1 || blen >= u32::MAX as usize - 1 {
+        return Err(err("ERR String too long for LCS"));
+    }
+    // The table is (alen+1) x (blen+1) u32s, bounded like Redis's.
+    let cells = (alen + 1)
+        .checked_mul(blen + 1)
+        .filter(|c| c.checked_mul(4).is_some_and(|b| b <= max_len(ctx)))
+        .ok_or_else(|| {
+            err("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
+        })?;
+    let mut table: Vec<u32> = Vec::new();
+    table
+        .try_reserve_exact(cells)
+        .map_err(|_| err("ERR Insufficient memory, failed allocating transient memory for LCS"))?;
+    table.resize(cells, 0);
+    let at = |t: &[u32], i: usize, j: usize| t.get(j + i * (blen + 1)).copied().unwrap_or(0);
+    for i in 1..=alen {
+        for j in 1..=blen {
+            let v = if x.get(i - 1) == y.get(j - 1) {
+                at(&table, i - 1, j - 1) + 1
+            } else {
+                at(&table, i - 1, j).max(at(&table, i, j - 1))
+            };
+            if let Some(c) = table.get_mut(j + i * (blen + 1)) {
+                *c = v;
+            }
+        }
+    }
+    let total = at(&table, alen, blen);
+    if getlen {
+        return Ok(Reply::Int(i64::from(total)));
+    }
+    // Walk back from the end, collecting the string and the ranges.
+    let mut result = vec![0u8; total as usize];
+    let mut idx = total as usize;
+    let mut ranges = Vec::new();
+    let (mut i, mut j) = (alen, blen);
+    // `alen` as arange_start means "no open range".
+    let (mut a_start, mut a_end, mut b_start, mut b_end) = (alen, 0usize, 0usize, 0usize);
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if x.get(i - 1) == y.get(j - 1) {
+            if let (Some(r), Some(&c)) = (result.get_mut(idx.wrapping_sub(1)), x.get(i - 1)) {
+                *r = c;
+            }
+            if a_start == alen {
+                (a_start, a_end, b_start, b_end) = (i - 1, i - 1, j - 1, j - 1);
+            } else if a_start == i && b_start == j {
+                a_start -= 1;
+                b_start -= 1;
+            } else {
+                emit = true;
+            }
+            if a_start == 0 || b_start == 0 {
+                emit = true;
+            }
+            idx = idx.saturating_sub(1);
+            i -= 1;
+            j -= 1;
+        } else {
+            if at(&table, i - 1, j) > at(&table, i, j - 1) {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            if a_start != alen {
+                emit = true;
+            }
+        }
+        if emit {
+            let match_len = a_end.wrapping_sub(a_start).wrapping_add(1) as u32;
+            if getidx && (minmatchlen == 0 || i64::from(match_len) >= minmatchlen) {
+                let mut r = vec![
+                    Reply::Array(vec![Reply::Int(a_start as i64), Reply::Int(a_end as i64)]),
+                    Reply::Array(vec![Reply::Int(b_start as i64), Reply::Int(b_end as i64)]),
+                ];
+                if withmatchlen {
+                    r.push(Reply::Int(i64::from(match_len)));
+                }
+                ranges.push(Reply::Array(r));
+            }
+            a_start = alen;
+        }
+    }
+    if getidx {
+        return Ok(Reply::Map(vec![
+            (Reply::bulk("matches"), Reply::Array(ranges)),
+            (Reply::bulk("len"), Reply::Int(i64::from(total))),
+        ]));
+    }
+    Ok(Reply::bulk(result))
 }

@@ -48,6 +48,9 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec::new("zunion", -3, READONLY | MOVABLE_KEYS, [0, 0, 0], zunion),
     CommandSpec::new("zinter", -3, READONLY | MOVABLE_KEYS, [0, 0, 0], zinter),
     CommandSpec::new("zdiff", -3, READONLY | MOVABLE_KEYS, [0, 0, 0], zdiff),
+    CommandSpec::new("zintercard", -3, READONLY | MOVABLE_KEYS, [0, 0, 0], zintercard),
+    CommandSpec::new("zmpop", -4, WRITE | MOVABLE_KEYS, [0, 0, 0], zmpop),
+    CommandSpec::new("bzmpop", -5, WRITE | BLOCKING | MOVABLE_KEYS, [0, 0, 0], bzmpop),
 ];
 
 fn zset_ref<'d>(ctx: &'d mut Ctx, key: &[u8]) -> Result<Option<&'d ZSet>, Reply> {
@@ -578,6 +581,176 @@ fn bzpopmin(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
 }
 fn bzpopmax(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
     bzpop(ctx, a, true)
+}
+
+/// `numkeys key... MIN|MAX [COUNT n]` from `numkeys_idx`, in Redis's order
+/// of checks: numkeys, MIN|MAX, COUNT, then (BZMPOP) the timeout.
+struct Mpop<'a> {
+    keys: &'a [Bytes],
+    max: bool,
+    count: usize,
+}
+
+fn parse_zmpop(a: &[Bytes], numkeys_idx: usize) -> Result<Mpop<'_>, Reply> {
+    let numkeys = a
+        .get(numkeys_idx)
+        .and_then(|n| crate::resp::parse_i64(n))
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| err("ERR numkeys should be greater than 0"))?;
+    let where_idx = usize::try_from(numkeys)
+        .ok()
+        .and_then(|n| n.checked_add(numkeys_idx + 1))
+        .filter(|&w| w < a.len())
+        .ok_or_else(syntax_error)?;
+    let w = a.at(where_idx)?;
+    let max = if is(w, "min") {
+        false
+    } else if is(w, "max") {
+        true
+    } else {
+        return Err(syntax_error());
+    };
+    let mut count = None;
+    let mut j = where_idx + 1;
+    while let Some(opt) = a.get(j) {
+        match a.get(j + 1) {
+            Some(v) if count.is_none() && is(opt, "count") => {
+                count = Some(
+                    crate::resp::parse_i64(v)
+                        .filter(|&n| n >= 1)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or_else(|| err("ERR count should be greater than 0"))?,
+                );
+                j += 2;
+            }
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok(Mpop {
+        keys: a.get(numkeys_idx + 1..where_idx).unwrap_or_default(),
+        max,
+        count: count.unwrap_or(1),
+    })
+}
+
+/// Pops from the first non-empty sorted set among the keys:
+/// `[key, [[member, score], ...]]`; None when all are empty.
+fn zmpop_from(ctx: &mut Ctx, m: &Mpop) -> Result<Option<Reply>, Reply> {
+    for key in m.keys {
+        if zset_ref(ctx, key)?.is_none() {
+            continue;
+        }
+        let items = pop_n(ctx, key, m.max, m.count)?;
+        // Replicas pop from the chosen key directly, as Redis 7 rewrites it.
+        if ctx.propagating() {
+            ctx.propagate_as(vec![
+                Bytes::from_static(if m.max { b"ZPOPMAX" } else { b"ZPOPMIN" }),
+                key.clone(),
+                Bytes::from(items.len().to_string()),
+            ]);
+        }
+        let pairs = items
+            .into_iter()
+            .map(|(mem, sc)| Reply::Array(vec![Reply::bulk(mem), score_reply(sc)]))
+            .collect();
+        return Ok(Some(Reply::Array(vec![
+            Reply::Bulk(key.clone()),
+            Reply::Array(pairs),
+        ])));
+    }
+    Ok(None)
+}
+
+fn zmpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let m = parse_zmpop(a, 1)?;
+    Ok(zmpop_from(ctx, &m)?.unwrap_or(Reply::NilArray))
+}
+
+fn bzmpop(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let m = parse_zmpop(a, 2)?;
+    let deadline = timeout_arg(a.at(1)?, ctx.now)?;
+    if let Some(r) = zmpop_from(ctx, &m)? {
+        return Ok(r);
+    }
+    if ctx.can_block() {
+        ctx.action = Some(Action::Block {
+            keys: m.keys.to_vec(),
+            deadline,
+        });
+    }
+    Ok(Reply::NilArray)
+}
+
+/// ZINTERCARD numkeys key... [LIMIT n]: the size of the intersection,
+/// counting stops at the limit (0 = none). Sets count as sorted sets.
+fn zintercard(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
+    let n = int_arg(a.at(1)?)?;
+    if n < 1 {
+        return Err(err(
+            "ERR at least 1 input key is needed for 'zintercard' command",
+        ));
+    }
+    let keys = usize::try_from(n)
+        .ok()
+        .and_then(|n| a.get(2..2 + n))
+        .ok_or_else(syntax_error)?;
+    // Types first, then options, as Redis checks them.
+    let mut sizes = Vec::with_capacity(keys.len());
+    for k in keys {
+        sizes.push(match ctx.db.get(k, ctx.now) {
+            None => 0,
+            Some(Value::ZSet(z)) => z.len(),
+            Some(Value::Set(s)) => s.len(),
+            Some(_) => return Err(wrongtype()),
+        });
+    }
+    let mut limit = 0usize;
+    let mut j = 2 + keys.len();
+    while let Some(opt) = a.get(j) {
+        match a.get(j + 1) {
+            Some(v) if is(opt, "limit") => {
+                limit = crate::resp::parse_i64(v)
+                    .filter(|&n| n >= 0)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| err("ERR LIMIT can't be negative"))?;
+                j += 2;
+            }
+            _ => return Err(syntax_error()),
+        }
+    }
+    if sizes.contains(&0) {
+        return Ok(Reply::Int(0));
+    }
+    // Walk the smallest input, probe the others.
+    let smallest = sizes
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, s)| **s)
+        .map_or(0, |(i, _)| i);
+    let Some(first) = keys.get(smallest) else {
+        return Ok(Reply::Int(0));
+    };
+    let mut candidates: Vec<Sds> = match ctx.db.get(first, ctx.now) {
+        Some(Value::ZSet(z)) => z.iter().map(|(m, _)| m.clone()).collect(),
+        Some(Value::Set(s)) => s.iter().cloned().collect(),
+        _ => Vec::new(),
+    };
+    for (i, k) in keys.iter().enumerate() {
+        if i == smallest {
+            continue;
+        }
+        match ctx.db.get(k, ctx.now) {
+            Some(Value::ZSet(z)) => candidates.retain(|m| z.score(m).is_some()),
+            Some(Value::Set(s)) => candidates.retain(|m| s.contains(m.as_slice())),
+            _ => candidates.clear(),
+        }
+    }
+    let n = if limit > 0 {
+        candidates.len().min(limit)
+    } else {
+        candidates.len()
+    };
+    Ok(Reply::Int(n as i64))
 }
 
 fn zrandmember(ctx: &mut Ctx, a: &[Bytes]) -> CmdResult {
