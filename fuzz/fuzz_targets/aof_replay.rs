@@ -32,6 +32,10 @@ const KEPT_OUT: &[&str] = &[
     "module",
     "acl",
     "client",
+    // A fixed self-test of the HyperLogLog code: hundreds of thousands of
+    // register writes whatever the input, so under the sanitizer it only
+    // trips the timeout without exploring anything.
+    "pfselftest",
 ];
 
 fn admit(args: &[Bytes]) -> bool {
