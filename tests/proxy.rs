@@ -186,6 +186,30 @@ fn check_families(proxy: &ProxyProc, masters: &[u16]) {
         q::<Vec<i64>>(&mut c, &["SORT_RO", "nums"]).unwrap(),
         [1, 2, 3]
     );
+    // Commands whose keys follow a count (ZMPOP, ZINTERCARD) or come in
+    // pairs (LCS) are routed by the key spec, and refused across slots.
+    let _: () = q(&mut c, &["ZADD", "{zm}a", "1", "x", "2", "y"]).unwrap();
+    let _: () = q(&mut c, &["ZADD", "{zm}b", "2", "y", "3", "z"]).unwrap();
+    assert_eq!(
+        q::<i64>(&mut c, &["ZINTERCARD", "2", "{zm}a", "{zm}b"]).unwrap(),
+        1
+    );
+    assert_eq!(
+        q::<(String, Vec<(String, f64)>)>(&mut c, &["ZMPOP", "2", "{zm}none", "{zm}b", "MAX"])
+            .unwrap(),
+        ("{zm}b".to_string(), vec![("z".to_string(), 3.0)])
+    );
+    assert!(err(&mut c, &["ZINTERCARD", "2", "za", "zb"]).contains("CROSSSLOT"));
+    let _: () = q(
+        &mut c,
+        &["MSET", "{lcs}1", "ohmytext", "{lcs}2", "mynewtext"],
+    )
+    .unwrap();
+    assert_eq!(
+        q::<String>(&mut c, &["LCS", "{lcs}1", "{lcs}2"]).unwrap(),
+        "mytext"
+    );
+    assert!(err(&mut c, &["LCS", "la", "lb"]).contains("CROSSSLOT"));
     let lib = "#!lua name=proxylib\nredis.register_function('getk', function(keys) return redis.call('GET', keys[1]) end)";
     assert_eq!(
         q::<String>(&mut c, &["FUNCTION", "LOAD", "REPLACE", lib]).unwrap(),
