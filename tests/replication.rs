@@ -625,3 +625,61 @@ fn a_master_frees_its_backlog_after_repl_backlog_ttl_without_replicas() {
         "0"
     );
 }
+
+/// ZMPOP and a BZMPOP woken by another client's ZADD reach a real
+/// redis-server replica as commands it applies to the same data (Redis
+/// propagates them as ZPOPMIN/ZPOPMAX of the chosen key).
+#[test]
+#[ignore = "needs redis-tools; CI runs it with --ignored"]
+fn zmpop_and_a_woken_bzmpop_reach_a_real_redis_replica() {
+    use std::io::{Read, Write};
+    let master = Node::start(&[]);
+    let mut m = master.client();
+    let dir = tempfile::tempdir().unwrap();
+    let port = master.port.to_string();
+    let redis = RealRedis::start(dir.path(), &["--replicaof", "127.0.0.1", &port]);
+    let mut r = redis.client();
+    wait_synced(&mut m, &mut r);
+    let _: () = m
+        .zadd_multiple("za", &[(1, "a"), (2, "b"), (3, "c")])
+        .unwrap();
+    let _: redis::Value = redis::cmd("ZMPOP")
+        .arg(2)
+        .arg("none")
+        .arg("za")
+        .arg("MAX")
+        .arg("COUNT")
+        .arg(2)
+        .query(&mut m)
+        .unwrap();
+
+    let mut blocked = std::net::TcpStream::connect(("127.0.0.1", master.port)).unwrap();
+    blocked
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    blocked
+        .write_all(
+            b"*6\r\n$6\r\nBZMPOP\r\n$1\r\n0\r\n$1\r\n2\r\n$2\r\nzb\r\n$2\r\nzc\r\n$3\r\nMIN\r\n",
+        )
+        .unwrap();
+    wait_until("BZMPOP to block", Duration::from_secs(10), || {
+        info_field(&mut m, "clients", "blocked_clients") == "1"
+    });
+    let _: () = m.zadd_multiple("zc", &[(5, "x"), (6, "y")]).unwrap();
+    let want = b"*2\r\n$2\r\nzc\r\n*1\r\n*2\r\n$1\r\nx\r\n$1\r\n5\r\n";
+    let mut got = vec![0u8; want.len()];
+    blocked.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut m).unwrap();
+    assert_eq!(n, 1);
+    for k in ["za", "zc"] {
+        let on_master: Vec<(String, f64)> = m.zrange_withscores(k, 0, -1).unwrap();
+        let on_replica: Vec<(String, f64)> = r.zrange_withscores(k, 0, -1).unwrap();
+        assert_eq!(on_master, on_replica, "{k}");
+    }
+    let za: Vec<String> = r.zrange("za", 0, -1).unwrap();
+    assert_eq!(za, ["a"]);
+    let zc: Vec<String> = r.zrange("zc", 0, -1).unwrap();
+    assert_eq!(zc, ["y"]);
+}
