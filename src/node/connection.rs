@@ -591,14 +591,16 @@ impl Conn {
         let mut demoted = self.shared.repl.demoted_rx();
         let cluster = self.shared.cluster.clone();
         let mut views = cluster.as_ref().map(|c| c.view_rx());
-        // XREAD is the one blocking read; the rest pop or move, so they
-        // are writes that a replica never serves.
+        // Only a blocking read flagged READONLY (XREAD) may wait on a
+        // READONLY replica connection; pops and moves are writes a replica
+        // never serves, so those are redirected like any write.
         let readonly_read = self.client.readonly
             && self
                 .pending
                 .front()
                 .and_then(|c| c.first())
-                .is_some_and(|n| n.eq_ignore_ascii_case(b"xread"));
+                .and_then(|n| crate::node::cmd::lookup(n))
+                .is_some_and(|spec| spec.has(crate::node::cmd::flags::READONLY));
         let woke = loop {
             // Biased: a client that already hung up must be noticed before
             // a wake-up, or it would pop an element that nobody receives.
